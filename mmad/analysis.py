@@ -1,0 +1,114 @@
+"""Evaluation of result files and the paper's analyses, on top of the metrics core."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmad import metrics
+from mmad.datasets import discover
+from mmad.results import ResultTable, find_result_files, known_pairs, read_result_file
+
+
+@dataclass(frozen=True)
+class SubsetRecord:
+    """One row of an evaluation: the `--json` record."""
+
+    dataset: str
+    subset: str
+    n: int
+    dropped: int
+    auroc: float
+    auroc_by_level: dict[int, float]
+    c_index: float
+    kendall_tau_b: float
+    source: str = ""
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        record = asdict(self)
+        record["auroc_by_level"] = {str(k): _json_number(v) for k, v in self.auroc_by_level.items()}
+        for key in ("auroc", "c_index", "kendall_tau_b"):
+            record[key] = _json_number(record[key])
+        if not self.ci:
+            record.pop("ci")
+        return record
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def evaluate_table(table: ResultTable, *, ties: str = "half", normal_up_to: int = 0,
+                   bootstrap: int = 0, seed: int = 0) -> SubsetRecord:
+    """Metrics for one result table; rows without a score are dropped and counted."""
+    levels = metrics.severity_levels(table.severity)
+    levels, scores, dropped = metrics.drop_missing(levels, table.scores)
+    if normal_up_to:
+        levels = metrics.expand_normal(levels, normal_up_to)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.MetricWarning)
+        summary = metrics.summarize(levels, scores, ties=ties)
+        ci = {}
+        if bootstrap and summary.n:
+            ci = {
+                "auroc": metrics.bootstrap_ci(lambda lv, sc: metrics.auroc(lv, sc, ties=ties),
+                                              levels, scores, n_boot=bootstrap, seed=seed),
+                "c_index": metrics.bootstrap_ci(lambda lv, sc: metrics.c_index(lv, sc, ties=ties),
+                                                levels, scores, n_boot=bootstrap, seed=seed),
+                "kendall_tau_b": metrics.bootstrap_ci(metrics.kendall_tau_b, levels, scores,
+                                                      n_boot=bootstrap, seed=seed),
+            }
+    return SubsetRecord(table.dataset, table.subset, summary.n, dropped, summary.auroc,
+                        summary.auroc_by_level, summary.c_index, summary.kendall_tau_b,
+                        str(table.source), ci)
+
+
+def evaluate_paths(inputs: Sequence[Path], *, data_root: Path | None = None, **options) -> list[SubsetRecord]:
+    """Evaluate every result file named or found in folders.
+
+    Datasets discovered under `data_root` are recognised in file names besides the registry's.
+    """
+    extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
+    pairs = known_pairs(extra)
+    return [evaluate_table(read_result_file(path, pairs=pairs), **options)
+            for path in find_result_files(inputs)]
+
+
+@dataclass(frozen=True)
+class DatasetMean:
+    """Mean over subsets, as in the paper's Table 3."""
+
+    dataset: str
+    subsets: int
+    auroc: float
+    c_index: float
+    kendall_tau_b: float
+
+
+def dataset_means(records: Sequence[SubsetRecord]) -> list[DatasetMean]:
+    by_dataset: dict[str, list[SubsetRecord]] = {}
+    for record in records:
+        by_dataset.setdefault(record.dataset, []).append(record)
+    means = []
+    for name, group in by_dataset.items():
+        def mean(key: str) -> float:
+            values = [getattr(r, key) for r in group if not math.isnan(getattr(r, key))]
+            return float(np.mean(values)) if values else math.nan
+        means.append(DatasetMean(name, len(group), mean("auroc"), mean("c_index"), mean("kendall_tau_b")))
+    return means
+
+
+def ranking_agreement(methods: dict[str, dict[str, float]]) -> tuple[list[str], np.ndarray]:
+    """Spearman correlation of the method rankings that each metric induces.
+
+    `methods` maps method name -> {metric name: value}; returns (metric names, matrix).
+    """
+    names = sorted(next(iter(methods.values())))
+    table = np.array([[values[m] for m in names] for values in methods.values()])
+    return names, metrics.ranking_agreement(table)

@@ -1,0 +1,81 @@
+"""`mmad data fetch`: the published dataset through Hugging Face `datasets`, written into the layout.
+
+Each record of the published dataset carries `image` and `relative_path`; the image bytes are
+written verbatim (no JPEG re-encoding), atomically, and files already present are skipped, so an
+interrupted fetch resumes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from mmad.errors import ConfigError, DataError
+
+HUB_DATASET = "tricao1105/MultilevelADSet"
+
+
+def _safe_target(root: Path, relative: str) -> Path:
+    rel = Path(relative)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise DataError(f"record relative_path {relative!r} is not a path inside the data root")
+    return root / rel
+
+
+def _image_bytes(image: object, suffix: str) -> bytes:
+    if isinstance(image, Mapping) and image.get("bytes"):
+        return bytes(image["bytes"])
+    if isinstance(image, Mapping) and image.get("path"):
+        return Path(image["path"]).read_bytes()
+    if hasattr(image, "save"):  # a decoded PIL image
+        buffer = io.BytesIO()
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix.lower(), "PNG")
+        image.save(buffer, format=fmt)
+        return buffer.getvalue()
+    raise DataError(f"record image of type {type(image).__name__} cannot be written")
+
+
+def write_records(records: Iterable[Mapping], root: Path,
+                  progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Write `image` to `root/relative_path` for each record; returns (written, skipped)."""
+    written = skipped = 0
+    for number, record in enumerate(records, start=1):
+        if "relative_path" not in record or "image" not in record:
+            raise DataError(f"record {number}: needs fields 'image' and 'relative_path'")
+        target = _safe_target(root, str(record["relative_path"]))
+        if target.exists():
+            skipped += 1
+            continue
+        payload = _image_bytes(record["image"], target.suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        tmp.write_bytes(payload)
+        os.replace(tmp, target)
+        written += 1
+        if progress:
+            progress(number)
+    return written, skipped
+
+
+def load_records(source: str = HUB_DATASET) -> Iterable[Mapping]:
+    """Every record of every split, with images left undecoded. `source` may be a local folder."""
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("`mmad data fetch` needs the `datasets` library: pip install 'mmad[fetch]'") from None
+    try:
+        local = Path(source)
+        saved = any((local / name).exists() for name in ("dataset_dict.json", "dataset_info.json"))
+        if local.is_dir() and saved:
+            loaded = datasets.load_from_disk(source)
+        else:
+            loaded = datasets.load_dataset(source)
+    except Exception as exc:  # the hub client raises many unrelated types when offline
+        raise DataError(f"cannot load dataset {source!r} ({type(exc).__name__}: {str(exc)[:160]}); "
+                        f"is the Hugging Face hub reachable? Set HF_ENDPOINT or pass a local folder "
+                        f"with --source") from None
+    splits = loaded.values() if isinstance(loaded, Mapping) else [loaded]
+    for split in splits:
+        yield from split.cast_column("image", datasets.Image(decode=False))

@@ -1,0 +1,196 @@
+"""Result files: reading ours and the reference implementation's, writing atomically.
+
+A result CSV has the template's columns `Path,Severity,Anomaly Score`; an empty score means the
+job failed (the JSONL beside it says why). The reference scripts' quirks are accepted: a `Score`
+column (its PatchCore script) and `Area` instead of `Severity` (its multidog script).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmad.datasets import (PATH_COLUMNS, REGISTRY, SCORE_COLUMNS, SEVERITY_COLUMNS, find_column,
+                           first_rows, parse_number, read_csv_rows)
+from mmad.errors import DataError
+
+RESULT_HEADER = ("Path", "Severity", "Anomaly Score")
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    """One scored subset: severities as written and scores (NaN where the job failed)."""
+
+    source: Path
+    dataset: str
+    subset: str
+    paths: tuple[str, ...]
+    severity: np.ndarray
+    scores: np.ndarray
+
+
+def known_pairs(extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """(dataset, subset) of the registry plus any discovered ones, longest names first."""
+    pairs = {(spec.name, subset) for spec in REGISTRY.values() for subset in spec.subsets}
+    pairs.update(extra)
+    return sorted(pairs, key=lambda pair: len(template_stem(*pair)), reverse=True)
+
+
+def template_stem(dataset: str, subset: str) -> str:
+    return dataset if dataset == subset else f"{dataset}_{subset}"
+
+
+def identify(stem: str, pairs: Sequence[tuple[str, str]] | None = None) -> tuple[str, str]:
+    """(dataset, subset) from a result file name: `<model>_<dataset>_<subset>` or `<model>_<dataset>`.
+
+    Known (and discovered) names are matched, longest first; anything else is labelled by the stem.
+    """
+    for dataset, subset in pairs if pairs is not None else known_pairs():
+        name = template_stem(dataset, subset)
+        if stem == name or stem.endswith("_" + name):
+            return dataset, subset
+    return stem, stem
+
+
+def read_result_file(path: Path, dataset: str | None = None, subset: str | None = None,
+                     pairs: Sequence[tuple[str, str]] | None = None) -> ResultTable:
+    """Read a result CSV; an empty score is a failed row, a non-numeric one is an error."""
+    header, rows = read_csv_rows(path)
+    path_col = find_column(header, PATH_COLUMNS, path, "path")
+    sev_col = find_column(header, SEVERITY_COLUMNS, path, "severity")
+    score_col = find_column(header, SCORE_COLUMNS, path, "score")
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    severities = np.empty(len(rows))
+    scores = np.full(len(rows), np.nan)
+    bad_severity: list[int] = []
+    bad_score: list[int] = []
+    for i, row in enumerate(rows):
+        sev = parse_number(row[sev_col]) if sev_col < len(row) else None
+        if sev is None or sev < 0:
+            bad_severity.append(i + 2)
+        else:
+            severities[i] = sev
+        cell = row[score_col].strip() if score_col < len(row) else ""
+        if cell and cell.lower() not in ("nan", "none", "null"):
+            value = parse_number(cell)
+            if value is None:
+                bad_score.append(i + 2)
+            else:
+                scores[i] = value
+    if bad_severity:
+        raise DataError(f"{path}: non-numeric or negative severity at line(s) {first_rows(bad_severity)}")
+    if bad_score:
+        raise DataError(f"{path}: non-numeric score at line(s) {first_rows(bad_score)} "
+                        f"(leave the cell empty for a failed row)")
+    guessed = identify(path.stem, pairs)
+    return ResultTable(path, dataset or guessed[0], subset or guessed[1],
+                       tuple(row[path_col] for row in rows), severities, scores)
+
+
+def find_result_files(inputs: Sequence[Path]) -> list[Path]:
+    """CSV files named directly or found (recursively) in folders, in a stable order."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*.csv") if not p.name.endswith("_template.csv")))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not files:
+        raise DataError(f"no result CSV files in {', '.join(str(i) for i in inputs)}")
+    return files
+
+
+# --------------------------------------------------------------------------- writing
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def format_score(score: float | None) -> str:
+    if score is None or not np.isfinite(score):
+        return ""
+    return str(int(score)) if float(score).is_integer() else repr(float(score))
+
+
+def format_severity(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def write_result_csv(path: Path, rows: Iterable[tuple[str, float, float | None]]) -> None:
+    """`Path,Severity,Anomaly Score` in template order; failed rows keep an empty score."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RESULT_HEADER)
+    for rel, severity, score in rows:
+        writer.writerow((rel, format_severity(severity), format_score(score)))
+    atomic_write_text(path, buffer.getvalue())
+
+
+class JsonlLog:
+    """Append-only JSONL: one record per finished job, flushed to the OS as it completes.
+
+    Flushing per record survives a killed process (kill -9); fsync runs at most once per
+    `sync_every` seconds and on close, which bounds what a power cut can take (and what it
+    takes is still in the response cache, so it is never paid for twice). A torn last line is
+    ignored on reading and terminated before the next append.
+    """
+
+    def __init__(self, path: Path, sync_every: float = 1.0) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self._handle = open(path, "a", encoding="utf-8")
+        if torn:
+            self._handle.write("\n")
+        self._sync_every = sync_every
+        self._last_sync = time.monotonic()
+
+    def append(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= self._sync_every:
+            os.fsync(self._handle.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        if not path.exists():
+            return []
+        records = []
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return records

@@ -1,0 +1,85 @@
+"""An offline demo dataset in the MAD-Bench layout: real textures with graded synthetic defects.
+
+scikit-image ships the brick, grass and gravel textures inside its wheel, so this needs no network.
+Each subset gets normal training crops, and test crops at levels 0-3 whose defect (a blotch of
+shifted intensity with a scratch through it) grows in size and contrast with the level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data as skdata
+from skimage import draw
+
+from mmad.results import write_result_csv
+
+TEXTURES = ("brick", "grass", "gravel")
+DATASET = "synth"
+LEVELS = 4
+# Defect radius range (fraction of the image side) and contrast per level.
+DEFECT = {1: (0.04, 0.06, 45), 2: (0.09, 0.12, 70), 3: (0.16, 0.22, 95)}
+
+
+def _texture(name: str) -> np.ndarray:
+    return np.asarray(getattr(skdata, name)(), dtype=np.uint8)
+
+
+def _crop(texture: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    y, x = rng.integers(0, texture.shape[0] - size), rng.integers(0, texture.shape[1] - size)
+    return texture[y:y + size, x:x + size].astype(np.float64)
+
+
+def _add_defect(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    size = image.shape[0]
+    low, high, contrast = DEFECT[level]
+    radius = rng.uniform(low, high) * size
+    cy, cx = rng.uniform(radius, size - radius, 2)
+    sign = rng.choice((-1.0, 1.0))
+    rr, cc = draw.ellipse(cy, cx, radius, radius * rng.uniform(0.5, 1.0), shape=image.shape,
+                          rotation=rng.uniform(0, np.pi))
+    out = image.copy()
+    out[rr, cc] = out[rr, cc] * 0.5 + (128 + sign * contrast)
+    angle = rng.uniform(0, np.pi)
+    length = radius * 2.2
+    r0, c0 = cy - np.sin(angle) * length / 2, cx - np.cos(angle) * length / 2
+    r1, c1 = cy + np.sin(angle) * length / 2, cx + np.cos(angle) * length / 2
+    lr, lc = draw.line(*(int(np.clip(v, 0, size - 1)) for v in (r0, c0, r1, c1)))
+    for offset in range(max(1, level)):
+        out[np.clip(lr + offset, 0, size - 1), lc] = 255 if sign < 0 else 0
+    return np.clip(out, 0, 255)
+
+
+def _save(array: np.ndarray, path: Path, tint: tuple[float, float, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.stack([array * t for t in tint], axis=-1)
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
+
+
+def synthesize(root: Path, *, train: int = 20, per_level: int = 10, size: int = 224,
+               seed: int = 0, textures: tuple[str, ...] = TEXTURES) -> list[Path]:
+    """Write the demo dataset `synth` under `root`; returns the template files written."""
+    templates = []
+    for index, name in enumerate(textures):
+        rng = np.random.default_rng(seed * 1000 + index)
+        texture = _texture(name)
+        tint = tuple(float(t) for t in rng.uniform(0.8, 1.1, 3))
+        base = root / "Industry" / DATASET / name
+        for i in range(train):
+            _save(_crop(texture, size, rng), base / "train" / "good" / f"{i:03d}.png", tint)
+        rows = []
+        for level in range(LEVELS):
+            folder = "good_level_0" if level == 0 else f"defect_level_{level}"
+            for i in range(per_level):
+                image = _crop(texture, size, rng)
+                if level:
+                    image = _add_defect(image, level, rng)
+                rel = f"{folder}/{i:03d}.png"
+                _save(image, base / "test" / rel, tint)
+                rows.append((rel, float(level), None))
+        template = root / "template" / f"{DATASET}_{name}_template.csv"
+        write_result_csv(template, rows)
+        templates.append(template)
+    return templates

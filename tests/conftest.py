@@ -1,0 +1,59 @@
+"""Shared fixtures. The core suite runs on data the tests generate; tests that read ../shared skip
+with a reason when it is absent (a user's clone has none)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TEMPLATES = SHARED / "madbench" / "templates"
+
+
+@pytest.fixture
+def shared_templates() -> Path:
+    if not TEMPLATES.is_dir():
+        pytest.skip(f"reference templates not found at {TEMPLATES} (../shared is absent in a user's clone)")
+    return TEMPLATES
+
+
+def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (32, 32)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def make_industry_subset(root: Path, dataset: str, subset: str, per_level: int = 3, levels: int = 4,
+                         train: int = 5, size: tuple[int, int] = (32, 32)) -> Path:
+    """A tiny subset in the published Industry layout; returns its template path."""
+    base = root / "Industry" / dataset / subset
+    for i in range(train):
+        write_image(base / "train" / "good" / f"{i:03d}.png", seed=i, size=size)
+    rows = []
+    for level in range(levels):
+        for i in range(per_level):
+            rel = f"good_level_0/{i:03d}.png" if level == 0 else f"defect_level_{level}/{i:03d}.png"
+            write_image(base / "test" / rel, seed=100 * level + i, size=size)
+            rows.append([rel, f"{level}.0"])
+    return write_csv(root / "template" / f"{dataset}_{subset}_template.csv", ["Path", "Severity"], rows)
+
+
+@pytest.fixture
+def tiny_root(tmp_path: Path) -> Path:
+    """A data root with one discovered industrial dataset `toy` of two subsets."""
+    make_industry_subset(tmp_path, "toy", "widget")
+    make_industry_subset(tmp_path, "toy", "gear_box")
+    return tmp_path

@@ -1,0 +1,149 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmad import datasets
+from mmad.errors import DataError
+from tests.conftest import make_industry_subset, write_csv, write_image
+
+
+def test_all_31_published_templates_read(shared_templates):
+    files = sorted(shared_templates.glob("*_template.csv"))
+    assert len(files) == 31
+    total = sum(len(datasets.read_template(f)) for f in files)
+    assert total == 21603
+
+
+def test_registry_matches_published_templates(shared_templates):
+    names = {f.name for f in shared_templates.glob("*_template.csv")}
+    expected = {datasets.template_name(spec.name, s) for spec in datasets.REGISTRY.values() for s in spec.subsets}
+    assert names == expected
+    for spec in datasets.REGISTRY.values():
+        rows = sum(len(datasets.read_template(shared_templates / datasets.template_name(spec.name, s)))
+                   for s in spec.subsets)
+        assert rows == spec.rows, spec.name
+        levels = np.concatenate([datasets.read_template(shared_templates / datasets.template_name(spec.name, s)).levels
+                                 for s in spec.subsets])
+        assert levels.max() + 1 == spec.levels
+
+
+def test_visa_quoted_commas(shared_templates):
+    quoted = sum(1 for f in shared_templates.glob("visa_*.csv")
+                 for p in datasets.read_template(f).paths if "," in p)
+    assert quoted == 173
+    pcb1 = datasets.read_template(shared_templates / "visa_pcb1_template.csv")
+    assert "melt,scratch_level_2/080.JPG" in pcb1.paths
+
+
+def test_covid_fractional_severity_keeps_raw_and_rounds_up(shared_templates):
+    covid = datasets.read_template(shared_templates / "covid19_template.csv")
+    assert 0.5 in covid.severity.tolist()
+    half = covid.severity == 0.5
+    assert set(covid.levels[half].tolist()) == {1}
+    assert covid.levels.max() == 6
+
+
+def test_dataset_card_column_convention(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["image_path_raw", "severity", "anomaly_score"],
+                     [["a.png", "0", ""], ["b.png", "2.5", ""]])
+    template = datasets.read_template(path)
+    assert template.paths == ("a.png", "b.png")
+    assert template.levels.tolist() == [0, 3]
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([["a.png", "zero"]], r"line\(s\) 2"),
+    ([["a.png", "0"], ["b.png", "1"], ["a.png", "2"]], r"duplicate paths at line\(s\) 2, 4"),
+    ([], "no rows"),
+    ([["a.png", "-1"]], "negative"),
+])
+def test_template_errors_name_file_and_rows(tmp_path, rows, message):
+    path = write_csv(tmp_path / "bad_template.csv", ["Path", "Severity"], rows)
+    with pytest.raises(DataError, match=message) as info:
+        datasets.read_template(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_severity_column(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["Path", "Level"], [["a.png", "0"]])
+    with pytest.raises(DataError, match="no severity column"):
+        datasets.read_template(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        datasets.read_template(path)
+
+
+def test_missing_and_unreadable_images_are_reported(tiny_root):
+    subset = datasets.resolve(tiny_root, "toy", "widget")[0]
+    (subset.test_root / "defect_level_2" / "001.png").unlink()
+    (subset.test_root / "defect_level_3" / "000.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"2 missing or unreadable image\(s\) at line\(s\) 9, 11"):
+        datasets.load_subset(subset)
+
+
+def test_discovery_of_unknown_dataset(tiny_root):
+    found = {(s.dataset, s.subset) for s in datasets.discover(tiny_root)}
+    assert found == {("toy", "widget"), ("toy", "gear_box")}
+    gear = datasets.resolve(tiny_root, "toy", "gear_box")[0]
+    assert gear.prompt_family == "industrial" and gear.subject == "gear box"
+    assert len(datasets.load_subset(gear)) == 12
+
+
+def test_discovered_novelty_and_medical_layouts(tmp_path):
+    write_image(tmp_path / "OneClassNovelty" / "cats" / "level_0_train" / "tabby_cat" / "a.png")
+    write_csv(tmp_path / "template" / "cats_tabby_cat_template.csv", ["Path", "Severity"], [["x.png", "0"]])
+    (tmp_path / "Medical" / "knee-xray").mkdir(parents=True)
+    write_csv(tmp_path / "template" / "knee-xray_template.csv", ["Path", "Severity"], [["x.png", "0"]])
+    found = {s.label: s for s in datasets.discover(tmp_path)}
+    assert found["cats/tabby_cat"].prompt_family == "novelty"
+    assert found["cats/tabby_cat"].reference_dir == tmp_path / "OneClassNovelty/cats/level_0_train/tabby_cat"
+    knee = found["knee-xray"]
+    assert knee.prompt_family is None  # cannot be inferred: the user must say
+    explicit = datasets.resolve(tmp_path, "knee-xray", prompt_family="drd", subject="knee")[0]
+    assert explicit.prompt_family == "drd" and explicit.subject == "knee"
+
+
+def test_published_layout_paths(tmp_path):
+    bottle = datasets.resolve(tmp_path, "mvtec", "bottle")[0]
+    assert bottle.test_root == tmp_path / "Industry/mvtec/bottle/test"
+    assert bottle.reference_dir == tmp_path / "Industry/mvtec/bottle/train/good"
+    assert bottle.template_path == tmp_path / "template/mvtec_bottle_template.csv"
+    covid = datasets.resolve(tmp_path, "covid19")[0]
+    assert covid.test_root == tmp_path / "Medical/covid19"
+    assert covid.reference_dir == tmp_path / "Medical/covid19/level_0_train"
+    assert covid.template_path == tmp_path / "template/covid19_template.csv"
+    teddy = datasets.resolve(tmp_path, "multidog", "teddy")[0]
+    assert teddy.reference_dir == tmp_path / "OneClassNovelty/multidog/level_0_train/teddy"
+    assert teddy.test_root == tmp_path / "OneClassNovelty/multidog"
+    assert len(datasets.resolve(tmp_path, "mvtec")) == 14
+
+
+def test_subjects_follow_the_reference_scripts(tmp_path):
+    subject = {s.subset: s.subject for s in datasets.resolve(tmp_path, "visa")}
+    assert subject["pcb3"] == "printed circuit board (PCB)"
+    assert subject["macaroni2"] == "macaroni" and subject["pipe_fryum"] == "pipe fryum"
+    assert datasets.resolve(tmp_path, "multidog", "golden_retriever")[0].subject == "golden_retriever"
+
+
+def test_unknown_names(tmp_path):
+    with pytest.raises(DataError, match="unknown dataset 'mvtc'"):
+        datasets.resolve(tmp_path, "mvtc")
+    with pytest.raises(DataError, match="unknown subset 'bottel' of mvtec"):
+        datasets.resolve(tmp_path, "mvtec", "bottel")
+
+
+def test_references_are_first_sorted_images(tiny_root):
+    subset = datasets.resolve(tiny_root, "toy", "widget")[0]
+    (subset.reference_dir / ".DS_Store").write_text("junk")
+    write_image(subset.reference_dir / "0.png")
+    refs = datasets.reference_images(subset, 3)
+    assert [r.name for r in refs] == ["0.png", "000.png", "001.png"]
+    assert datasets.reference_images(subset, 0) == []
+    with pytest.raises(DataError, match="7 references are needed"):
+        datasets.reference_images(subset, 7)

@@ -1,0 +1,148 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mmad import cli
+from mmad.analysis import dataset_means, evaluate_paths, ranking_agreement
+from mmad.errors import DataError
+from mmad.results import JsonlLog, identify, read_result_file, write_result_csv
+from tests.conftest import write_csv
+
+
+def reference_result(folder, model, dataset, subset, header, rows):
+    name = f"{model}_{dataset}.csv" if dataset == subset else f"{model}_{dataset}_{subset}.csv"
+    return write_csv(folder / model / name, header, rows)
+
+
+def test_identify_names():
+    assert identify("gpt4o_mvtec_metal_nut") == ("mvtec", "metal_nut")
+    assert identify("patchcore_diabetic-retinopathy") == ("diabetic-retinopathy", "diabetic-retinopathy")
+    assert identify("x_visa_pcb1") == ("visa", "pcb1")
+    assert identify("x_multidog_golden_retriever") == ("multidog", "golden_retriever")
+    assert identify("something_else") == ("something_else", "something_else")
+
+
+def test_reference_quirks_score_and_area_columns(tmp_path):
+    pc = reference_result(tmp_path, "patchcore", "mvtec", "bottle", ["Path", "Severity", "Score"],
+                          [["a", "0.0", "0.1"], ["b", "1.0", "0.7"]])
+    dog = reference_result(tmp_path, "gpt4o", "multidog", "teddy", ["Path", "Area", "Anomaly Score"],
+                           [["a", "0", "5"], ["b", "3", "80"]])
+    a, b = read_result_file(pc), read_result_file(dog)
+    assert a.scores.tolist() == [0.1, 0.7] and (a.dataset, a.subset) == ("mvtec", "bottle")
+    assert b.severity.tolist() == [0, 3] and b.dataset == "multidog"
+
+
+def test_failed_rows_are_dropped_and_counted(tmp_path):
+    path = reference_result(tmp_path, "m", "covid19", "covid19", ["Path", "Severity", "Anomaly Score"],
+                            [["a", "0", "0"], ["b", "0.5", ""], ["c", "1.5", "40"], ["d", "0", "10"], ["e", "6", "90"]])
+    record = evaluate_paths([path])[0]
+    assert record.n == 4 and record.dropped == 1
+    assert record.auroc_by_level.keys() == {2, 6}  # 1.5 rounds up to 2
+
+
+def test_non_numeric_score_is_an_error(tmp_path):
+    path = reference_result(tmp_path, "m", "mvtec", "grid", ["Path", "Severity", "Anomaly Score"],
+                            [["a", "0", "0"], ["b", "1", "high"]])
+    with pytest.raises(DataError, match=r"non-numeric score at line\(s\) 3"):
+        read_result_file(path)
+
+
+def test_dataset_means_are_over_subsets(tmp_path):
+    for subset, scores in (("bottle", [0, 10, 20, 30]), ("cable", [30, 20, 10, 0])):
+        reference_result(tmp_path, "m", "mvtec", subset, ["Path", "Severity", "Anomaly Score"],
+                         [[str(i), str(i), str(s)] for i, s in enumerate(scores)])
+    records = evaluate_paths([tmp_path])
+    mean = dataset_means(records)[0]
+    assert mean.subsets == 2 and mean.c_index == pytest.approx(0.5) and mean.auroc == pytest.approx(0.5)
+
+
+def test_ranking_agreement_by_name():
+    names, rho = ranking_agreement({"a": {"auroc": 0.9, "c": 0.8}, "b": {"auroc": 0.8, "c": 0.7},
+                                    "c": {"auroc": 0.7, "c": 0.9}})
+    assert names == ["auroc", "c"] and rho.shape == (2, 2)
+
+
+def test_write_result_csv_round_trips_with_commas_and_failures(tmp_path):
+    path = tmp_path / "out" / "m_visa_pcb1.csv"
+    write_result_csv(path, [("melt,scratch_level_2/080.JPG", 2.0, 55.0), ("good_level_0/1.JPG", 0.0, None)])
+    table = read_result_file(path)
+    assert table.paths[0] == "melt,scratch_level_2/080.JPG"
+    assert table.scores[0] == 55 and math.isnan(table.scores[1])
+    assert not list(path.parent.glob(".*tmp"))
+
+
+def test_jsonl_ignores_a_torn_last_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = JsonlLog(path)
+    log.append({"a": 1})
+    log.close()
+    with open(path, "a") as handle:
+        handle.write('{"a": 2, "tor')
+    log = JsonlLog(path)
+    log.append({"a": 3})
+    log.close()
+    assert [r["a"] for r in JsonlLog.read(path)] == [1, 3]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_eval_cli_json_records(tmp_path, capsys):
+    reference_result(tmp_path, "m", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"],
+                     [["a", "0", "0"], ["b", "1", "20"], ["c", "2", "60"], ["d", "3", ""], ["e", "3", "90"]])
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--json")
+    assert code == 0
+    [record] = json.loads(out)
+    assert set(record) >= {"dataset", "subset", "n", "dropped", "auroc", "auroc_by_level", "c_index", "kendall_tau_b"}
+    assert record["dataset"] == "mvtec" and record["n"] == 4 and record["dropped"] == 1
+    assert record["auroc_by_level"] == {"1": 1.0, "2": 1.0, "3": 1.0}
+
+
+def test_eval_cli_markdown_csv_and_table(tmp_path, capsys):
+    reference_result(tmp_path, "m", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"],
+                     [["a", "0", "0"], ["b", "1", "20"], ["c", "2", "60"]])
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--markdown")
+    assert code == 0 and "| mvtec | bottle | 3 | 0 | 100.00 | 1.000 | 100.00 |" in out
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--csv")
+    assert out.splitlines()[0].startswith("dataset,subset,n,dropped,AUC %,Ken,C %")
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path))
+    assert "bottle" in out and "100.00" in out
+
+
+def test_eval_cli_bootstrap(tmp_path, capsys):
+    rows = [[str(i), str(i % 4), str((i % 4) * 10 + i % 7)] for i in range(40)]
+    reference_result(tmp_path, "m", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"], rows)
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--json", "--bootstrap", "50")
+    ci = json.loads(out)[0]["ci"]
+    assert ci["c_index"][0] <= ci["c_index"][1]
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("Path,Severity,Anomaly Score\na,0,zero\n", "non-numeric score at line(s) 2"),
+    ("Path,Anomaly Score\na,3\n", "no severity column"),
+    ("", "empty file"),
+])
+def test_eval_cli_bad_input_is_one_line(tmp_path, capsys, content, fragment):
+    path = tmp_path / "m_mvtec_bottle.csv"
+    path.write_text(content)
+    code, out, err = run_cli(capsys, "eval", str(path))
+    assert code != 0
+    assert fragment in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+
+
+def test_eval_reads_real_template_shaped_result(shared_templates, tmp_path, capsys):
+    """A result built from a published template (quoted commas) evaluates end to end."""
+    import csv
+    rows = list(csv.reader(open(shared_templates / "visa_pcb1_template.csv")))
+    rng = np.random.default_rng(0)
+    out_rows = [[p, s, str(int(float(s) * 25 + rng.integers(0, 30)))] for p, s in rows[1:]]
+    reference_result(tmp_path, "gpt", "visa", "pcb1", ["Path", "Severity", "Anomaly Score"], out_rows)
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--json")
+    record = json.loads(out)[0]
+    assert code == 0 and record["n"] == 200 and record["subset"] == "pcb1"
