@@ -132,6 +132,168 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- score
+
+DEFAULT_MODELS = {"openai": "gpt-4o", "anthropic": "claude-3-5-sonnet-latest"}
+
+
+def make_provider(name: str, *, base_url: str | None, timeout: float, dry_run: bool = False):
+    """The provider for --provider; keys come from the environment only."""
+    placeholder = "dry-run" if dry_run else None
+    if name == "openai":
+        from mmad.providers.openai import OpenAIProvider
+        return OpenAIProvider(base_url=base_url, timeout=timeout,
+                              api_key=None if not dry_run else (placeholder if not _env_key("OPENAI_API_KEY") else None))
+    if name == "anthropic":
+        from mmad.providers.anthropic import AnthropicProvider
+        return AnthropicProvider(base_url=base_url, timeout=timeout,
+                                 api_key=None if not dry_run else (placeholder if not _env_key("ANTHROPIC_API_KEY") else None))
+    raise MmadError(f"unknown provider {name!r}")
+
+
+def _env_key(name: str) -> str | None:
+    import os
+    return os.environ.get(name) or None
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from mmad.cache import ResponseCache
+    from mmad.jobs import build_plan, safe_name
+
+    root = config.data_root(args.root)
+    subsets = datasets.resolve(root, args.dataset, args.subset, prompt_family=args.prompt_family,
+                               subject=args.subject)
+    model = args.model or DEFAULT_MODELS.get(args.provider, "")
+    provider = make_provider(args.provider, base_url=args.base_url, timeout=args.timeout, dry_run=args.dry_run)
+    run_name = args.run_name or safe_name(model)
+    out_dir = Path(args.out) if args.out else Path("results") / run_name
+    plans = build_plan(subsets, identity=provider.identity(), model=model, refs=args.refs,
+                       prompt_choice=args.prompt, prompts_dir=config.prompts_dir(args.prompts_dir),
+                       out_dir=out_dir, run_name=run_name, temperature=args.temperature,
+                       max_tokens=args.max_tokens)
+    cache = ResponseCache(config.cache_dir(args.cache_dir))
+    try:
+        if args.dry_run:
+            return _dry_run(plans, provider, cache)
+        return asyncio.run(_score(args, provider, cache, plans))
+    finally:
+        cache.close()
+
+
+def _dry_run(plans, provider, cache) -> int:
+    from mmad.images import EncodedImage
+
+    jobs = [job for plan in plans for job in plan.jobs]
+    hits = sum(1 for job in jobs if job.key in cache)
+    console.print(f"{len(jobs)} jobs in {len(plans)} subset(s); {hits} already cached, "
+                  f"{len(jobs) - hits} would be sent")
+    first, plan = plans[0].jobs[0], plans[0]
+    names = dict(zip([r.sha256 for r in first.request.image_refs],
+                     [p.name for p in plan.references] + [str(first.query)]))
+    images = {ref.sha256: EncodedImage(ref, "image/png", f"<elided: {names[ref.sha256]} sha256={ref.sha256[:12]}>", 0, 0)
+              for ref in first.request.image_refs}
+    if hasattr(provider, "body"):
+        body = provider.body(first.request, images)
+    else:
+        body = {"model": first.request.model, "max_tokens": first.request.max_tokens,
+                "temperature": first.request.temperature, "system": first.request.system,
+                "messages": [{"role": "user", "content": provider.content(first.request, images)}]}
+    console.print(f"first request ({plan.subset.label}, prompt {plan.prompt_name}):")
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def _score(args, provider, cache, plans) -> int:
+    import asyncio
+    import signal
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mmad.engine import Engine, EngineSettings, JobFinished, Paused, Retrying, RunStarted, RunStopped
+
+    settings = EngineSettings(concurrency=args.concurrency, requests_per_minute=args.rpm,
+                              tokens_per_minute=args.tpm, max_attempts=args.max_attempts,
+                              image_workers=args.image_workers, retry_failed=args.retry_failed)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=err_console,
+                        transient=False, disable=args.quiet)
+    task = progress.add_task("scoring", total=None, stats="")
+    counts: dict[str, int] = {}
+    started = {"t": None}
+
+    def on_event(event) -> None:
+        import time
+        if isinstance(event, RunStarted):
+            started["t"] = time.monotonic()
+            progress.update(task, total=event.total, completed=event.already_done)
+        elif isinstance(event, JobFinished):
+            record = event.record
+            counts[record["status"]] = counts.get(record["status"], 0) + 1
+            counts[record["source"]] = counts.get(record["source"], 0) + 1
+            elapsed = max(time.monotonic() - started["t"], 1e-9)
+            failures = " ".join(f"{k}={counts[k]}" for k in ("parse_failed", "refused", "error") if counts.get(k))
+            tokens = sum(engine._summary.usage.get(k, 0) for k in ("input_tokens", "output_tokens"))
+            progress.update(task, advance=1, stats=(
+                f"{counts.get('live', 0) / elapsed:.1f} req/s  cache {counts.get('cache', 0)}  "
+                f"tokens {tokens:,}  {failures}"))
+        elif isinstance(event, (Paused, Retrying, RunStopped)) and not args.quiet:
+            text = (f"pause {event.seconds:.1f}s: {event.reason}" if isinstance(event, Paused) else
+                    f"retry ({event.kind}) in {event.wait_s:.1f}s" if isinstance(event, Retrying) else
+                    f"stopping: {event.reason}")
+            progress.console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)
+
+    engine = Engine(provider, cache, settings, on_event=on_event)
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    interrupts = {"n": 0}
+
+    def on_signal() -> None:
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            engine.request_stop("interrupted; finishing requests in flight (press again to abort)")
+        else:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        with progress:
+            summary = await engine.run(plans)
+    except asyncio.CancelledError:
+        err_console.print("aborted; rerun the same command to resume")
+        return 130
+    finally:
+        await provider.aclose()
+    _print_summary(summary)
+    if summary.fatal is not None:
+        from mmad.errors import ProviderError, QuotaExhausted
+        error = QuotaExhausted if summary.fatal.kind == "quota" else ProviderError
+        raise error(f"{summary.fatal}; {summary.remaining} job(s) left: rerun the same command to resume")
+    if summary.remaining:
+        err_console.print(f"{summary.remaining} job(s) not done; rerun the same command to resume")
+        return 1
+    return 0
+
+
+def _print_summary(summary) -> None:
+    table = Table(title="run summary", show_header=False)
+    table.add_row("jobs", f"{summary.total} ({summary.already_done} done before this run, {summary.remaining} left)")
+    table.add_row("this run", ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())) or "nothing to do")
+    table.add_row("sources", ", ".join(f"{k} {v}" for k, v in sorted(summary.sources.items())) or "—")
+    table.add_row("HTTP calls", f"{summary.live_requests} (failed attempts: "
+                  f"{', '.join(f'{k} {v}' for k, v in sorted(summary.failures.items())) or 'none'})")
+    table.add_row("tokens (live)", ", ".join(f"{k} {v:,}" for k, v in sorted(summary.usage.items())) or "0")
+    table.add_row("time", f"{summary.elapsed_s:.1f} s")
+    for path in summary.csv_paths:
+        table.add_row("results", str(path))
+    err_console.print(table)
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +339,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--root", help="data root whose discovered datasets are recognised in file names")
     ev.set_defaults(func=cmd_eval)
+
+    sc = sub.add_parser("score", help="score a dataset with a multimodal model")
+    sc.add_argument("--provider", required=True, choices=("openai", "anthropic"))
+    sc.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
+    sc.add_argument("--dataset", required=True)
+    sc.add_argument("--subset")
+    sc.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
+    sc.add_argument("--prompt", help="prompt name in prompts/ or a .toml file (default: the dataset's family)")
+    sc.add_argument("--prompts-dir", help=f"prompt folder (default ${config.PROMPTS_DIR_ENV} or prompts/)")
+    sc.add_argument("--refs", type=int, default=3, help="normal reference images per request (0 = zero-shot)")
+    sc.add_argument("--prompt-family", choices=datasets.PROMPT_FAMILIES, help="for datasets it cannot be inferred for")
+    sc.add_argument("--subject", help="object/class name put into the prompt")
+    sc.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    sc.add_argument("--out", help="output folder (default results/<run-name>)")
+    sc.add_argument("--run-name", help="file-name prefix (default: the model name)")
+    sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    sc.add_argument("--concurrency", type=int, help="requests in flight (default: enough for the rate limit)")
+    sc.add_argument("--rpm", type=float, help="requests per minute cap (learned from headers when lower)")
+    sc.add_argument("--tpm", type=float, help="tokens per minute cap (learned from headers when lower)")
+    sc.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    sc.add_argument("--max-attempts", type=int, default=6, help="tries per job, the first included")
+    sc.add_argument("--image-workers", type=int, help="processes preparing images (default: all cores)")
+    sc.add_argument("--temperature", type=float, default=0.0)
+    sc.add_argument("--max-tokens", type=int, default=300)
+    sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
+    sc.add_argument("--dry-run", action="store_true", help="print the job count and the first request; send nothing")
+    sc.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    sc.set_defaults(func=cmd_score)
     return parser
 
 

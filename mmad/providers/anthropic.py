@@ -1,0 +1,78 @@
+"""Anthropic messages API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import anthropic
+
+from mmad.errors import ConfigError
+from mmad.images import EncodedImage, ImageRef
+from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, classify_status,
+                                 error_message, parse_raw, rate_limit_info, redact)
+
+KEY_ENV = "ANTHROPIC_API_KEY"
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
+                 timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None) -> None:
+        self.base_url = base_url
+        self._key = api_key or os.environ.get(KEY_ENV)
+        if not self._key:
+            if base_url is None:
+                raise ConfigError(f"set {KEY_ENV} to use the anthropic provider")
+            self._key = "placeholder"
+        self._client = client or anthropic.AsyncAnthropic(api_key=self._key, base_url=base_url,
+                                                          max_retries=0, timeout=timeout)
+
+    def identity(self) -> dict[str, str]:
+        ident = {"provider": self.name}
+        if self.base_url:
+            ident["base_url"] = self.base_url.rstrip("/")
+        return ident
+
+    def content(self, request: Request, images: Mapping[str, EncodedImage]) -> list[dict]:
+        blocks = []
+        for part in request.parts:
+            if isinstance(part, ImageRef):
+                image = images[part.sha256]
+                blocks.append({"type": "image", "source": {"type": "base64", "media_type": image.media_type,
+                                                           "data": image.data}})
+            else:
+                blocks.append({"type": "text", "text": part})
+        return blocks
+
+    async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
+        try:
+            # The SDK has no `temperature` argument: it goes in the body, always (0.0 included).
+            raw = await self._client.messages.with_raw_response.create(
+                model=request.model, max_tokens=request.max_tokens, system=request.system,
+                messages=[{"role": "user", "content": self.content(request, images)}],
+                extra_body={"temperature": request.temperature})
+        except anthropic.APIStatusError as exc:
+            headers = exc.response.headers
+            raise classify_status(exc.status_code, headers, exc.body,
+                                  redact(error_message(exc.body, str(exc)), [self._key]),
+                                  rate_limit_info(headers, "anthropic-ratelimit-", "anthropic")) from None
+        except anthropic.APITimeoutError:
+            raise ProviderFailure("transient", "request timed out") from None
+        except anthropic.APIConnectionError as exc:
+            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        message = await parse_raw(raw)
+        text = "".join(getattr(block, "text", "") for block in message.content)
+        usage = {"input_tokens": message.usage.input_tokens or 0, "output_tokens": message.usage.output_tokens or 0}
+        for field, name in (("cache_read_input_tokens", "cached_input_tokens"),
+                            ("cache_creation_input_tokens", "cache_write_tokens")):
+            value = getattr(message.usage, field, None)
+            if value:
+                usage[name] = value
+        return Completion(text=text, usage=usage, finish_reason=message.stop_reason,
+                          refused=message.stop_reason == "refusal", model=message.model,
+                          limits=rate_limit_info(raw.headers, "anthropic-ratelimit-", "anthropic"))
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,221 @@
+"""The provider seam: a request model, a completion, a classified failure, and the protocol.
+
+No SDK imports here. Providers *classify* errors (`ProviderFailure.kind`); the engine *decides*
+(retry, shared slow-down, stop). Providers never see the cache and never retry.
+
+    ProviderFailure kinds
+    ├── rate_limit   429: wait `retry_after` (shared by every worker), then retry
+    ├── transient    5xx, 529, 408/409, timeouts, connection errors: backoff with jitter, retry
+    ├── quota        billing/quota exhausted: stop the run cleanly, resumable
+    ├── auth         bad or missing key, no permission: stop the run
+    └── bad_request  the request itself is wrong (400/404/413/422): this job fails, no retry
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+from mmad.images import EncodedImage, ImageRef
+
+FailureKind = Literal["rate_limit", "transient", "quota", "auth", "bad_request"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One job's request, provider-neutral. `parts` are texts and image identities in order."""
+
+    system: str
+    parts: tuple[str | ImageRef, ...]
+    model: str
+    temperature: float = 0.0
+    max_tokens: int = 300
+
+    @property
+    def image_refs(self) -> list[ImageRef]:
+        return [p for p in self.parts if isinstance(p, ImageRef)]
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """What a response's headers say about the account's limits (None where absent)."""
+
+    requests_limit: float | None = None
+    tokens_limit: float | None = None
+    requests_remaining: float | None = None
+    tokens_remaining: float | None = None
+    requests_reset_s: float | None = None
+    tokens_reset_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A provider's answer: raw text, normalised usage, and whether the model refused."""
+
+    text: str
+    usage: dict[str, int] = field(default_factory=dict)
+    finish_reason: str | None = None
+    refused: bool = False
+    model: str | None = None
+    limits: RateLimitInfo | None = None
+
+
+class ProviderFailure(Exception):
+    """A classified failure of one call. Messages never contain a key."""
+
+    def __init__(self, kind: FailureKind, message: str, *, status: int | None = None,
+                 retry_after: float | None = None, limits: RateLimitInfo | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.limits = limits
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("rate_limit", "transient")
+
+    @property
+    def fatal(self) -> bool:
+        """The run cannot go on (every later call would fail the same way)."""
+        return self.kind in ("quota", "auth")
+
+
+class Provider(ABC):
+    """One coroutine to complete a request, plus identity and clean-up."""
+
+    name: str = "provider"
+
+    @abstractmethod
+    async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
+        """Send `request` with `images` (by sha256) and return the answer or raise ProviderFailure."""
+
+    def identity(self) -> dict[str, str]:
+        """What about this provider changes answers (goes into the cache key)."""
+        return {"provider": self.name}
+
+    async def preflight(self, request: Request, images: Mapping[str, EncodedImage]) -> None:
+        """Check, before a run, that the server accepts this request shape. Default: nothing."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+# --------------------------------------------------------------------------- header helpers
+
+def redact(text: str, secrets: list[str | None]) -> str:
+    """Remove secrets and anything that looks like a provider key from a message."""
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "***")
+    return re.sub(r"\b(sk-[A-Za-z0-9_\-*]{6,})", "sk-***", text)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds from '20ms', '1s', '6m0s', '1h2m3.5s', a plain number, or an RFC 3339/HTTP date."""
+    if value is None or not str(value).strip():
+        return None
+    value = str(value).strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if parts and "".join(n + u for n, u in parts) == value.replace(" ", ""):
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        return sum(float(n) * scale[u] for n, u in parts)
+    try:
+        from datetime import datetime
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """`retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    return parse_duration(headers.get("retry-after"))
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def rate_limit_info(headers: Mapping[str, str], prefix: str, style: str) -> RateLimitInfo | None:
+    """Read the limit headers of either vendor.
+
+    OpenAI: x-ratelimit-{limit,remaining,reset}-{requests,tokens}.
+    Anthropic: anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}.
+    """
+    def get(kind: str, what: str) -> str | None:
+        name = f"{prefix}{what}-{kind}" if style == "openai" else f"{prefix}{kind}-{what}"
+        return headers.get(name)
+
+    info = RateLimitInfo(
+        _number(get("requests", "limit")), _number(get("tokens", "limit")),
+        _number(get("requests", "remaining")), _number(get("tokens", "remaining")),
+        parse_duration(get("requests", "reset")), parse_duration(get("tokens", "reset")),
+    )
+    return None if info == RateLimitInfo() else info
+
+
+QUOTA_MARKERS = ("insufficient_quota", "billing", "credit balance", "quota", "spend limit")
+
+
+def classify_status(status: int, headers: Mapping[str, str], body: object, message: str,
+                    limits: RateLimitInfo | None = None) -> ProviderFailure:
+    """Map an HTTP error status (and the error body) to a failure kind; shared by both vendors."""
+    text = f"{body} {message}".lower()
+    if status == 402 or (status in (400, 403, 429) and any(m in text for m in QUOTA_MARKERS)):
+        return ProviderFailure("quota", f"quota or billing exhausted (HTTP {status}): {message}",
+                               status=status, limits=limits)
+    if status == 429:
+        return ProviderFailure("rate_limit", f"rate limited (HTTP 429): {message}", status=status,
+                               retry_after=retry_after_seconds(headers), limits=limits)
+    if status in (401, 403):
+        return ProviderFailure("auth", f"authentication failed (HTTP {status}): {message}", status=status)
+    if status in (408, 409) or status >= 500:
+        return ProviderFailure("transient", f"server error (HTTP {status}): {message}", status=status,
+                               retry_after=retry_after_seconds(headers))
+    return ProviderFailure("bad_request", f"request rejected (HTTP {status}): {message}", status=status)
+
+
+async def parse_raw(raw: object) -> object:
+    """A raw SDK response's parsed model (`parse()` is a coroutine in some SDK versions)."""
+    try:
+        parsed = raw.parse()
+        if inspect.isawaitable(parsed):
+            parsed = await parsed
+    except (ValueError, TypeError, KeyError) as exc:  # truncated or malformed JSON, wrong shape
+        raise ProviderFailure("transient", f"malformed response: {type(exc).__name__}") from None
+    return parsed
+
+
+def error_message(body: object, fallback: str) -> str:
+    """The human part of a vendor error body: {"error": {"message": ...}}."""
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and error.get("message"):
+            return str(error["message"])[:300]
+    return fallback[:300]

@@ -1,0 +1,124 @@
+"""OpenAI chat completions, and any OpenAI-compatible server (vLLM, Ollama, LM Studio) via base_url."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Mapping
+
+import openai
+
+from mmad.errors import ConfigError, ProviderError
+from mmad.images import EncodedImage, ImageRef
+from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, classify_status,
+                                 error_message, parse_raw, rate_limit_info, redact)
+
+KEY_ENV = "OPENAI_API_KEY"
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
+                 timeout: float = 120.0, client: openai.AsyncOpenAI | None = None) -> None:
+        self.base_url = base_url
+        self._key = api_key or os.environ.get(KEY_ENV)
+        if not self._key:
+            if base_url is None:
+                raise ConfigError(f"set {KEY_ENV} to use the openai provider "
+                                  f"(any placeholder works for a local OpenAI-compatible server)")
+            self._key = "placeholder"  # local servers accept any key
+        # One layer retries: the engine (tenacity). The SDK's own retries are off.
+        self._client = client or openai.AsyncOpenAI(api_key=self._key, base_url=base_url,
+                                                    max_retries=0, timeout=timeout)
+
+    def identity(self) -> dict[str, str]:
+        ident = {"provider": self.name}
+        if self.base_url:
+            ident["base_url"] = self.base_url.rstrip("/")
+        return ident
+
+    def body(self, request: Request, images: Mapping[str, EncodedImage]) -> dict:
+        """The chat-completions body: system message, then one user message of texts and images."""
+        content = []
+        for part in request.parts:
+            if isinstance(part, ImageRef):
+                image = images[part.sha256]
+                content.append({"type": "image_url",
+                                "image_url": {"url": f"data:{image.media_type};base64,{image.data}"}})
+            else:
+                content.append({"type": "text", "text": part})
+        return {
+            "model": request.model,
+            "messages": [{"role": "system", "content": request.system},
+                         {"role": "user", "content": content}],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+
+    async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**self.body(request, images))
+        except openai.APIStatusError as exc:
+            headers = exc.response.headers
+            raise classify_status(exc.status_code, headers, exc.body,
+                                  redact(error_message(exc.body, str(exc)), [self._key]),
+                                  rate_limit_info(headers, "x-ratelimit-", "openai")) from None
+        except openai.APITimeoutError:
+            raise ProviderFailure("transient", "request timed out") from None
+        except openai.APIConnectionError as exc:
+            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        response = await parse_raw(raw)
+        limits = rate_limit_info(raw.headers, "x-ratelimit-", "openai")
+        if not response.choices:
+            raise ProviderFailure("transient", "response without choices")
+        choice = response.choices[0]
+        message = choice.message
+        refusal = getattr(message, "refusal", None)
+        usage = {}
+        if response.usage is not None:
+            usage = {"input_tokens": response.usage.prompt_tokens or 0,
+                     "output_tokens": response.usage.completion_tokens or 0}
+            details = getattr(response.usage, "prompt_tokens_details", None)
+            cached = getattr(details, "cached_tokens", None) if details else None
+            if cached:
+                usage["cached_input_tokens"] = cached
+        return Completion(text=message.content or refusal or "", usage=usage,
+                          finish_reason=choice.finish_reason,
+                          refused=bool(refusal) or choice.finish_reason == "content_filter",
+                          model=response.model, limits=limits)
+
+    async def preflight(self, request: Request, images: Mapping[str, EncodedImage]) -> None:
+        """Against a custom server, check it takes this many images in one message."""
+        if not self.base_url:
+            return
+        count = len(request.image_refs)
+        if count == 0:
+            return
+        tiny = _tiny_png()
+        probe_refs = tuple(ImageRef(f"probe-{i}") for i in range(count))
+        parts: list[str | ImageRef] = ["Reply with the word OK."]
+        parts.extend(probe_refs)
+        probe = Request(request.system, tuple(parts), request.model, 0.0, 5)
+        probe_images = {ref.sha256: EncodedImage(ref, "image/png", tiny, 16, 16) for ref in probe_refs}
+        try:
+            await self.complete(probe, probe_images)
+        except ProviderFailure as failure:
+            if failure.kind == "bad_request":
+                raise ProviderError(
+                    f"the server at {self.base_url} rejected one message with {count} images for model "
+                    f"{request.model!r}: {failure}. Multi-image input is required (vLLM: start it with "
+                    f"--limit-mm-per-prompt '{{\"image\": {count}}}'); or use --refs 0 for zero-shot") from None
+            # Anything else (auth, quota, transient trouble) is left to the run, which stops or
+            # retries as it would for any job.
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _tiny_png() -> str:
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

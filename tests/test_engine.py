@@ -1,0 +1,297 @@
+"""The engine through the real SDKs against the local wire-format server."""
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mmad import datasets
+from mmad.cache import ResponseCache
+from mmad.config import PROJECT_ROOT
+from mmad.engine import Engine, EngineSettings, Paused
+from mmad.jobs import build_plan
+from mmad.providers.anthropic import AnthropicProvider
+from mmad.providers.base import RateLimitInfo
+from mmad.providers.openai import OpenAIProvider
+from mmad.results import JsonlLog, read_result_file
+from tests.conftest import make_industry_subset, write_image
+from tests.wire_server import Fault, WireServer, decode_image
+
+KEY = "sk-test-SECRET-0123456789"
+
+
+@pytest.fixture
+def server():
+    srv = WireServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def root(tmp_path):
+    make_industry_subset(tmp_path, "toy", "widget", per_level=3)
+    # one tall query image: must arrive downscaled to 512 px height
+    write_image(tmp_path / "Industry/toy/widget/test/good_level_0/000.png", seed=9, size=(300, 900))
+    return tmp_path
+
+
+def sent(server):
+    """Requests for jobs, without the OpenAI-compatible capability probe."""
+    return [r for r in server.requests if r.body.get("max_tokens") != 5]
+
+
+def sent_paid(server):
+    return [r for r in server.paid if r.body.get("max_tokens") != 5]
+
+
+def provider_for(kind, server, **kw):
+    if kind == "openai":
+        return OpenAIProvider(api_key=KEY, base_url=server.openai_url, **kw)
+    return AnthropicProvider(api_key=KEY, base_url=server.anthropic_url, **kw)
+
+
+def plan_for(root, provider, tmp_path, *, refs=3, prompt=None, model="test-model", temperature=0.0):
+    subsets = datasets.resolve(root, "toy", "widget")
+    return build_plan(subsets, identity=provider.identity(), model=model, refs=refs, prompt_choice=prompt,
+                      prompts_dir=PROJECT_ROOT / "prompts", out_dir=tmp_path / "out", run_name="m",
+                      temperature=temperature)
+
+
+def run_engine(provider, plans, cache_dir, events=None, **settings):
+    base = dict(backoff_initial=0.01, backoff_max=0.05)
+    base.update(settings)
+    cache = ResponseCache(cache_dir)
+
+    async def go():
+        engine = Engine(provider, cache, EngineSettings(**base), on_event=(events.append if events is not None else None),
+                        executor=ThreadPoolExecutor(2))
+        try:
+            return await engine.run(plans)
+        finally:
+            await provider.aclose()
+    try:
+        return asyncio.run(go())
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_request_layout_as_received(kind, server, root, tmp_path):
+    provider = provider_for(kind, server)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache")
+    assert summary.statuses == {"ok": 12} and summary.remaining == 0
+    jobs = sent(server)
+    assert len(jobs) == 12 and all(len(r.images()) == 4 for r in jobs)
+    refs = {tuple(r.images()[:3]) for r in jobs}
+    assert len(refs) == 1  # the same three references in every job
+    queries = {r.images()[3] for r in jobs}
+    assert len(queries) == 12
+    for received in jobs:
+        body = received.body
+        assert "temperature" in body and body["temperature"] == 0
+        assert body["max_tokens"] == 300
+        texts = received.texts()
+        assert texts[1:] == ["Normal Image 1:", "Normal Image 2:", "Normal Image 3:", "Inference Image :"]
+        assert "non-defect category of widget" in texts[0]
+        system = body["system"] if kind == "anthropic" else body["messages"][0]["content"]
+        assert system.startswith("You are a helpful assistant that responds in detecting anomalies")
+        for data in received.images():
+            assert decode_image(data).format == "PNG"
+    heights = sorted(decode_image(r.images()[3]).size for r in jobs)
+    assert (171, 512) in heights  # 300x900 -> height 512, aspect kept
+    auth = [r.headers.get("x-api-key") or r.headers.get("authorization") for r in jobs]
+    assert all(KEY in a for a in auth)
+
+
+def test_results_files_and_eval(server, root, tmp_path):
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    run_engine(provider, plans, tmp_path / "cache")
+    table = read_result_file(plans[0].csv_path)
+    assert (table.dataset, table.subset) == ("toy", "widget") or table.dataset.endswith("toy_widget")
+    assert len(table.paths) == 12 and not any(s != s for s in table.scores)
+    records = JsonlLog.read(plans[0].jsonl_path)
+    assert {r["status"] for r in records} == {"ok"} and all(r["source"] == "live" for r in records)
+    assert set(records[0]) >= {"path", "severity", "score", "status", "reason", "raw", "usage", "latency_s",
+                               "attempts", "source"}
+
+
+def test_faults_end_in_definite_statuses(server, root, tmp_path):
+    server.faults.extend([Fault("429", retry_after_ms=100), Fault("500"), Fault("529"), Fault("malformed"),
+                          Fault("garbage"), Fault("refusal"), Fault("bad_request", message="image too large")])
+    provider = provider_for("anthropic", server)
+    plans = plan_for(root, provider, tmp_path)
+    events = []
+    summary = run_engine(provider, plans, tmp_path / "cache", events, concurrency=1)
+    assert summary.remaining == 0
+    assert summary.statuses["ok"] == 9
+    assert summary.statuses["parse_failed"] == 1 and summary.statuses["refused"] == 1
+    assert summary.statuses["error"] == 1
+    assert summary.failures["rate_limit"] >= 1 and summary.failures["transient"] >= 3
+    assert any(isinstance(e, Paused) for e in events)
+    records = {r["status"]: r for r in JsonlLog.read(plans[0].jsonl_path)}
+    assert records["parse_failed"]["score"] is None and records["parse_failed"]["raw"] == "I think it looks fine."
+    assert records["refused"]["score"] is None
+    assert "image too large" in records["error"]["error"]
+    table = read_result_file(plans[0].csv_path)
+    assert sum(s != s for s in table.scores) == 3  # failures are empty, never 0
+
+
+def test_hang_times_out_and_is_retried(server, root, tmp_path):
+    server.faults.append(Fault("hang", seconds=5))
+    provider = provider_for("anthropic", server, timeout=2.0)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache")
+    assert summary.statuses == {"ok": 12} and summary.failures["transient"] == 1
+
+
+def test_retries_exhausted_is_error_not_zero(server, root, tmp_path):
+    server.fault_rule = lambda received, n: Fault("500")
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=3)
+    assert summary.statuses == {"error": 12}
+    assert len(sent(server)) == 36
+    table = read_result_file(plans[0].csv_path)
+    assert all(s != s for s in table.scores)
+
+
+def test_shared_slowdown_on_429(server, root, tmp_path):
+    """One 429 with retry-after pauses every worker, not just the one that got it."""
+    server.faults.append(Fault("429", retry_after_ms=400))
+    server.latency = 0.02
+    provider = provider_for("anthropic", server)
+    plans = plan_for(root, provider, tmp_path)
+    import time
+    start = time.monotonic()
+    summary = run_engine(provider, plans, tmp_path / "cache", concurrency=4)
+    assert summary.statuses == {"ok": 12}
+    assert time.monotonic() - start >= 0.4
+    assert len(sent(server)) == 13
+
+
+def test_quota_stops_cleanly_and_resumes(server, root, tmp_path):
+    server.fault_rule = lambda received, n: Fault("quota") if n == 7 else None
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache", concurrency=1)
+    assert summary.fatal is not None and summary.fatal.kind == "quota"
+    assert 0 < summary.remaining < 12
+    paid_before = {r.query_id() for r in sent_paid(server)}
+    server.fault_rule = None
+    server.paid.clear()
+    provider = provider_for("openai", server)
+    summary = run_engine(provider, plans, tmp_path / "cache")
+    assert summary.remaining == 0 and summary.already_done == len(paid_before)
+    assert not paid_before & {r.query_id() for r in sent_paid(server)}  # nothing paid twice
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_bad_key_is_fatal_and_secret_free(kind, root, tmp_path):
+    server = WireServer(valid_keys={"the-right-key"}).start()
+    try:
+        provider = provider_for(kind, server)
+        plans = plan_for(root, provider, tmp_path)
+        summary = run_engine(provider, plans, tmp_path / "cache")
+    finally:
+        server.stop()
+    assert summary.fatal.kind == "auth" and summary.remaining == 12
+    assert KEY not in str(summary.fatal) and "SECRET" not in str(summary.fatal)
+
+
+def test_cache_hit_needs_no_image_work_and_no_request(server, root, tmp_path, monkeypatch):
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    run_engine(provider, plans, tmp_path / "cache")
+    before = len(server.requests)
+    import mmad.engine
+    monkeypatch.setattr(mmad.engine, "encode_file", lambda *a, **k: pytest.fail("encoded an image on a cache hit"))
+    provider = provider_for("openai", server)
+    fresh = plan_for(root, provider, tmp_path / "second")
+    summary = run_engine(provider, fresh, tmp_path / "cache")
+    assert summary.sources == {"cache": 12} and len(server.requests) == before
+    assert read_result_file(fresh[0].csv_path).scores.tolist() == read_result_file(plans[0].csv_path).scores.tolist()
+
+
+def test_cache_key_components(server, root, tmp_path):
+    provider = provider_for("openai", server)
+    base = {j.path: j.key for j in plan_for(root, provider, tmp_path)[0].jobs}
+    other_key = OpenAIProvider(api_key="sk-other-key-999999", base_url=server.openai_url)
+    assert {j.path: j.key for j in plan_for(root, other_key, tmp_path)[0].jobs} == base  # keys never in the key
+    for variant in (dict(model="other"), dict(temperature=0.5), dict(prompt="industrial-paper")):
+        keys = {j.path: j.key for j in plan_for(root, provider, tmp_path, **variant)[0].jobs}
+        assert not set(keys.values()) & set(base.values()), variant
+    # the same bytes at another path is the same image; changed bytes are not
+    query = root / "Industry/toy/widget/test/defect_level_1/000.png"
+    write_image(query, seed=12345)
+    changed = {j.path: j.key for j in plan_for(root, provider, tmp_path)[0].jobs}
+    assert changed["defect_level_1/000.png"] != base["defect_level_1/000.png"]
+    assert sum(changed[p] != base[p] for p in base) == 1
+
+
+def test_refusals_are_not_cached_and_retry_failed_resends(server, root, tmp_path):
+    server.faults.extend([Fault("refusal"), Fault("garbage")])
+    provider = provider_for("anthropic", server)
+    plans = plan_for(root, provider, tmp_path)
+    run_engine(provider, plans, tmp_path / "cache", concurrency=1)
+    before = len(server.requests)
+    before_jobs = len(sent(server))
+    summary = run_engine(provider_for("anthropic", server), plans, tmp_path / "cache")
+    assert summary.already_done == 12 and len(server.requests) == before  # plain rerun: nothing to do
+    summary = run_engine(provider_for("anthropic", server), plans, tmp_path / "cache", retry_failed=True)
+    # the refusal is sent again (live); the parse failure was paid for and comes from the cache
+    assert len(sent(server)) == before_jobs + 1
+    assert summary.sources == {"live": 1, "cache": 1}
+
+
+def test_no_secret_in_cache_or_results(server, root, tmp_path):
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    run_engine(provider, plans, tmp_path / "cache")
+    for path in list((tmp_path / "cache").rglob("*")) + list((tmp_path / "out").rglob("*")):
+        if path.is_file():
+            assert b"SECRET" not in path.read_bytes(), path
+
+
+def test_preflight_rejects_single_image_server(root, tmp_path):
+    from mmad.errors import ProviderError
+    server = WireServer(max_images=1).start()
+    try:
+        provider = provider_for("openai", server)
+        plans = plan_for(root, provider, tmp_path)
+        with pytest.raises(ProviderError, match="rejected one message with 4 images"):
+            run_engine(provider, plans, tmp_path / "cache")
+        assert len(server.requests) == 1  # only the probe
+        provider = provider_for("openai", server)
+        zero_shot = plan_for(root, provider, tmp_path, refs=0)
+        summary = run_engine(provider, zero_shot, tmp_path / "cache")
+        assert summary.statuses == {"ok": 12}
+    finally:
+        server.stop()
+
+
+def test_learns_limits_from_headers(server, root, tmp_path):
+    server.limit_headers = {"requests": 120, "tokens": 500000}
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    cache = ResponseCache(tmp_path / "cache")
+
+    async def go():
+        engine = Engine(provider, cache, EngineSettings(requests_per_minute=6000), executor=ThreadPoolExecutor(2))
+        await engine.run(plans)
+        await provider.aclose()
+        return engine
+    engine = asyncio.run(go())
+    cache.close()
+    assert engine._rpm == 120 and engine._tpm == 500000
+
+
+def test_unreadable_query_image_is_a_job_error(server, root, tmp_path):
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    (root / "Industry/toy/widget/test/defect_level_2/001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    summary = run_engine(provider, plans, tmp_path / "cache")
+    assert summary.statuses == {"ok": 11, "error": 1}

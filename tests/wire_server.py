@@ -1,0 +1,252 @@
+"""A local HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions and Anthropic messages
+wire formats, with injected faults. The real SDKs talk to it; tests assert on what it received.
+
+    server = WireServer().start()
+    server.faults.extend([Fault("429", retry_after_ms=50), Fault("500")])   # next two requests
+    ... OpenAI(base_url=server.openai_url) / Anthropic(base_url=server.anthropic_url) ...
+    server.requests  # [(route, headers, body)] as received
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+@dataclass
+class Fault:
+    """One injected outcome: 429, 500, 529, hang, malformed, refusal, quota, bad_request, garbage, auth."""
+
+    kind: str
+    retry_after_ms: int | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class Received:
+    route: str
+    headers: dict
+    body: dict
+
+    def images(self) -> list[str]:
+        """Base64 payloads of the images in the user message, in order."""
+        out = []
+        for message in self.body.get("messages", []):
+            content = message.get("content")
+            if not isinstance(content, list):
+                continue
+            for part in content:
+                if part.get("type") == "image_url":
+                    out.append(part["image_url"]["url"].split(",", 1)[1])
+                elif part.get("type") == "image":
+                    out.append(part["source"]["data"])
+        return out
+
+    def texts(self) -> list[str]:
+        out = []
+        for message in self.body.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, list):
+                out.extend(part["text"] for part in content if part.get("type") == "text")
+        return out
+
+    def query_id(self) -> str:
+        images = self.images()
+        return hashlib.sha256(images[-1].encode()).hexdigest() if images else ""
+
+
+def default_answer(received: Received) -> str:
+    """A deterministic score from the query image's bytes."""
+    digest = int(received.query_id()[:8] or "0", 16)
+    return f"Anomaly Score: {digest % 101}\nReason: synthetic answer for tests."
+
+
+@dataclass
+class WireServer:
+    valid_keys: set | None = None  # None: any key is accepted
+    latency: float = 0.0
+    max_images: int | None = None
+    answer: Callable[[Received], str] = default_answer
+    limit_headers: dict = field(default_factory=dict)  # e.g. {"requests": 600, "tokens": 100000}
+    enforce_rpm: float | None = None  # answer 429 past this many requests in any 60 s window
+    fault_rule: Callable[[Received, int], Fault | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.faults: deque[Fault] = deque()
+        self.requests: list[Received] = []
+        self.paid: list[Received] = []  # requests answered 200 with an answer
+        self._lock = threading.Lock()
+        self._window: deque[float] = deque()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "WireServer":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except json.JSONDecodeError:
+                    body = {}
+                server._handle(self, Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ------------------------------------------------------------------ handling
+
+    def _next_fault(self, received: Received, number: int) -> Fault | None:
+        with self._lock:
+            if self.faults:
+                return self.faults.popleft()
+        return self.fault_rule(received, number) if self.fault_rule else None
+
+    def _over_rpm(self) -> float | None:
+        if not self.enforce_rpm:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            while self._window and now - self._window[0] >= 60.0:
+                self._window.popleft()
+            if len(self._window) >= self.enforce_rpm:
+                return 60.0 - (now - self._window[0])
+            self._window.append(now)
+            return None
+
+    def _handle(self, handler: BaseHTTPRequestHandler, received: Received) -> None:
+        anthropic = received.route.rstrip("/").endswith("/messages")
+        with self._lock:
+            self.requests.append(received)
+            number = len(self.requests)
+        # Anthropic's SDK sends x-api-key (older) or a bearer token (current); OpenAI a bearer token.
+        key = received.headers.get("x-api-key") or (received.headers.get("authorization") or "").removeprefix("Bearer ")
+        if self.valid_keys is not None and key not in self.valid_keys:
+            return self._error(handler, anthropic, 401, "authentication_error", "invalid x-api-key" if anthropic
+                               else f"Incorrect API key provided: {key}.")
+        fault = self._next_fault(received, number)
+        wait = self._over_rpm()
+        if wait is not None and fault is None:
+            fault = Fault("429", retry_after_ms=int(wait * 1000) + 1)
+        if self.latency:
+            time.sleep(self.latency)
+        if fault is not None:
+            if fault.kind == "hang":
+                time.sleep(fault.seconds)
+                return self._error(handler, anthropic, 504, "timeout", "hung")
+            if fault.kind == "429":
+                headers = {"retry-after-ms": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else {}
+                return self._error(handler, anthropic, 429, "rate_limit_error", "Rate limit reached", headers)
+            if fault.kind in ("500", "529"):
+                return self._error(handler, anthropic, int(fault.kind),
+                                   "overloaded_error" if fault.kind == "529" else "api_error", "server trouble")
+            if fault.kind == "quota":
+                if anthropic:
+                    return self._error(handler, True, 400, "invalid_request_error",
+                                       "Your credit balance is too low to access the Anthropic API.")
+                return self._error(handler, False, 429, "insufficient_quota",
+                                   "You exceeded your current quota, please check your plan and billing details.")
+            if fault.kind == "bad_request":
+                return self._error(handler, anthropic, 400, "invalid_request_error", fault.message or "bad request")
+            if fault.kind == "auth":
+                return self._error(handler, anthropic, 401, "authentication_error", "invalid key")
+            if fault.kind == "malformed":
+                return self._send(handler, 200, b'{"id": "x", "choices": [', {})
+        images = received.images()
+        if self.max_images is not None and len(images) > self.max_images:
+            return self._error(handler, anthropic, 400, "invalid_request_error",
+                               f"At most {self.max_images} image(s) may be provided in one request.")
+        refused = fault is not None and fault.kind == "refusal"
+        text = "I'm sorry, I can't help with that." if refused else \
+            ("I think it looks fine." if fault is not None and fault.kind == "garbage" else self.answer(received))
+        with self._lock:
+            if not refused:
+                self.paid.append(received)
+        input_tokens = 85 * len(images) + sum(len(t) for t in received.texts()) // 4
+        output_tokens = max(1, len(text) // 4)
+        model = received.body.get("model", "unknown")
+        if anthropic:
+            payload = {"id": f"msg_{number}", "type": "message", "role": "assistant", "model": model,
+                       "content": [{"type": "text", "text": text}],
+                       "stop_reason": "refusal" if refused else "end_turn", "stop_sequence": None,
+                       "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
+        else:
+            message = {"role": "assistant", "content": None if refused else text,
+                       "refusal": text if refused else None}
+            payload = {"id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()),
+                       "model": model, "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                                 "total_tokens": input_tokens + output_tokens}}
+        self._send(handler, 200, json.dumps(payload).encode(), self._limit_headers(anthropic))
+
+    def _limit_headers(self, anthropic: bool) -> dict:
+        headers = {}
+        for kind, limit in self.limit_headers.items():
+            if anthropic:
+                headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
+            else:
+                headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        return headers
+
+    def _error(self, handler, anthropic: bool, status: int, kind: str, message: str, headers: dict | None = None):
+        if anthropic:
+            payload = {"type": "error", "error": {"type": kind, "message": message}}
+        else:
+            payload = {"error": {"message": message, "type": kind, "code": kind, "param": None}}
+        self._send(handler, status, json.dumps(payload).encode(), headers or {})
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict) -> None:
+        try:
+            handler.send_response(status)
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(data)))
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def decode_image(data: str):
+    """A received base64 PNG as a PIL image (for assertions on what was sent)."""
+    import io
+
+    from PIL import Image
+    return Image.open(io.BytesIO(base64.b64decode(data)))
