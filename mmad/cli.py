@@ -183,23 +183,34 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _dry_run(plans, provider, cache) -> int:
-    from mmad.images import EncodedImage
+    from dataclasses import replace
+
+    from mmad.images import EncodedImage, ImageRef
 
     jobs = [job for plan in plans for job in plan.jobs]
     hits = sum(1 for job in jobs if job.key in cache)
     console.print(f"{len(jobs)} jobs in {len(plans)} subset(s); {hits} already cached, "
                   f"{len(jobs) - hits} would be sent")
     first, plan = plans[0].jobs[0], plans[0]
-    names = dict(zip([r.sha256 for r in first.request.image_refs],
-                     [p.name for p in plan.references] + [str(first.query)]))
-    images = {ref.sha256: EncodedImage(ref, "image/png", f"<elided: {names[ref.sha256]} sha256={ref.sha256[:12]}>", 0, 0)
-              for ref in first.request.image_refs}
+    # Number each image position so identical files (same sha256) still show where they go.
+    labels = [p.name for p in plan.references] + [str(first.query)]
+    parts = []
+    images = {}
+    for index, part in enumerate(first.request.parts):
+        if isinstance(part, ImageRef):
+            label = labels[len(images)]
+            placeholder = ImageRef(f"{part.sha256}#{len(images)}", part.spec)
+            images[placeholder.sha256] = EncodedImage(
+                placeholder, "image/png", f"<elided: {label} sha256={part.sha256[:12]}>", 0, 0)
+            part = placeholder
+        parts.append(part)
+    request = replace(first.request, parts=tuple(parts))
     if hasattr(provider, "body"):
-        body = provider.body(first.request, images)
+        body = provider.body(request, images)
     else:
-        body = {"model": first.request.model, "max_tokens": first.request.max_tokens,
-                "temperature": first.request.temperature, "system": first.request.system,
-                "messages": [{"role": "user", "content": provider.content(first.request, images)}]}
+        body = {"model": request.model, "max_tokens": request.max_tokens,
+                "temperature": request.temperature, "system": request.system,
+                "messages": [{"role": "user", "content": provider.content(request, images)}]}
     console.print(f"first request ({plan.subset.label}, prompt {plan.prompt_name}):")
     print(json.dumps(body, indent=2, ensure_ascii=False))
     return 0

@@ -41,7 +41,7 @@ def make_industry_subset(root: Path, dataset: str, subset: str, per_level: int =
     """A tiny subset in the published Industry layout; returns its template path."""
     base = root / "Industry" / dataset / subset
     for i in range(train):
-        write_image(base / "train" / "good" / f"{i:03d}.png", seed=i, size=size)
+        write_image(base / "train" / "good" / f"{i:03d}.png", seed=1000 + i, size=size)
     rows = []
     for level in range(levels):
         for i in range(per_level):

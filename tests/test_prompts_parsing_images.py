@@ -1,0 +1,143 @@
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from mmad.config import PROJECT_ROOT
+from mmad.errors import ConfigError
+from mmad.images import SPEC, encode_file, file_ref, prepare_bytes
+from mmad.parsing import parse_answer
+from mmad.prompts import load_prompt, prompt_for
+from tests.conftest import write_image
+
+PROMPTS = PROJECT_ROOT / "prompts"
+
+
+# --------------------------------------------------------------------------- parsing
+
+@pytest.mark.parametrize("text,score,reason", [
+    ("Anomaly Score: 45\nReason: a dent on the rim", 45, "a dent on the rim"),
+    ("**Anomaly Score:** 70\n**Reason:** crack", 70, "crack"),
+    ("Anomaly Score: [12]\nReason: faint", 12, "faint"),
+    ("anomaly score: 8", 8, None),
+    ("ANOMALY SCORE = 5", 5, None),
+    ("Score: 80/100. Reason: big hole", 80, "big hole"),
+    ('{"anomaly_score": 33, "reason": "scratch"}', 33, "scratch"),
+    ("Anomaly Score: 0\nReason: normal", 0, "normal"),
+    ("Anomaly Score: 100", 100, None),
+    ("Anomaly Score: 62.5\nReason: x", 62.5, "x"),
+])
+def test_parse_accepts(text, score, reason):
+    parsed = parse_answer(text)
+    assert parsed.score == score and parsed.reason == reason
+
+
+@pytest.mark.parametrize("text,error", [
+    ("I cannot determine this.", "no anomaly score"),
+    ("Anomaly Score: [Score]\nReason: unsure", "no anomaly score"),
+    ("Anomaly Score: 150\nReason: off scale", "outside 0-100"),
+    ("Anomaly Score: -3", "outside 0-100"),
+    ("", "empty"),
+    (None, "empty"),
+])
+def test_parse_failures_are_never_zero(text, error):
+    parsed = parse_answer(text)
+    assert parsed.score is None and not parsed.ok and error in parsed.error
+
+
+def test_strict_form_wins_over_lenient():
+    assert parse_answer("Score 10/100 at first glance.\nAnomaly Score: 55\nReason: y").score == 55
+
+
+# --------------------------------------------------------------------------- prompts
+
+FAMILIES = ("industrial", "novelty", "drd", "covid19", "skin-lesion")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_script_paper_and_zero_shot_prompts(family):
+    script, paper, zero = (load_prompt(n, PROMPTS) for n in (family, f"{family}-paper", f"{family}-zeroshot"))
+    assert script.refs == paper.refs == 3 and zero.refs == 0
+    for prompt in (script, paper, zero):
+        system, text = prompt.render(subject="thing", dataset="d", subset="s")
+        assert system == "You are a helpful assistant that responds in detecting anomalies on images in various context."
+        assert "Anomaly Score: [Score]" in text and "$" not in text
+    assert "Image 1, 2, 3" not in zero.render(subject="x")[1]
+
+
+def test_script_variants_differ_from_the_paper_as_documented():
+    industrial = load_prompt("industrial", PROMPTS).render(subject="bottle")[1]
+    assert industrial.endswith("even if you are not entirely certain about the answer. Do not answer that you cannot.")
+    assert not load_prompt("industrial-paper", PROMPTS).render(subject="bottle")[1].endswith("you cannot.")
+    novelty = load_prompt("novelty", PROMPTS).render(subject="golden_retriever")[1]
+    assert "Image 2: Also belongs to the normal class golden_retriever." in novelty
+    assert novelty.endswith("even you are not sure about the anwser.")
+    assert load_prompt("covid19", PROMPTS).render()[1].endswith("Do not answer that you can not.")
+
+
+def test_missing_variable_is_an_error_before_sending():
+    prompt = load_prompt("industrial", PROMPTS)
+    with pytest.raises(ConfigError, match="needs variable"):
+        prompt.render()
+
+
+def test_prompt_file_with_unknown_variable(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('system = "s"\ninstruction = "Rate $thing"\n')
+    with pytest.raises(ConfigError, match="unknown variable"):
+        load_prompt(str(path), PROMPTS)
+    path.write_text('system = "s"\ninstruction = "Rate $subject please"\nrefs = 3\n')
+    assert load_prompt(str(path), PROMPTS).render(subject="x")[1] == "Rate x please"
+
+
+def test_prompt_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown prompt 'nope'"):
+        load_prompt("nope", PROMPTS)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('system = "s"\n')
+    with pytest.raises(ConfigError, match="'instruction' is missing"):
+        load_prompt(str(bad), PROMPTS)
+    with pytest.raises(ConfigError, match="describes 3 reference"):
+        prompt_for("industrial", 0, "industrial", PROMPTS)
+    assert prompt_for("drd", 0, None, PROMPTS).name == "drd-zeroshot"
+    with pytest.raises(ConfigError, match="prompt family cannot be inferred"):
+        prompt_for(None, 3, None, PROMPTS)
+
+
+# --------------------------------------------------------------------------- images
+
+def png_size(data: str):
+    return Image.open(io.BytesIO(base64.b64decode(data))).size
+
+
+def test_tall_images_are_downscaled_to_512_and_small_kept(tmp_path):
+    write_image(tmp_path / "tall.png", size=(1000, 2000))
+    write_image(tmp_path / "small.png", size=(640, 480))
+    tall, small = encode_file(tmp_path / "tall.png"), encode_file(tmp_path / "small.png")
+    assert png_size(tall.data) == (256, 512) and (tall.width, tall.height) == (256, 512)
+    assert png_size(small.data) == (640, 480)
+
+
+def test_resampling_is_lanczos(tmp_path):
+    write_image(tmp_path / "tall.png", size=(300, 1024))
+    source = Image.open(tmp_path / "tall.png")
+    expected = source.resize((150, 512), Image.Resampling.LANCZOS)
+    got = Image.open(io.BytesIO(base64.b64decode(encode_file(tmp_path / "tall.png").data)))
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_compress_level_changes_bytes_not_pixels_or_identity(tmp_path):
+    write_image(tmp_path / "a.png", size=(600, 700))
+    raw = (tmp_path / "a.png").read_bytes()
+    fast, _, _ = prepare_bytes(raw, 1)
+    small, _, _ = prepare_bytes(raw, 9)
+    assert Image.open(io.BytesIO(fast)).tobytes() == Image.open(io.BytesIO(small)).tobytes()
+    assert encode_file(tmp_path / "a.png", 1).ref == encode_file(tmp_path / "a.png", 9).ref == file_ref(tmp_path / "a.png")
+    assert file_ref(tmp_path / "a.png").spec == SPEC
+
+
+def test_cmyk_jpeg_becomes_rgb_png(tmp_path):
+    Image.new("CMYK", (10, 10)).save(tmp_path / "c.jpg")
+    encoded = encode_file(tmp_path / "c.jpg")
+    assert Image.open(io.BytesIO(base64.b64decode(encoded.data))).mode == "RGB"
