@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--tpm", type=float, help="tokens per minute cap (learned from headers when lower)")
     sc.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     sc.add_argument("--max-attempts", type=int, default=6, help="tries per job, the first included")
-    sc.add_argument("--image-workers", type=int, help="processes preparing images (default: all cores)")
+    sc.add_argument("--image-workers", type=int, help="threads preparing images (default: all cores)")
     sc.add_argument("--temperature", type=float, default=0.0)
     sc.add_argument("--max-tokens", type=int, default=300)
     sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")

@@ -94,6 +94,7 @@ class WireServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out at once, no 40 ms delayed-ACK stall
 
             def log_message(self, *args) -> None:
                 pass
@@ -250,3 +251,13 @@ def decode_image(data: str):
 
     from PIL import Image
     return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tests.wire_server
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    standalone = WireServer(latency=args.latency).start()
+    print(standalone.port, flush=True)
+    threading.Event().wait()
