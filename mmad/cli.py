@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmad import config, datasets
-from mmad.errors import MmadError
+from mmad.errors import ConfigError, MmadError
 
 # Wide enough for the metric tables when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -156,8 +156,45 @@ def _env_key(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _conventional():
+    """The torch side, imported only when asked for (mmad itself never imports torch)."""
+    try:
+        from conventional import run
+    except ImportError as exc:
+        raise ConfigError(f"conventional detectors need torch: pip install -e '.[conventional]' ({exc.name} missing)") from None
+    return run
+
+
+def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
+    run = _conventional()
+    root = config.data_root(args.root)
+    subsets = datasets.resolve(root, args.dataset, args.subset, prompt_family=getattr(args, "prompt_family", None),
+                               subject=getattr(args, "subject", None))
+    shots = f"{refs}shot" if refs is not None else "fullshot"
+    run_name = args.run_name or f"{method}-{shots}"
+    out_dir = Path(args.out) if args.out else Path("results") / run_name
+    settings = run.DetectorSettings(method=method, device=args.device, image_size=args.image_size,
+                                    batch_size=args.batch_size, seed=args.seed, coreset_ratio=args.coreset_ratio)
+
+    def on_subset(timing) -> None:
+        if not args.quiet:
+            err_console.print(f"{timing.label}: fit {timing.train_images} images in {timing.fit_s:.1f}s, "
+                              f"scored {timing.test_images} in {timing.score_s:.1f}s on {timing.device}")
+    report = run.run_detector(subsets, settings, out_dir=out_dir, run_name=run_name, refs=refs, on_subset=on_subset)
+    for path in report.csv_paths:
+        err_console.print(f"results: {path}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    return cmd_detect(args, args.method, None)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     import asyncio
+
+    if args.provider in ("patchcore", "padim"):
+        return cmd_detect(args, args.provider, args.refs)
 
     from mmad.cache import ResponseCache
     from mmad.jobs import build_plan, safe_name
@@ -352,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     sc = sub.add_parser("score", help="score a dataset with a multimodal model")
-    sc.add_argument("--provider", required=True, choices=("openai", "anthropic"))
+    sc.add_argument("--provider", required=True, choices=("openai", "anthropic", "patchcore", "padim"),
+                    help="an MLLM API, or a conventional detector fitted on the same few references")
     sc.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
     sc.add_argument("--dataset", required=True)
     sc.add_argument("--subset")
@@ -377,8 +415,30 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
     sc.add_argument("--dry-run", action="store_true", help="print the job count and the first request; send nothing")
     sc.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    _detector_options(sc)
     sc.set_defaults(func=cmd_score)
+
+    bl = sub.add_parser("baseline", help="full-shot conventional detector on the whole normal train split")
+    bl.add_argument("method", choices=("patchcore", "padim"))
+    bl.add_argument("--dataset", required=True)
+    bl.add_argument("--subset")
+    bl.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
+    bl.add_argument("--out", help="output folder (default results/<run-name>)")
+    bl.add_argument("--run-name", help="file-name prefix (default <method>-fullshot)")
+    bl.add_argument("-q", "--quiet", action="store_true")
+    _detector_options(bl)
+    bl.set_defaults(func=cmd_baseline)
     return parser
+
+
+def _detector_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("conventional detectors (patchcore, padim)")
+    group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    group.add_argument("--image-size", type=int, default=224, help="images are resized to this square size")
+    group.add_argument("--batch-size", type=int, default=16)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--coreset-ratio", type=float,
+                       help="PatchCore memory bank kept (default 1.0 few-shot, 0.1 full-shot)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from mmad.datasets import (PATH_COLUMNS, REGISTRY, SCORE_COLUMNS, SEVERITY_COLUM
 from mmad.errors import DataError
 
 RESULT_HEADER = ("Path", "Severity", "Anomaly Score")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,17 @@ def identify(stem: str, pairs: Sequence[tuple[str, str]] | None = None) -> tuple
     return stem, stem
 
 
+def _sidecar_identity(path: Path) -> tuple[str, str] | None:
+    """(dataset, subset) from the first record of our JSONL beside the CSV, when there is one."""
+    sidecar = path.with_suffix(".jsonl")
+    try:
+        with open(sidecar, encoding="utf-8") as handle:
+            first = json.loads(handle.readline())
+        return str(first["dataset"]), str(first["subset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_result_file(path: Path, dataset: str | None = None, subset: str | None = None,
                      pairs: Sequence[tuple[str, str]] | None = None) -> ResultTable:
     """Read a result CSV; an empty score is a failed row, a non-numeric one is an error."""
@@ -92,7 +105,7 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
     if bad_score:
         raise DataError(f"{path}: non-numeric score at line(s) {first_rows(bad_score)} "
                         f"(leave the cell empty for a failed row)")
-    guessed = identify(path.stem, pairs)
+    guessed = _sidecar_identity(path) or identify(path.stem, pairs)
     return ResultTable(path, dataset or guessed[0], subset or guessed[1],
                        tuple(row[path_col] for row in rows), severities, scores)
 
@@ -123,6 +136,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

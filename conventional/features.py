@@ -1,0 +1,72 @@
+"""Patch features from a frozen backbone: two stages, locally averaged, aligned, concatenated.
+
+As in PatchCore, each stage's map is smoothed with a 3x3 average (so a patch sees its
+neighbourhood), the deeper map is upsampled to the shallower one's grid, and channels are joined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from mmad.errors import ConfigError
+from conventional.backbone import EfficientNetLite0, efficientnet_lite0, normalize
+
+# Stage indices of EfficientNet-Lite0: 1 -> stride 4 (24 ch), 2 -> stride 8 (40), 4 -> stride 16 (112).
+PATCHCORE_STAGES = (2, 4)
+PADIM_STAGES = (1, 2, 4)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
+    """RGB images resized to size x size, as a float tensor [B, 3, size, size] in 0..255."""
+    arrays = []
+    for path in paths:
+        with Image.open(path) as image:
+            arrays.append(np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR),
+                                     dtype=np.float32))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+class FeatureExtractor:
+    """Frozen backbone -> [B, C, H, W] patch features on the grid of `grid_stage` (default: the first)."""
+
+    def __init__(self, stages: Sequence[int], device: torch.device, image_size: int = 224,
+                 model: EfficientNetLite0 | None = None, grid_stage: int | None = None) -> None:
+        self.stages = tuple(stages)
+        self.grid_stage = grid_stage if grid_stage is not None else self.stages[0]
+        self.device = device
+        self.image_size = image_size
+        self.model = (model or efficientnet_lite0()).to(device).eval()
+
+    @torch.no_grad()
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        maps = self.model.features(normalize(pixels.to(self.device)))
+        chosen = [F.avg_pool2d(maps[i], 3, stride=1, padding=1) for i in self.stages]
+        size = maps[self.grid_stage].shape[-2:]
+        aligned = []
+        for m in chosen:
+            if m.shape[-2] > size[0]:
+                m = F.adaptive_avg_pool2d(m, size)  # finer maps are averaged down to the grid
+            elif m.shape[-2] < size[0]:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            aligned.append(m)
+        return torch.cat(aligned, dim=1)
+
+    def batches(self, paths: Sequence[Path], batch_size: int) -> Iterator[torch.Tensor]:
+        """Features for `paths`, batch by batch (images are read per batch, never all at once)."""
+        for start in range(0, len(paths), batch_size):
+            yield self(load_images(paths[start:start + batch_size], self.image_size))

@@ -1,0 +1,85 @@
+"""PatchCore (Roth et al., 2022): a memory bank of normal patch features; a test patch's anomaly
+is its distance to the nearest bank entry, and an image's score is its largest patch anomaly.
+
+Pure torch, no training glue: `fit` takes feature maps of normal images, `score` feature maps of
+test images. Scores are raw distances — never clamped or normalised into ties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+def flatten_patches(features: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B*H*W, C]."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+
+
+def greedy_coreset(patches: torch.Tensor, count: int, *, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+    """Indices of `count` patches chosen by k-center greedy on a random projection.
+
+    Each step adds the patch farthest from everything chosen so far, so the bank covers the
+    normal feature space with few entries. The projection and the first pick are seeded.
+    """
+    n, dims = patches.shape
+    if count >= n:
+        return torch.arange(n, device=patches.device)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    if dims > projection_dim:
+        projection = torch.randn(dims, projection_dim, generator=generator).to(patches.device, patches.dtype)
+        projected = patches @ projection
+    else:
+        projected = patches
+    chosen = torch.empty(count, dtype=torch.long, device=patches.device)
+    chosen[0] = int(torch.randint(n, (1,), generator=generator))
+    nearest = torch.linalg.vector_norm(projected - projected[chosen[0]], dim=1)
+    for i in range(1, count):
+        chosen[i] = torch.argmax(nearest)
+        nearest = torch.minimum(nearest, torch.linalg.vector_norm(projected - projected[chosen[i]], dim=1))
+    return chosen
+
+
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_chunk: int = 2048,
+                     bank_chunk: int = 16384) -> torch.Tensor:
+    """Euclidean distance from each query row to its nearest bank row, in bounded-memory chunks.
+
+    Peak extra memory is query_chunk x bank_chunk floats (128 MiB at the defaults), whatever the
+    bank size, so a full MVTec-size bank never runs out of memory.
+    """
+    result = torch.empty(queries.shape[0], dtype=queries.dtype, device=queries.device)
+    for q0 in range(0, queries.shape[0], query_chunk):
+        q = queries[q0:q0 + query_chunk]
+        best = torch.full((q.shape[0],), float("inf"), dtype=queries.dtype, device=queries.device)
+        for b0 in range(0, bank.shape[0], bank_chunk):
+            best = torch.minimum(best, torch.cdist(q, bank[b0:b0 + bank_chunk]).amin(dim=1))
+        result[q0:q0 + query_chunk] = best
+    return result
+
+
+class PatchCore:
+    """Memory bank of normal patches; nearest-neighbour distance as the anomaly."""
+
+    def __init__(self, *, coreset_ratio: float = 0.1, projection_dim: int = 128, seed: int = 0) -> None:
+        if not 0 < coreset_ratio <= 1:
+            raise ValueError("coreset_ratio must be in (0, 1]")
+        self.coreset_ratio = coreset_ratio
+        self.projection_dim = projection_dim
+        self.seed = seed
+        self.memory: torch.Tensor | None = None
+
+    def fit(self, feature_batches: Iterable[torch.Tensor]) -> "PatchCore":
+        patches = torch.cat([flatten_patches(f) for f in feature_batches])
+        count = max(1, round(patches.shape[0] * self.coreset_ratio))
+        keep = greedy_coreset(patches, count, projection_dim=self.projection_dim, seed=self.seed)
+        self.memory = patches[keep].contiguous()
+        return self
+
+    def score(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image scores [B], patch anomaly maps [B, H, W])."""
+        if self.memory is None:
+            raise RuntimeError("fit() first")
+        b, _, h, w = features.shape
+        maps = nearest_distance(flatten_patches(features), self.memory).reshape(b, h, w)
+        return maps.amax(dim=(1, 2)), maps

