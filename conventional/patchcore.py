@@ -32,12 +32,18 @@ def greedy_coreset(patches: torch.Tensor, count: int, *, projection_dim: int = 1
         projected = patches @ projection
     else:
         projected = patches
+    # Squared distances as |x|^2 + |c|^2 - 2 x.c: one matrix-vector product per step, no n x d
+    # temporary (memory-bound subtraction made this ~10x slower on CPU).
+    projected = projected.contiguous()
+    norms = (projected * projected).sum(dim=1)
     chosen = torch.empty(count, dtype=torch.long, device=patches.device)
-    chosen[0] = int(torch.randint(n, (1,), generator=generator))
-    nearest = torch.linalg.vector_norm(projected - projected[chosen[0]], dim=1)
-    for i in range(1, count):
-        chosen[i] = torch.argmax(nearest)
-        nearest = torch.minimum(nearest, torch.linalg.vector_norm(projected - projected[chosen[i]], dim=1))
+    index = int(torch.randint(n, (1,), generator=generator))
+    nearest = torch.full((n,), float("inf"), dtype=projected.dtype, device=projected.device)
+    for i in range(count):
+        chosen[i] = index
+        squared = norms - 2 * (projected @ projected[index]) + norms[index]
+        torch.minimum(nearest, squared, out=nearest)
+        index = int(torch.argmax(nearest))
     return chosen
 
 
