@@ -137,17 +137,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 DEFAULT_MODELS = {"openai": "gpt-4o", "anthropic": "claude-3-5-sonnet-latest"}
 
 
-def make_provider(name: str, *, base_url: str | None, timeout: float, dry_run: bool = False):
-    """The provider for --provider; keys come from the environment only."""
-    placeholder = "dry-run" if dry_run else None
+def make_provider(name: str, *, base_url: str | None, timeout: float, dry_run: bool = False,
+                  prompt_caching: bool = True, detail: str | None = None):
+    """The provider for --provider; keys come from the environment only (a dry run needs none)."""
     if name == "openai":
-        from mmad.providers.openai import OpenAIProvider
-        return OpenAIProvider(base_url=base_url, timeout=timeout,
-                              api_key=None if not dry_run else (placeholder if not _env_key("OPENAI_API_KEY") else None))
+        from mmad.providers.openai import KEY_ENV, OpenAIProvider
+        key = "dry-run" if dry_run and not _env_key(KEY_ENV) else None
+        return OpenAIProvider(base_url=base_url, timeout=timeout, api_key=key, prompt_caching=prompt_caching,
+                              detail=detail)
     if name == "anthropic":
-        from mmad.providers.anthropic import AnthropicProvider
-        return AnthropicProvider(base_url=base_url, timeout=timeout,
-                                 api_key=None if not dry_run else (placeholder if not _env_key("ANTHROPIC_API_KEY") else None))
+        from mmad.providers.anthropic import KEY_ENV, AnthropicProvider
+        key = "dry-run" if dry_run and not _env_key(KEY_ENV) else None
+        return AnthropicProvider(base_url=base_url, timeout=timeout, api_key=key, prompt_caching=prompt_caching)
     raise MmadError(f"unknown provider {name!r}")
 
 
@@ -203,7 +204,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     subsets = datasets.resolve(root, args.dataset, args.subset, prompt_family=args.prompt_family,
                                subject=args.subject)
     model = args.model or DEFAULT_MODELS.get(args.provider, "")
-    provider = make_provider(args.provider, base_url=args.base_url, timeout=args.timeout, dry_run=args.dry_run)
+    provider = make_provider(args.provider, base_url=args.base_url, timeout=args.timeout,
+                             dry_run=args.dry_run or getattr(args, "estimate_only", False),
+                             prompt_caching=args.prompt_cache, detail=args.detail)
     run_name = args.run_name or safe_name(model)
     out_dir = Path(args.out) if args.out else Path("results") / run_name
     plans = build_plan(subsets, identity=provider.identity(), model=model, refs=args.refs,
@@ -212,11 +215,68 @@ def cmd_score(args: argparse.Namespace) -> int:
                        max_tokens=args.max_tokens)
     cache = ResponseCache(config.cache_dir(args.cache_dir))
     try:
+        if getattr(args, "estimate_only", False):
+            return _estimate(args, provider, model, cache, plans)
         if args.dry_run:
             return _dry_run(plans, provider, cache)
-        return asyncio.run(_score(args, provider, cache, plans))
+        return asyncio.run(_score(args, provider, cache, plans, model))
     finally:
         cache.close()
+
+
+async def _counter(provider, model: str, detail: str | None, plans):
+    """A token counter; for Anthropic calibrated on the free count_tokens endpoint when reachable."""
+    from mmad.cost import TokenCounter
+    counter = TokenCounter(provider.name, model, detail or "high")
+    if hasattr(provider, "count_text_tokens") and plans and plans[0].jobs:
+        request = plans[0].jobs[0].request
+        try:
+            counter.calibrate_text(request, await provider.count_text_tokens(request))
+        except Exception as exc:  # offline or no key: the documented character rule stands
+            err_console.print(f"note: Anthropic token counting unavailable ({type(exc).__name__}); "
+                              f"text tokens estimated at ~3.5 characters per token")
+    return counter
+
+
+async def _meter(args, provider, model: str, plans):
+    from mmad.cost import CostMeter, load_prices
+    prices = load_prices(args.prices)
+    price = prices.require(model) if args.max_cost is not None else prices.lookup(model)
+    return CostMeter(price, await _counter(provider, model, args.detail, plans), max_cost=args.max_cost)
+
+
+def _estimate(args, provider, model: str, cache, plans) -> int:
+    import asyncio
+
+    from mmad.cost import estimate_plans, load_prices
+    prices = load_prices(args.prices)
+
+    async def counted():
+        try:
+            return await _counter(provider, model, args.detail, plans)
+        finally:
+            await provider.aclose()
+    result = estimate_plans(plans, provider.name, model, prices.lookup(model), cache, counter=asyncio.run(counted()))
+    table = Table(title=f"estimate: {args.provider} {model}, {len(plans)} subset(s)")
+    for column in ("", "input tokens", "output tokens", "USD"):
+        table.add_column(column, justify="left" if not column else "right")
+
+    def usd(value):
+        return "no price" if value is None else f"${value:,.2f}"
+    table.add_row("plain", f"{result.input_tokens:,}", f"{result.output_tokens:,}", usd(result.plain))
+    table.add_row("with prompt caching", f"{result.input_tokens:,} ({result.cache_read_tokens:,} cached reads, "
+                  f"{result.cache_write_tokens:,} writes)", f"{result.output_tokens:,}", usd(result.with_caching))
+    table.add_row("with batch", f"{result.input_tokens:,}", f"{result.output_tokens:,}", usd(result.with_batch))
+    table.add_row("with both", "", "", usd(result.with_both))
+    console.print(table)
+    console.print(f"{result.jobs} jobs to send ({result.cached_jobs} more already in the response cache: free); "
+                  f"prices: {prices.path} (dated {prices.date})")
+    if prices.lookup(model) is None:
+        console.print(f"no price for {model!r} in {prices.path}: tokens only")
+    for label in result.below_cache_minimum:
+        err_console.print(f"warning: {label}: the fixed prefix is below the provider's minimum cacheable "
+                          f"length; prompt caching will not apply")
+    return 0
 
 
 def _dry_run(plans, provider, cache) -> int:
@@ -253,7 +313,7 @@ def _dry_run(plans, provider, cache) -> int:
     return 0
 
 
-async def _score(args, provider, cache, plans) -> int:
+async def _score(args, provider, cache, plans, model: str) -> int:
     import asyncio
     import signal
 
@@ -283,16 +343,19 @@ async def _score(args, provider, cache, plans) -> int:
             elapsed = max(time.monotonic() - started["t"], 1e-9)
             failures = " ".join(f"{k}={counts[k]}" for k in ("parse_failed", "refused", "error") if counts.get(k))
             tokens = sum(engine._summary.usage.get(k, 0) for k in ("input_tokens", "output_tokens"))
+            spend = f"${meter.spent:,.4f}  " if meter.price is not None else ""
             progress.update(task, advance=1, stats=(
                 f"{counts.get('live', 0) / elapsed:.1f} req/s  cache {counts.get('cache', 0)}  "
-                f"tokens {tokens:,}  {failures}"))
+                f"tokens {tokens:,}  {spend}{failures}"))
         elif isinstance(event, (Paused, Retrying, RunStopped)) and not args.quiet:
             text = (f"pause {event.seconds:.1f}s: {event.reason}" if isinstance(event, Paused) else
                     f"retry ({event.kind}) in {event.wait_s:.1f}s" if isinstance(event, Retrying) else
                     f"stopping: {event.reason}")
             progress.console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)
 
-    engine = Engine(provider, cache, settings, on_event=on_event)
+    meter = await _meter(args, provider, model, plans)
+    _warn_uncacheable_prefix(args, provider, meter, plans)
+    engine = Engine(provider, cache, settings, on_event=on_event, meter=meter)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     interrupts = {"n": 0}
@@ -317,7 +380,11 @@ async def _score(args, provider, cache, plans) -> int:
         return 130
     finally:
         await provider.aclose()
-    _print_summary(summary)
+    _print_summary(summary, meter)
+    if summary.budget_stop:
+        from mmad.errors import BudgetExceeded
+        raise BudgetExceeded(f"stopped before passing --max-cost ${args.max_cost:.2f} (spent ${summary.spent:.4f}); "
+                             f"{summary.remaining} job(s) left: rerun with a higher --max-cost to resume")
     if summary.fatal is not None:
         from mmad.errors import ProviderError, QuotaExhausted
         error = QuotaExhausted if summary.fatal.kind == "quota" else ProviderError
@@ -328,7 +395,25 @@ async def _score(args, provider, cache, plans) -> int:
     return 0
 
 
-def _print_summary(summary) -> None:
+def _warn_uncacheable_prefix(args, provider, meter, plans) -> None:
+    """A prefix below the provider's minimum is silently not cached: say so before paying."""
+    from mmad.cost import minimum_cacheable_tokens, prepared_size
+    if not args.prompt_cache or not plans:
+        return
+    for plan in plans:
+        if not plan.jobs:
+            continue
+        job = plan.jobs[0]
+        paths = list(plan.references) + [job.query]
+        sizes = {ref.sha256: prepared_size(path) for ref, path in zip(job.request.image_refs, paths)}
+        _, prefix = meter.counter.request(job.request, sizes)
+        minimum = minimum_cacheable_tokens(provider.name, job.request.model)
+        if prefix < minimum:
+            err_console.print(f"warning: {plan.subset.label}: the fixed prefix is ~{prefix} tokens, below the "
+                              f"{minimum} the provider caches; prompt caching will not apply")
+
+
+def _print_summary(summary, meter=None) -> None:
     table = Table(title="run summary", show_header=False)
     table.add_row("jobs", f"{summary.total} ({summary.already_done} done before this run, {summary.remaining} left)")
     table.add_row("this run", ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())) or "nothing to do")
@@ -336,6 +421,9 @@ def _print_summary(summary) -> None:
     table.add_row("HTTP calls", f"{summary.live_requests} (failed attempts: "
                   f"{', '.join(f'{k} {v}' for k, v in sorted(summary.failures.items())) or 'none'})")
     table.add_row("tokens (live)", ", ".join(f"{k} {v:,}" for k, v in sorted(summary.usage.items())) or "0")
+    if meter is not None and meter.price is not None:
+        table.add_row("spend (live)", f"${summary.spent:,.4f} actual vs ${summary.estimated:,.4f} estimated "
+                      f"for the same requests")
     table.add_row("time", f"{summary.elapsed_s:.1f} s")
     for path in summary.csv_paths:
         table.add_row("results", str(path))
@@ -388,35 +476,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--root", help="data root whose discovered datasets are recognised in file names")
     ev.set_defaults(func=cmd_eval)
 
-    sc = sub.add_parser("score", help="score a dataset with a multimodal model")
-    sc.add_argument("--provider", required=True, choices=("openai", "anthropic", "patchcore", "padim"),
-                    help="an MLLM API, or a conventional detector fitted on the same few references")
-    sc.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
-    sc.add_argument("--dataset", required=True)
-    sc.add_argument("--subset")
-    sc.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
-    sc.add_argument("--prompt", help="prompt name in prompts/ or a .toml file (default: the dataset's family)")
-    sc.add_argument("--prompts-dir", help=f"prompt folder (default ${config.PROMPTS_DIR_ENV} or prompts/)")
-    sc.add_argument("--refs", type=int, default=3, help="normal reference images per request (0 = zero-shot)")
-    sc.add_argument("--prompt-family", choices=datasets.PROMPT_FAMILIES, help="for datasets it cannot be inferred for")
-    sc.add_argument("--subject", help="object/class name put into the prompt")
-    sc.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
-    sc.add_argument("--out", help="output folder (default results/<run-name>)")
-    sc.add_argument("--run-name", help="file-name prefix (default: the model name)")
-    sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    sc = sub.add_parser("score", help="score a dataset with a multimodal model or a conventional detector")
+    _job_options(sc, providers=("openai", "anthropic", "patchcore", "padim"))
     sc.add_argument("--concurrency", type=int, help="requests in flight (default: enough for the rate limit)")
     sc.add_argument("--rpm", type=float, help="requests per minute cap (learned from headers when lower)")
     sc.add_argument("--tpm", type=float, help="tokens per minute cap (learned from headers when lower)")
-    sc.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     sc.add_argument("--max-attempts", type=int, default=6, help="tries per job, the first included")
     sc.add_argument("--image-workers", type=int, help="threads preparing images (default: all cores)")
-    sc.add_argument("--temperature", type=float, default=0.0)
-    sc.add_argument("--max-tokens", type=int, default=300)
     sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
+    sc.add_argument("--max-cost", type=float, metavar="USD",
+                    help="stop before the next request could pass this spend; the run stays resumable")
     sc.add_argument("--dry-run", action="store_true", help="print the job count and the first request; send nothing")
     sc.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     _detector_options(sc)
-    sc.set_defaults(func=cmd_score)
+    sc.set_defaults(func=cmd_score, estimate_only=False)
+
+    es = sub.add_parser("estimate", help="tokens and USD that `mmad score` would spend (cached jobs are free)")
+    _job_options(es, providers=("openai", "anthropic"))
+    es.set_defaults(func=cmd_score, estimate_only=True, dry_run=False, max_cost=None)
 
     bl = sub.add_parser("baseline", help="full-shot conventional detector on the whole normal train split")
     bl.add_argument("method", choices=("patchcore", "padim"))
@@ -431,7 +508,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...]) -> None:
+    """What defines the jobs (shared by score and estimate, so both build the same requests)."""
+    sc.add_argument("--provider", required=True, choices=providers,
+                    help="an MLLM API, or a conventional detector fitted on the same few references")
+    sc.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
+    sc.add_argument("--dataset", required=True)
+    sc.add_argument("--subset")
+    sc.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
+    sc.add_argument("--prompt", help="prompt name in prompts/ or a .toml file (default: the dataset's family)")
+    sc.add_argument("--prompts-dir", help=f"prompt folder (default ${config.PROMPTS_DIR_ENV} or prompts/)")
+    sc.add_argument("--refs", type=int, default=3, help="normal reference images per request (0 = zero-shot)")
+    sc.add_argument("--prompt-family", choices=datasets.PROMPT_FAMILIES, help="for datasets it cannot be inferred for")
+    sc.add_argument("--subject", help="object/class name put into the prompt")
+    sc.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    sc.add_argument("--out", help="output folder (default results/<run-name>)")
+    sc.add_argument("--run-name", help="file-name prefix (default: the model name)")
+    sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    sc.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    sc.add_argument("--temperature", type=float, default=0.0)
+    sc.add_argument("--max-tokens", type=int, default=300)
+    sc.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged mmad/prices.toml)")
+    sc.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
+                    help="do not mark the fixed prefix for provider prompt caching")
+    sc.add_argument("--detail", choices=("auto", "low", "high"),
+                        help="OpenAI image detail (default: not sent = auto; estimates assume high)")
+
+
 def _detector_options(parser: argparse.ArgumentParser) -> None:
+    """PatchCore/PaDiM settings."""
     group = parser.add_argument_group("conventional detectors (patchcore, padim)")
     group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     group.add_argument("--image-size", type=int, default=224, help="images are resized to this square size")

@@ -28,11 +28,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from mmad.cache import ResponseCache
+from mmad.cost import CostMeter, prepared_size
 from mmad.images import EncodedImage, encode_file
 from mmad.jobs import Job, SubsetPlan
 from mmad.parsing import parse_answer
@@ -109,6 +111,9 @@ class RunSummary:
     fatal: ProviderFailure | None = None
     remaining: int = 0  # jobs left for a later run
     csv_paths: list = field(default_factory=list)
+    spent: float = 0.0  # USD for this run's live answers (when the model has a price)
+    estimated: float = 0.0  # what was estimated beforehand for those same answers
+    budget_stop: bool = False
 
 
 class _Stopped(Exception):
@@ -167,8 +172,10 @@ class Engine:
                  on_event: Callable[[Event], None] | None = None,
                  sleep: Callable[[float], object] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, meter: CostMeter | None = None) -> None:
         self.provider = provider
+        self.meter = meter
+        self._ref_sizes: dict[Path, tuple[int, int]] = {}
         self.cache = cache
         self.settings = settings or EngineSettings()
         self._emit = on_event or (lambda event: None)
@@ -283,6 +290,8 @@ class Engine:
         cached = self.cache.get(job.key)
         if cached is not None:
             return self._answer_record(job, cached, source="cache", attempts=0)
+        if self.meter is not None and not self._within_budget(job, plan):
+            return None
         try:
             images = await self._images_for(job, plan)
         except _Stopped:
@@ -300,13 +309,16 @@ class Engine:
         try:
             completion, latency = await self._with_retries(attempt_once)
         except _Stopped:
+            self._settle(job, None)
             return None
         except ProviderFailure as failure:
+            self._settle(job, None)
             if failure.fatal:
                 self._summary.fatal = self._summary.fatal or failure
                 self.request_stop(f"{failure.kind}: {failure}")
                 return None
             return self._record(job, "error", source="live", attempts=attempts, error=f"{failure.kind}: {failure}")
+        self._settle(job, completion.usage)
         value = {"text": completion.text, "usage": completion.usage, "latency_s": round(latency, 4),
                  "finish_reason": completion.finish_reason, "model": completion.model, "time": _now_iso()}
         if completion.refused:
@@ -314,6 +326,30 @@ class Engine:
                                 usage=completion.usage, latency=latency, error="the model refused")
         self.cache.put(job.key, value)
         return self._answer_record(job, value, source="live", attempts=attempts)
+
+    def _within_budget(self, job: Job, plan: SubsetPlan) -> bool:
+        """Reserve this job's estimated cost, or stop the run before it could pass --max-cost."""
+        sizes = {}
+        for ref, path in zip(job.request.image_refs, list(plan.references) + [job.query]):
+            if path == job.query:
+                sizes[ref.sha256] = prepared_size(path)
+            else:
+                if path not in self._ref_sizes:
+                    self._ref_sizes[path] = prepared_size(path)
+                sizes[ref.sha256] = self._ref_sizes[path]
+        estimate = self.meter.estimate(job.request, sizes, job.family)
+        if self.meter.admit(job.key, estimate):
+            return True
+        self._summary.budget_stop = True
+        self.request_stop(f"budget: the next request (~${estimate:.4f}) could pass --max-cost "
+                          f"${self.meter.max_cost:.2f} (spent ${self.meter.spent:.4f})")
+        return False
+
+    def _settle(self, job: Job, usage: dict | None) -> None:
+        if self.meter is not None:
+            self.meter.settle(job.key, usage)
+            self._summary.spent = self.meter.spent
+            self._summary.estimated = self.meter.estimated_done
 
     async def _with_retries(self, attempt_once: Callable) -> tuple[Completion, float]:
         backoff = wait_exponential_jitter(multiplier=self.settings.backoff_initial, max=self.settings.backoff_max,

@@ -29,6 +29,7 @@ class Job:
     query: Path
     request: Request
     key: str
+    family: str | None = None  # prompt family (sets the default output-token estimate)
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,13 @@ def build_plan(subsets: list[datasets.Subset], *, identity: dict[str, str], mode
             ref_ids = list(pool.map(file_ref, references))
             query_ids = list(pool.map(file_ref, queries))
             jobs = []
+            group = f"mmad-{subset.dataset}-{subset.subset}"
             for rel, severity, query, query_id in zip(template.paths, template.severity, queries, query_ids):
-                request = Request(system, build_parts(instruction, ref_ids, query_id), model, temperature, max_tokens)
+                parts = build_parts(instruction, ref_ids, query_id)
+                request = Request(system, parts, model, temperature, max_tokens,
+                                  prefix_parts=len(parts) - 2, cache_group=group)
                 jobs.append(Job(subset.dataset, subset.subset, rel, float(severity), query, request,
-                                cache_key(identity, request)))
+                                cache_key(identity, request), subset.prompt_family))
             csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
             plans.append(SubsetPlan(subset, prompt_name, tuple(references), tuple(jobs), csv_path, jsonl_path))
     return plans

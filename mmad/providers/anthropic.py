@@ -19,8 +19,10 @@ class AnthropicProvider(Provider):
     name = "anthropic"
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
-                 timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None) -> None:
+                 timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None,
+                 prompt_caching: bool = True) -> None:
         self.base_url = base_url
+        self.prompt_caching = prompt_caching
         self._key = api_key or os.environ.get(KEY_ENV)
         if not self._key:
             if base_url is None:
@@ -44,6 +46,9 @@ class AnthropicProvider(Provider):
                                                            "data": image.data}})
             else:
                 blocks.append({"type": "text", "text": part})
+        if self.prompt_caching and request.prefix_parts:
+            # Everything up to the last reference is identical for a subset: cache it.
+            blocks[request.prefix_parts - 1]["cache_control"] = {"type": "ephemeral"}
         return blocks
 
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
@@ -64,15 +69,28 @@ class AnthropicProvider(Provider):
             raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
         message = await parse_raw(raw)
         text = "".join(getattr(block, "text", "") for block in message.content)
-        usage = {"input_tokens": message.usage.input_tokens or 0, "output_tokens": message.usage.output_tokens or 0}
-        for field, name in (("cache_read_input_tokens", "cached_input_tokens"),
-                            ("cache_creation_input_tokens", "cache_write_tokens")):
-            value = getattr(message.usage, field, None)
-            if value:
-                usage[name] = value
+        # Anthropic's input_tokens leaves out cache reads and writes; ours counts every input token.
+        read = getattr(message.usage, "cache_read_input_tokens", None) or 0
+        written = getattr(message.usage, "cache_creation_input_tokens", None) or 0
+        usage = {"input_tokens": (message.usage.input_tokens or 0) + read + written,
+                 "output_tokens": message.usage.output_tokens or 0}
+        if read:
+            usage["cached_input_tokens"] = read
+        if written:
+            usage["cache_write_tokens"] = written
         return Completion(text=text, usage=usage, finish_reason=message.stop_reason,
                           refused=message.stop_reason == "refusal", model=message.model,
                           limits=rate_limit_info(raw.headers, "anthropic-ratelimit-", "anthropic"))
+
+    async def count_text_tokens(self, request: Request) -> int:
+        """Anthropic's free token-counting endpoint on the request's text alone (system + texts)."""
+        texts = [{"type": "text", "text": p} for p in request.parts if isinstance(p, str)]
+        try:
+            result = await self._client.messages.count_tokens(
+                model=request.model, system=request.system, messages=[{"role": "user", "content": texts}])
+        except anthropic.APIError as exc:
+            raise ProviderFailure("transient", f"token counting failed: {redact(str(exc), [self._key])}") from None
+        return result.input_tokens
 
     async def aclose(self) -> None:
         await self._client.close()

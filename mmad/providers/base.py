@@ -36,6 +36,9 @@ class Request:
     model: str
     temperature: float = 0.0
     max_tokens: int = 300
+    # Prompt caching (never part of the response-cache key: it does not change the answer):
+    prefix_parts: int | None = None  # parts[:prefix_parts] are the same for every job of a subset
+    cache_group: str | None = None  # names that prefix (OpenAI prompt_cache_key)
 
     @property
     def image_refs(self) -> list[ImageRef]:
@@ -95,6 +98,8 @@ class Provider(ABC):
     @abstractmethod
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
         """Send `request` with `images` (by sha256) and return the answer or raise ProviderFailure."""
+
+    base_url: str | None = None
 
     def identity(self) -> dict[str, str]:
         """What about this provider changes answers (goes into the cache key)."""

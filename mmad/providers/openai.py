@@ -21,8 +21,11 @@ class OpenAIProvider(Provider):
     name = "openai"
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
-                 timeout: float = 120.0, client: openai.AsyncOpenAI | None = None) -> None:
+                 timeout: float = 120.0, client: openai.AsyncOpenAI | None = None,
+                 prompt_caching: bool = True, detail: str | None = None) -> None:
         self.base_url = base_url
+        self.prompt_caching = prompt_caching
+        self.detail = detail  # None/"auto": not sent
         self._key = api_key or os.environ.get(KEY_ENV)
         if not self._key:
             if base_url is None:
@@ -37,6 +40,8 @@ class OpenAIProvider(Provider):
         ident = {"provider": self.name}
         if self.base_url:
             ident["base_url"] = self.base_url.rstrip("/")
+        if self.detail and self.detail != "auto":
+            ident["detail"] = self.detail  # changes what the model sees
         return ident
 
     def body(self, request: Request, images: Mapping[str, EncodedImage]) -> dict:
@@ -45,17 +50,24 @@ class OpenAIProvider(Provider):
         for part in request.parts:
             if isinstance(part, ImageRef):
                 image = images[part.sha256]
-                content.append({"type": "image_url",
-                                "image_url": {"url": f"data:{image.media_type};base64,{image.data}"}})
+                url = {"url": f"data:{image.media_type};base64,{image.data}"}
+                if self.detail and self.detail != "auto":
+                    url["detail"] = self.detail
+                content.append({"type": "image_url", "image_url": url})
             else:
                 content.append({"type": "text", "text": part})
-        return {
+        body = {
             "model": request.model,
             "messages": [{"role": "system", "content": request.system},
                          {"role": "user", "content": content}],
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
         }
+        # The prefix (system, instruction, references) is byte-identical across a subset's jobs;
+        # the key routes them to the same cache. Only the OpenAI API itself knows the parameter.
+        if self.prompt_caching and request.cache_group and not self.base_url:
+            body["prompt_cache_key"] = request.cache_group
+        return body
 
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
         try:
