@@ -319,7 +319,8 @@ async def _score(args, provider, cache, plans, model: str) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mmad.engine import Engine, EngineSettings, JobFinished, Paused, Retrying, RunStarted, RunStopped
+    from mmad.engine import (BatchSubmitted, Engine, EngineSettings, JobFinished, Paused, Retrying, RunStarted,
+                             RunStopped)
 
     settings = EngineSettings(concurrency=args.concurrency, requests_per_minute=args.rpm,
                               tokens_per_minute=args.tpm, max_attempts=args.max_attempts,
@@ -347,15 +348,23 @@ async def _score(args, provider, cache, plans, model: str) -> int:
             progress.update(task, advance=1, stats=(
                 f"{counts.get('live', 0) / elapsed:.1f} req/s  cache {counts.get('cache', 0)}  "
                 f"tokens {tokens:,}  {spend}{failures}"))
-        elif isinstance(event, (Paused, Retrying, RunStopped)) and not args.quiet:
+        elif isinstance(event, (Paused, Retrying, RunStopped, BatchSubmitted)) and not args.quiet:
             text = (f"pause {event.seconds:.1f}s: {event.reason}" if isinstance(event, Paused) else
                     f"retry ({event.kind}) in {event.wait_s:.1f}s" if isinstance(event, Retrying) else
-                    f"stopping: {event.reason}")
+                    f"batch {event.batch_id} submitted: {event.requests} requests" if isinstance(event, BatchSubmitted)
+                    else f"stopping: {event.reason}")
             progress.console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)
 
     meter = await _meter(args, provider, model, plans)
     _warn_uncacheable_prefix(args, provider, meter, plans)
-    engine = Engine(provider, cache, settings, on_event=on_event, meter=meter)
+    batch = None
+    if args.batch:
+        from mmad.batch import BatchOptions
+        meter.batch = True
+        batch = BatchOptions(plans[0].csv_path.parent / "batches.json", poll_interval=args.poll_interval,
+                             max_requests=args.batch_max_requests,
+                             max_bytes=int(args.batch_max_mb * 2**20) if args.batch_max_mb else None)
+    engine = Engine(provider, cache, settings, on_event=on_event, meter=meter, batch=batch)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     interrupts = {"n": 0}
@@ -486,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
     sc.add_argument("--max-cost", type=float, metavar="USD",
                     help="stop before the next request could pass this spend; the run stays resumable")
+    sc.add_argument("--batch", action="store_true",
+                    help="use the provider's Batch API (half price, within 24 h); rerun the command to resume polling")
+    sc.add_argument("--poll-interval", type=float, default=30.0, help="seconds between batch status checks")
+    sc.add_argument("--batch-max-requests", type=int, help="split batches at this many requests")
+    sc.add_argument("--batch-max-mb", type=float, help="split batches at this many MiB of requests")
     sc.add_argument("--dry-run", action="store_true", help="print the job count and the first request; send nothing")
     sc.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     _detector_options(sc)

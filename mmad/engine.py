@@ -33,6 +33,7 @@ from pathlib import Path
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from mmad.batch import BatchOptions, run_batches
 from mmad.cache import ResponseCache
 from mmad.cost import CostMeter, prepared_size
 from mmad.images import EncodedImage, encode_file
@@ -94,7 +95,13 @@ class RunStopped:
     reason: str
 
 
-Event = RunStarted | JobFinished | Retrying | Paused | RunStopped
+@dataclass(frozen=True)
+class BatchSubmitted:
+    batch_id: str
+    requests: int
+
+
+Event = RunStarted | JobFinished | Retrying | Paused | RunStopped | BatchSubmitted
 
 
 @dataclass
@@ -172,9 +179,11 @@ class Engine:
                  on_event: Callable[[Event], None] | None = None,
                  sleep: Callable[[float], object] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 executor: Executor | None = None, meter: CostMeter | None = None) -> None:
+                 executor: Executor | None = None, meter: CostMeter | None = None,
+                 batch: BatchOptions | None = None) -> None:
         self.provider = provider
         self.meter = meter
+        self.batch = batch
         self._ref_sizes: dict[Path, tuple[int, int]] = {}
         self.cache = cache
         self.settings = settings or EngineSettings()
@@ -228,6 +237,9 @@ class Engine:
         for item in todo:
             queue.put_nowait(item)
         try:
+            if self.batch is not None:
+                await run_batches(self, todo, self.batch)
+                return summary
             first_miss = next((job for _, job in todo if job.key not in self.cache), None)
             if first_miss is not None:
                 await self._preflight(first_miss, next(p for p, j in todo if j is first_miss))
@@ -279,10 +291,37 @@ class Engine:
                 return
             record = await self._run_job(plan, job)
             if record is not None:
-                self._logs[(job.dataset, job.subset)].append(record)
-                self._summary.statuses[record["status"]] += 1
-                self._summary.sources[record["source"]] += 1
-                self._emit(JobFinished(record))
+                self._finish(job, record)
+
+    def _finish(self, job: Job, record: dict) -> None:
+        """Append a job's final record, count it, and tell the listener."""
+        self._logs[(job.dataset, job.subset)].append(record)
+        self._summary.statuses[record["status"]] += 1
+        self._summary.sources[record["source"]] += 1
+        self._emit(JobFinished(record))
+
+    def _finish_batch_outcome(self, plan: SubsetPlan, job: Job, outcome: Completion | ProviderFailure) -> None:
+        """A batch answer goes through the same cache, parser and records as a live one."""
+        if isinstance(outcome, ProviderFailure):
+            self._settle(job, None)
+            self._summary.failures[outcome.kind] += 1
+            self._finish(job, self._record(job, "error", source="batch", attempts=1, error=f"{outcome.kind}: {outcome}"))
+            return
+        self._settle(job, outcome.usage)
+        for key, value in outcome.usage.items():
+            self._summary.usage[key] += value
+        if outcome.refused:
+            self._finish(job, self._record(job, "refused", source="batch", attempts=1, raw=outcome.text,
+                                           usage=outcome.usage, error="the model refused"))
+            return
+        value = {"text": outcome.text, "usage": outcome.usage, "latency_s": None,
+                 "finish_reason": outcome.finish_reason, "model": outcome.model, "time": _now_iso()}
+        self.cache.put(job.key, value)
+        self._finish(job, self._answer_record(job, value, source="batch", attempts=1))
+
+    def _emit_batch_submitted(self, batch_id: str, requests: int) -> None:
+        self._summary.live_requests += 1
+        self._emit(BatchSubmitted(batch_id, requests))
 
     # ----------------------------------------------------------------- one job
 

@@ -91,6 +91,10 @@ class WireServer:
         self._lock = threading.Lock()
         self._window: deque[float] = deque()
         self._prompt_cache: set[str] = set()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_polls_until_done = 2  # a batch reports "in progress" for this many status reads
+        self.batch_fail_ids: set[str] = set()  # custom_ids answered with an error
         self._httpd: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -108,11 +112,19 @@ class WireServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if self.path.rstrip("/").endswith("/files"):
+                    return server._upload(self, headers, raw)
                 try:
                     body = json.loads(raw)
                 except json.JSONDecodeError:
                     body = {}
-                server._handle(self, Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                if self.path.rstrip("/").endswith("/batches"):
+                    return server._create_batch(self, Received(self.path, headers, body))
+                server._handle(self, Received(self.path, headers, body))
+
+            def do_GET(self) -> None:
+                server._get(self, self.path.split("?")[0].rstrip("/"))
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -225,6 +237,107 @@ class WireServer:
                                  "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]}}}
         self._send(handler, 200, json.dumps(payload).encode(), self._limit_headers(anthropic))
 
+    # ------------------------------------------------------------------ batch APIs
+
+    def _upload(self, handler, headers: dict, raw: bytes) -> None:
+        """OpenAI POST /v1/files (multipart): keep the bytes, answer a FileObject."""
+        from email.parser import BytesParser
+        message = BytesParser().parsebytes(b"content-type: " + headers["content-type"].encode() + b"\r\n\r\n" + raw)
+        content = b""
+        for part in message.get_payload():
+            if part.get_param("name", header="content-disposition") == "file":
+                content = part.get_payload(decode=True)
+        with self._lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = content
+        self._send(handler, 200, json.dumps({"id": file_id, "object": "file", "bytes": len(content),
+                                             "created_at": int(time.time()), "filename": "batch.jsonl",
+                                             "purpose": "batch", "status": "processed"}).encode(), {})
+
+    def _answer_body(self, route: str, body: dict, number: int) -> tuple[int, dict]:
+        """What one request of a batch gets: the same answer and usage as a live call."""
+        received = Received(route, {}, body)
+        anthropic = route.endswith("/messages")
+        with self._lock:
+            self.requests.append(received)
+            self.paid.append(received)
+        text = self.answer(received)
+        usage = self.usage(received, anthropic)
+        output_tokens = max(1, len(TOKENIZER.encode_ordinary(text)))
+        if anthropic:
+            return 200, {"id": f"msg_b{number}", "type": "message", "role": "assistant", "model": body["model"],
+                         "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                         "stop_sequence": None, "usage": dict(usage, output_tokens=output_tokens)}
+        return 200, {"id": f"chatcmpl-b{number}", "object": "chat.completion", "created": 0, "model": body["model"],
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                                  "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": output_tokens,
+                               "total_tokens": usage["prompt_tokens"] + output_tokens,
+                               "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]}}}
+
+    def _create_batch(self, handler, received: Received) -> None:
+        anthropic = received.route.rstrip("/").endswith("/messages/batches")
+        with self._lock:
+            batch_id = f"{'msgbatch' if anthropic else 'batch'}_{len(self.batches) + 1}"
+        if anthropic:
+            items = [(r["custom_id"], "/v1/messages", r["params"]) for r in received.body["requests"]]
+        else:
+            lines = self.files[received.body["input_file_id"]].decode().splitlines()
+            items = [(d["custom_id"], d["url"], d["body"]) for d in map(json.loads, lines)]
+        results = []
+        for number, (custom_id, route, body) in enumerate(items):
+            if custom_id in self.batch_fail_ids:
+                results.append((custom_id, 400, {"error": {"type": "invalid_request_error", "message": "bad image"}}))
+            else:
+                results.append((custom_id, *self._answer_body(route, body, number)))
+        batch = {"id": batch_id, "anthropic": anthropic, "results": results, "polls": 0, "count": len(items)}
+        with self._lock:
+            self.batches[batch_id] = batch
+        self._send(handler, 200, json.dumps(self._batch_view(batch)).encode(), {})
+
+    def _batch_view(self, batch: dict) -> dict:
+        done = batch["polls"] >= self.batch_polls_until_done
+        now = int(time.time())
+        if batch["anthropic"]:
+            return {"id": batch["id"], "type": "message_batch", "processing_status": "ended" if done else "in_progress",
+                    "request_counts": {"processing": 0 if done else batch["count"],
+                                       "succeeded": batch["count"] if done else 0,
+                                       "errored": 0, "canceled": 0, "expired": 0},
+                    "created_at": "2026-11-23T00:00:00Z", "expires_at": "2026-11-24T00:00:00Z",
+                    "ended_at": "2026-11-23T00:01:00Z" if done else None, "cancel_initiated_at": None,
+                    "archived_at": None,
+                    "results_url": f"{self.anthropic_url}/v1/messages/batches/{batch['id']}/results" if done else None}
+        view = {"id": batch["id"], "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": "x",
+                "completion_window": "24h", "status": "completed" if done else "in_progress", "created_at": now}
+        if done:
+            view["output_file_id"] = f"{batch['id']}-output"
+            view["error_file_id"] = f"{batch['id']}-errors"
+        return view
+
+    def _get(self, handler, path: str) -> None:
+        parts = path.split("/")
+        if "batches" in parts and parts[-1] != "results":
+            batch = self.batches[parts[-1]]
+            with self._lock:
+                batch["polls"] += 1
+            return self._send(handler, 200, json.dumps(self._batch_view(batch)).encode(), {})
+        if parts[-1] == "results":  # Anthropic results stream (JSONL)
+            batch = self.batches[parts[-2]]
+            lines = [{"custom_id": cid, "result": {"type": "succeeded", "message": body} if status == 200 else
+                      {"type": "errored", "error": {"type": "error", "error": body["error"]}}}
+                     for cid, status, body in batch["results"]]
+            data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+            return self._send(handler, 200, data, {}, "application/x-jsonl")
+        if parts[-1] == "content":  # OpenAI output / error files
+            batch_id, kind = parts[-2].rsplit("-", 1)
+            batch = self.batches[batch_id]
+            wanted = [r for r in batch["results"] if (r[1] == 200) == (kind == "output")]
+            lines = [{"id": f"req_{i}", "custom_id": cid, "response": {"status_code": status, "body": body},
+                      "error": None} for i, (cid, status, body) in enumerate(wanted)]
+            data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+            return self._send(handler, 200, data, {}, "application/octet-stream")
+        self._send(handler, 404, b'{"error": {"message": "not found"}}', {})
+
     def usage(self, received: Received, anthropic: bool) -> dict:
         """Billed input tokens, as the vendors document them, with their prompt-cache fields.
 
@@ -288,10 +401,11 @@ class WireServer:
         self._send(handler, status, json.dumps(payload).encode(), headers or {})
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict) -> None:
+    def _send(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict,
+              content_type: str = "application/json") -> None:
         try:
             handler.send_response(status)
-            handler.send_header("content-type", "application/json")
+            handler.send_header("content-type", content_type)
             handler.send_header("content-length", str(len(data)))
             for name, value in headers.items():
                 handler.send_header(name, value)

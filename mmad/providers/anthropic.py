@@ -68,6 +68,9 @@ class AnthropicProvider(Provider):
         except anthropic.APIConnectionError as exc:
             raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
         message = await parse_raw(raw)
+        return self._completion(message, rate_limit_info(raw.headers, "anthropic-ratelimit-", "anthropic"))
+
+    def _completion(self, message, limits=None) -> Completion:
         text = "".join(getattr(block, "text", "") for block in message.content)
         # Anthropic's input_tokens leaves out cache reads and writes; ours counts every input token.
         read = getattr(message.usage, "cache_read_input_tokens", None) or 0
@@ -79,8 +82,44 @@ class AnthropicProvider(Provider):
         if written:
             usage["cache_write_tokens"] = written
         return Completion(text=text, usage=usage, finish_reason=message.stop_reason,
-                          refused=message.stop_reason == "refusal", model=message.model,
-                          limits=rate_limit_info(raw.headers, "anthropic-ratelimit-", "anthropic"))
+                          refused=message.stop_reason == "refusal", model=message.model, limits=limits)
+
+    # ----------------------------------------------------------------- Message Batches
+
+    batch_limits = (100_000, 240 * 2**20)  # the API allows 100,000 requests or 256 MB per batch
+
+    def batch_line(self, custom_id: str, request: Request, images: Mapping[str, EncodedImage]) -> dict:
+        return {"custom_id": custom_id, "params": {
+            "model": request.model, "max_tokens": request.max_tokens, "system": request.system,
+            "temperature": request.temperature,
+            "messages": [{"role": "user", "content": self.content(request, images)}]}}
+
+    async def submit_batch(self, lines: list[dict], label: str) -> str:
+        try:
+            batch = await self._client.messages.batches.create(requests=lines)
+        except anthropic.APIStatusError as exc:
+            raise classify_status(exc.status_code, exc.response.headers, exc.body,
+                                  redact(error_message(exc.body, str(exc)), [self._key])) from None
+        except anthropic.APIConnectionError as exc:
+            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        return batch.id
+
+    async def batch_status(self, batch_id: str) -> tuple[bool, str]:
+        batch = await self._client.messages.batches.retrieve(batch_id)
+        return batch.processing_status == "ended", batch.processing_status
+
+    async def batch_results(self, batch_id: str) -> list[tuple[str, Completion | ProviderFailure]]:
+        results: list[tuple[str, Completion | ProviderFailure]] = []
+        async for entry in await self._client.messages.batches.results(batch_id):
+            result = entry.result
+            if result.type == "succeeded":
+                results.append((entry.custom_id, self._completion(result.message)))
+            else:
+                error = getattr(result, "error", None)
+                message = str(getattr(getattr(error, "error", None), "message", None) or result.type)
+                results.append((entry.custom_id, ProviderFailure("bad_request" if result.type == "errored"
+                                                                 else "transient", f"batch {result.type}: {message}")))
+        return results
 
     async def count_text_tokens(self, request: Request) -> int:
         """Anthropic's free token-counting endpoint on the request's text alone (system + texts)."""

@@ -111,6 +111,25 @@ class Provider(ABC):
     async def aclose(self) -> None:
         """Release connections."""
 
+    # Batch APIs (optional): half price, answers within 24 h.
+    batch_limits: tuple[int, int] = (0, 0)  # (requests, bytes) per batch; (0, 0) = no batch API
+
+    def batch_line(self, custom_id: str, request: Request, images: Mapping[str, EncodedImage]) -> dict:
+        """One request of a batch, as the vendor's batch input expects it."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def submit_batch(self, lines: list[dict], label: str) -> str:
+        """Create a batch from `batch_line` dicts; returns its id."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def batch_status(self, batch_id: str) -> tuple[bool, str]:
+        """(ended, the vendor's status word)."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def batch_results(self, batch_id: str) -> list[tuple[str, Completion | ProviderFailure]]:
+        """(custom_id, answer or failure) for every request of an ended batch."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
 
 # --------------------------------------------------------------------------- header helpers
 

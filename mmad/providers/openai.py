@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 from collections.abc import Mapping
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from mmad.errors import ConfigError, ProviderError
 from mmad.images import EncodedImage, ImageRef
@@ -82,7 +84,9 @@ class OpenAIProvider(Provider):
         except openai.APIConnectionError as exc:
             raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
         response = await parse_raw(raw)
-        limits = rate_limit_info(raw.headers, "x-ratelimit-", "openai")
+        return self._completion(response, rate_limit_info(raw.headers, "x-ratelimit-", "openai"))
+
+    def _completion(self, response, limits=None) -> Completion:
         if not response.choices:
             raise ProviderFailure("transient", "response without choices")
         choice = response.choices[0]
@@ -100,6 +104,52 @@ class OpenAIProvider(Provider):
                           finish_reason=choice.finish_reason,
                           refused=bool(refusal) or choice.finish_reason == "content_filter",
                           model=response.model, limits=limits)
+
+    # ----------------------------------------------------------------- Batch API
+
+    batch_limits = (50_000, 190 * 2**20)  # the API allows 50,000 requests and 200 MB per input file
+
+    def batch_line(self, custom_id: str, request: Request, images: Mapping[str, EncodedImage]) -> dict:
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                "body": self.body(request, images)}
+
+    async def submit_batch(self, lines: list[dict], label: str) -> str:
+        payload = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+        try:
+            uploaded = await self._client.files.create(file=(f"{label}.jsonl", payload), purpose="batch")
+            batch = await self._client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                      completion_window="24h", metadata={"mmad": label[:500]})
+        except openai.APIStatusError as exc:
+            raise classify_status(exc.status_code, exc.response.headers, exc.body,
+                                  redact(error_message(exc.body, str(exc)), [self._key])) from None
+        except openai.APIConnectionError as exc:
+            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        return batch.id
+
+    async def batch_status(self, batch_id: str) -> tuple[bool, str]:
+        batch = await self._client.batches.retrieve(batch_id)
+        return batch.status in ("completed", "failed", "expired", "cancelled"), batch.status
+
+    async def batch_results(self, batch_id: str) -> list[tuple[str, Completion | ProviderFailure]]:
+        batch = await self._client.batches.retrieve(batch_id)
+        results: list[tuple[str, Completion | ProviderFailure]] = []
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await self._client.files.content(file_id)
+            for line in content.text.splitlines():
+                if line.strip():
+                    results.append(self._batch_outcome(json.loads(line)))
+        return results
+
+    def _batch_outcome(self, line: dict) -> tuple[str, Completion | ProviderFailure]:
+        custom_id = line.get("custom_id", "")
+        response = line.get("response") or {}
+        if line.get("error") or response.get("status_code") != 200:
+            body = response.get("body") or {"error": line.get("error") or {}}
+            return custom_id, classify_status(int(response.get("status_code") or 500), {}, body,
+                                              error_message(body, "batch request failed"))
+        return custom_id, self._completion(ChatCompletion.model_validate(response["body"]))
 
     async def preflight(self, request: Request, images: Mapping[str, EncodedImage]) -> None:
         """Against a custom server, check it takes this many images in one message."""

@@ -1,0 +1,117 @@
+"""Batch mode: the same jobs through the vendors' Batch APIs (half price, answers within 24 h).
+
+How it works:
+  1. jobs already answered in the response cache are recorded at once (free);
+  2. jobs already inside a batch submitted by an earlier process are left alone: their batch
+     is polled, never resubmitted (ids live in `<out>/batches.json`, written atomically right
+     after each submission);
+  3. the rest are encoded and packed into batches split by request count and by bytes (four
+     base64 images per request fill the size limit after a few hundred requests);
+  4. ended batches are downloaded; answers go into the same cache and result files as live calls.
+A killed process resumes polling when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmad.results import atomic_write_text
+
+
+@dataclass
+class BatchOptions:
+    state_path: Path
+    poll_interval: float = 30.0
+    max_requests: int | None = None  # None: the provider's own limit
+    max_bytes: int | None = None
+
+
+@dataclass
+class BatchState:
+    """Submitted batches: {"id", "keys", "done"}; persisted after every change."""
+
+    path: Path
+    batches: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> "BatchState":
+        if not path.exists():
+            return cls(path)
+        return cls(path, json.loads(path.read_text(encoding="utf-8")).get("batches", []))
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"batches": self.batches}, indent=1))
+
+    def pending_keys(self) -> set[str]:
+        return {key for batch in self.batches if not batch["done"] for key in batch["keys"]}
+
+
+async def run_batches(engine, todo: list, options: BatchOptions) -> None:
+    """Submit what is not yet submitted, then poll until every batch has ended (or a stop)."""
+    provider = engine.provider
+    state = BatchState.load(options.state_path)
+    by_key = {job.key: (plan, job) for plan, job in todo}
+    pending = state.pending_keys()
+    to_submit = []
+    for plan, job in todo:
+        cached = engine.cache.get(job.key)
+        if cached is not None:
+            engine._finish(job, engine._answer_record(job, cached, source="cache", attempts=0))
+        elif job.key not in pending:
+            to_submit.append((plan, job))
+    await _submit(engine, provider, state, to_submit, options)
+    while not engine._stopping and any(not batch["done"] for batch in state.batches):
+        for batch in state.batches:
+            if batch["done"] or engine._stopping:
+                continue
+            ended, status = await provider.batch_status(batch["id"])
+            batch["status"] = status
+            if not ended:
+                continue
+            for custom_id, outcome in await provider.batch_results(batch["id"]):
+                if custom_id in by_key:
+                    engine._finish_batch_outcome(*by_key[custom_id], outcome)
+            batch["done"] = True
+            state.save()
+        if any(not batch["done"] for batch in state.batches) and not engine._stopping:
+            await engine._sleep(options.poll_interval)
+    if any(not batch["done"] for batch in state.batches):
+        engine.request_stop("batches still processing; rerun the same command to collect them")
+
+
+async def _submit(engine, provider, state: BatchState, jobs: list, options: BatchOptions) -> None:
+    limit_requests, limit_bytes = provider.batch_limits
+    max_requests = min(options.max_requests or limit_requests, limit_requests)
+    max_bytes = min(options.max_bytes or limit_bytes, limit_bytes)
+    lines: list[dict] = []
+    keys: list[str] = []
+    size = 0
+
+    async def flush() -> None:
+        nonlocal lines, keys, size
+        if lines:
+            label = f"mmad-{len(state.batches) + 1}"
+            batch_id = await provider.submit_batch(lines, label)
+            state.batches.append({"id": batch_id, "keys": keys, "done": False, "status": "submitted"})
+            state.save()  # at once: a restart polls this batch instead of submitting it again
+            engine._emit_batch_submitted(batch_id, len(keys))
+        lines, keys, size = [], [], 0
+
+    for plan, job in jobs:
+        if engine._stopping:
+            break
+        if engine.meter is not None and not engine._within_budget(job, plan):
+            break
+        images = await engine._images_for(job, plan)
+        line = provider.batch_line(job.key, job.request, images)
+        line_bytes = len(json.dumps(line, separators=(",", ":"))) + 1
+        if lines and (len(lines) >= max_requests or size + line_bytes > max_bytes):
+            await flush()
+        lines.append(line)
+        keys.append(job.key)
+        size += line_bytes
+        await asyncio.sleep(0)
+    await flush()
