@@ -1,11 +1,9 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from mmad import datasets
 from mmad.errors import DataError
-from tests.conftest import make_industry_subset, write_csv, write_image
+from tests.conftest import write_csv, write_image
 
 
 def test_all_31_published_templates_read(shared_templates):

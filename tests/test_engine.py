@@ -1,9 +1,7 @@
 """The engine through the real SDKs against the local wire-format server."""
 
 import asyncio
-import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +11,6 @@ from mmad.config import PROJECT_ROOT
 from mmad.engine import Engine, EngineSettings, Paused
 from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
-from mmad.providers.base import RateLimitInfo
 from mmad.providers.openai import OpenAIProvider
 from mmad.results import JsonlLog, read_result_file
 from tests.conftest import make_industry_subset, write_image

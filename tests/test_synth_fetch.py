@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from mmad import cli, datasets
-from mmad.errors import ConfigError, DataError
+from mmad.errors import DataError
 from mmad.fetch import write_records
 from mmad.synth import synthesize
 

@@ -9,8 +9,8 @@ import anthropic
 
 from mmad.errors import ConfigError
 from mmad.images import EncodedImage, ImageRef
-from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, classify_status,
-                                 error_message, parse_raw, rate_limit_info, redact)
+from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, parse_raw,
+                                 rate_limit_info, sdk_failure)
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 
@@ -58,15 +58,8 @@ class AnthropicProvider(Provider):
                 model=request.model, max_tokens=request.max_tokens, system=request.system,
                 messages=[{"role": "user", "content": self.content(request, images)}],
                 extra_body={"temperature": request.temperature})
-        except anthropic.APIStatusError as exc:
-            headers = exc.response.headers
-            raise classify_status(exc.status_code, headers, exc.body,
-                                  redact(error_message(exc.body, str(exc)), [self._key]),
-                                  rate_limit_info(headers, "anthropic-ratelimit-", "anthropic")) from None
-        except anthropic.APITimeoutError:
-            raise ProviderFailure("transient", "request timed out") from None
-        except anthropic.APIConnectionError as exc:
-            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            raise self._failure(exc) from None
         message = await parse_raw(raw)
         return self._completion(message, rate_limit_info(raw.headers, "anthropic-ratelimit-", "anthropic"))
 
@@ -97,11 +90,8 @@ class AnthropicProvider(Provider):
     async def submit_batch(self, lines: list[dict], label: str) -> str:
         try:
             batch = await self._client.messages.batches.create(requests=lines)
-        except anthropic.APIStatusError as exc:
-            raise classify_status(exc.status_code, exc.response.headers, exc.body,
-                                  redact(error_message(exc.body, str(exc)), [self._key])) from None
-        except anthropic.APIConnectionError as exc:
-            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            raise self._failure(exc) from None
         return batch.id
 
     async def batch_status(self, batch_id: str) -> tuple[bool, str]:
@@ -127,9 +117,12 @@ class AnthropicProvider(Provider):
         try:
             result = await self._client.messages.count_tokens(
                 model=request.model, system=request.system, messages=[{"role": "user", "content": texts}])
-        except anthropic.APIError as exc:
-            raise ProviderFailure("transient", f"token counting failed: {redact(str(exc), [self._key])}") from None
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            raise self._failure(exc) from None
         return result.input_tokens
+
+    def _failure(self, exc: Exception) -> ProviderFailure:
+        return sdk_failure(exc, [self._key], "anthropic-ratelimit-", "anthropic")
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -236,6 +236,20 @@ async def parse_raw(raw: object) -> object:
     return parsed
 
 
+def sdk_failure(exc: Exception, secrets: list[str | None], header_prefix: str, style: str) -> ProviderFailure:
+    """Classify an exception of either SDK (both have the same shape: a status error carrying the
+    response, a timeout, a connection error). Messages are redacted."""
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    if status is not None and response is not None:
+        body = getattr(exc, "body", None)
+        return classify_status(status, response.headers, body, redact(error_message(body, str(exc)), secrets),
+                               rate_limit_info(response.headers, header_prefix, style))
+    if "timeout" in type(exc).__name__.lower():
+        return ProviderFailure("transient", "request timed out")
+    return ProviderFailure("transient", f"connection error: {redact(str(exc), secrets)}")
+
+
 def error_message(body: object, fallback: str) -> str:
     """The human part of a vendor error body: {"error": {"message": ...}}."""
     if isinstance(body, Mapping):

@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletion
 from mmad.errors import ConfigError, ProviderError
 from mmad.images import EncodedImage, ImageRef
 from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, classify_status,
-                                 error_message, parse_raw, rate_limit_info, redact)
+                                 error_message, parse_raw, rate_limit_info, sdk_failure)
 
 KEY_ENV = "OPENAI_API_KEY"
 
@@ -74,15 +74,8 @@ class OpenAIProvider(Provider):
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
         try:
             raw = await self._client.chat.completions.with_raw_response.create(**self.body(request, images))
-        except openai.APIStatusError as exc:
-            headers = exc.response.headers
-            raise classify_status(exc.status_code, headers, exc.body,
-                                  redact(error_message(exc.body, str(exc)), [self._key]),
-                                  rate_limit_info(headers, "x-ratelimit-", "openai")) from None
-        except openai.APITimeoutError:
-            raise ProviderFailure("transient", "request timed out") from None
-        except openai.APIConnectionError as exc:
-            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        except (openai.APIStatusError, openai.APIConnectionError) as exc:
+            raise self._failure(exc) from None
         response = await parse_raw(raw)
         return self._completion(response, rate_limit_info(raw.headers, "x-ratelimit-", "openai"))
 
@@ -119,11 +112,8 @@ class OpenAIProvider(Provider):
             uploaded = await self._client.files.create(file=(f"{label}.jsonl", payload), purpose="batch")
             batch = await self._client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
                                                       completion_window="24h", metadata={"mmad": label[:500]})
-        except openai.APIStatusError as exc:
-            raise classify_status(exc.status_code, exc.response.headers, exc.body,
-                                  redact(error_message(exc.body, str(exc)), [self._key])) from None
-        except openai.APIConnectionError as exc:
-            raise ProviderFailure("transient", f"connection error: {redact(str(exc), [self._key])}") from None
+        except (openai.APIStatusError, openai.APIConnectionError) as exc:
+            raise self._failure(exc) from None
         return batch.id
 
     async def batch_status(self, batch_id: str) -> tuple[bool, str]:
@@ -174,6 +164,9 @@ class OpenAIProvider(Provider):
                     f"--limit-mm-per-prompt '{{\"image\": {count}}}'); or use --refs 0 for zero-shot") from None
             # Anything else (auth, quota, transient trouble) is left to the run, which stops or
             # retries as it would for any job.
+
+    def _failure(self, exc: Exception) -> ProviderFailure:
+        return sdk_failure(exc, [self._key], "x-ratelimit-", "openai")
 
     async def aclose(self) -> None:
         await self._client.close()
