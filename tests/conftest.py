@@ -57,3 +57,28 @@ def tiny_root(tmp_path: Path) -> Path:
     make_industry_subset(tmp_path, "toy", "widget")
     make_industry_subset(tmp_path, "toy", "gear_box")
     return tmp_path
+
+
+def run_engine(provider, plans, cache_dir: Path, events: list | None = None, *, meter=None, batch=None,
+               **settings):
+    """Run the engine once (fast backoff, image threads), close the provider and the cache."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmad.cache import ResponseCache
+    from mmad.engine import Engine, EngineSettings
+    options = dict(backoff_initial=0.01, backoff_max=0.05)
+    options.update(settings)
+    cache = ResponseCache(cache_dir)
+
+    async def go():
+        engine = Engine(provider, cache, EngineSettings(**options), meter=meter, batch=batch,
+                        on_event=events.append if events is not None else None, executor=ThreadPoolExecutor(2))
+        try:
+            return await engine.run(plans)
+        finally:
+            await provider.aclose()
+    try:
+        return asyncio.run(go())
+    finally:
+        cache.close()

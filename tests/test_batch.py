@@ -20,7 +20,7 @@ from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
 from mmad.results import JsonlLog, read_result_file
-from tests.conftest import make_industry_subset
+from tests.conftest import make_industry_subset, run_engine
 from tests.wire_server import WireServer
 
 
@@ -43,20 +43,8 @@ def plans_for(root, provider, tmp_path):
 
 
 def run(provider, plans, tmp_path, events=None, **options):
-    cache = ResponseCache(tmp_path / "cache")
     batch = BatchOptions(tmp_path / "out" / "batches.json", poll_interval=0.01, **options)
-
-    async def go():
-        engine = Engine(provider, cache, EngineSettings(), on_event=(events.append if events is not None else None),
-                        executor=ThreadPoolExecutor(2), batch=batch)
-        try:
-            return await engine.run(plans)
-        finally:
-            await provider.aclose()
-    try:
-        return asyncio.run(go())
-    finally:
-        cache.close()
+    return run_engine(provider, plans, tmp_path / "cache", events, batch=batch)
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])

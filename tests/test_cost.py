@@ -4,7 +4,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -13,12 +12,11 @@ from mmad.cache import ResponseCache
 from mmad.config import PROJECT_ROOT
 from mmad.cost import (CostMeter, ModelPrice, TokenCounter, anthropic_image_tokens, estimate_plans, load_prices,
                        openai_image_tokens)
-from mmad.engine import Engine, EngineSettings
 from mmad.errors import ConfigError
 from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
-from tests.conftest import make_industry_subset
+from tests.conftest import make_industry_subset, run_engine
 from tests.wire_server import WireServer
 
 
@@ -89,20 +87,7 @@ def plans_for(root, provider, model, tmp_path):
 
 
 def run(provider, plans, cache_dir, **kw):
-    cache = ResponseCache(cache_dir)
-    meter = kw.pop("meter", None)
-
-    async def go():
-        engine = Engine(provider, cache, EngineSettings(backoff_initial=0.01, **kw), meter=meter,
-                        executor=ThreadPoolExecutor(2))
-        try:
-            return await engine.run(plans)
-        finally:
-            await provider.aclose()
-    try:
-        return asyncio.run(go())
-    finally:
-        cache.close()
+    return run_engine(provider, plans, cache_dir, **kw)
 
 
 @pytest.mark.parametrize("kind,model", [("openai", "gpt-4o"), ("anthropic", "claude-3-5-sonnet-latest")])

@@ -13,7 +13,7 @@ from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
 from mmad.results import JsonlLog, read_result_file
-from tests.conftest import make_industry_subset, write_image
+from tests.conftest import make_industry_subset, run_engine, write_image
 from tests.wire_server import Fault, WireServer, decode_image
 
 KEY = "sk-test-SECRET-0123456789"
@@ -54,24 +54,6 @@ def plan_for(root, provider, tmp_path, *, refs=3, prompt=None, model="test-model
     return build_plan(subsets, identity=provider.identity(), model=model, refs=refs, prompt_choice=prompt,
                       prompts_dir=PROJECT_ROOT / "prompts", out_dir=tmp_path / "out", run_name="m",
                       temperature=temperature)
-
-
-def run_engine(provider, plans, cache_dir, events=None, **settings):
-    base = dict(backoff_initial=0.01, backoff_max=0.05)
-    base.update(settings)
-    cache = ResponseCache(cache_dir)
-
-    async def go():
-        engine = Engine(provider, cache, EngineSettings(**base), on_event=(events.append if events is not None else None),
-                        executor=ThreadPoolExecutor(2))
-        try:
-            return await engine.run(plans)
-        finally:
-            await provider.aclose()
-    try:
-        return asyncio.run(go())
-    finally:
-        cache.close()
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
