@@ -23,6 +23,7 @@ class SubsetRecord:
     subset: str
     n: int
     dropped: int
+    run: str
     auroc: float
     auroc_by_level: dict[int, float]
     c_index: float
@@ -64,7 +65,7 @@ def evaluate_table(table: ResultTable, *, ties: str = "half", normal_up_to: int 
                 "kendall_tau_b": metrics.bootstrap_ci(metrics.kendall_tau_b, levels, scores,
                                                       n_boot=bootstrap, seed=seed),
             }
-    return SubsetRecord(table.dataset, table.subset, summary.n, dropped, summary.auroc,
+    return SubsetRecord(table.dataset, table.subset, summary.n, dropped, table.run, summary.auroc,
                         summary.auroc_by_level, summary.c_index, summary.kendall_tau_b,
                         str(table.source), ci)
 
@@ -82,8 +83,9 @@ def evaluate_paths(inputs: Sequence[Path], *, data_root: Path | None = None, **o
 
 @dataclass(frozen=True)
 class DatasetMean:
-    """Mean over subsets, as in the paper's Table 3."""
+    """Mean over subsets, as in the paper's Table 3 (one per run and dataset)."""
 
+    run: str
     dataset: str
     subsets: int
     auroc: float
@@ -92,15 +94,15 @@ class DatasetMean:
 
 
 def dataset_means(records: Sequence[SubsetRecord]) -> list[DatasetMean]:
-    by_dataset: dict[str, list[SubsetRecord]] = {}
+    by_dataset: dict[tuple[str, str], list[SubsetRecord]] = {}
     for record in records:
-        by_dataset.setdefault(record.dataset, []).append(record)
+        by_dataset.setdefault((record.run, record.dataset), []).append(record)
     means = []
-    for name, group in by_dataset.items():
+    for (run, name), group in by_dataset.items():
         def mean(key: str) -> float:
             values = [getattr(r, key) for r in group if not math.isnan(getattr(r, key))]
             return float(np.mean(values)) if values else math.nan
-        means.append(DatasetMean(name, len(group), mean("auroc"), mean("c_index"), mean("kendall_tau_b")))
+        means.append(DatasetMean(run, name, len(group), mean("auroc"), mean("c_index"), mean("kendall_tau_b")))
     return means
 
 

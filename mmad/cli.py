@@ -99,12 +99,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps([r.as_json() for r in records], indent=2))
         return 0
     levels = sorted({level for r in records for level in r.auroc_by_level})
-    header = ["dataset", "subset", "n", "dropped", "AUC %", "Ken", "C %"] + [f"AUC L{lv} %" for lv in levels]
-    rows = [[r.dataset, r.subset, str(r.n), str(r.dropped), _percent(r.auroc), _tau(r.kendall_tau_b),
+    # Several runs (models, prompt variants, methods) side by side: rows sorted by subset, then run.
+    records = sorted(records, key=lambda r: (r.dataset, r.subset, r.run))
+    header = ["run", "dataset", "subset", "n", "dropped", "AUC %", "Ken", "C %"] + [f"AUC L{lv} %" for lv in levels]
+    rows = [[r.run, r.dataset, r.subset, str(r.n), str(r.dropped), _percent(r.auroc), _tau(r.kendall_tau_b),
              _percent(r.c_index)] + [_percent(r.auroc_by_level.get(lv, math.nan)) for lv in levels]
             for r in records]
-    means = [[m.dataset, f"mean of {m.subsets}", "", "", _percent(m.auroc), _tau(m.kendall_tau_b),
-              _percent(m.c_index)] + [""] * len(levels) for m in dataset_means(records)]
+    means = [[m.run, m.dataset, f"mean of {m.subsets}", "", "", _percent(m.auroc), _tau(m.kendall_tau_b),
+              _percent(m.c_index)] + [""] * len(levels)
+             for m in sorted(dataset_means(records), key=lambda m: (m.dataset, m.run))]
     if args.csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -119,7 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         table = Table(title=f"Multilevel AD performance (ties: {args.ties})")
         for column in header:
-            table.add_column(column, justify="left" if column in ("dataset", "subset") else "right")
+            table.add_column(column, justify="left" if column in ("run", "dataset", "subset") else "right")
         for row in rows:
             table.add_row(*row)
         table.add_section()

@@ -38,6 +38,7 @@ class ResultTable:
     paths: tuple[str, ...]
     severity: np.ndarray
     scores: np.ndarray
+    run: str = ""  # which model/prompt/method produced it (`<run>_<dataset>_<subset>.csv`)
 
 
 def known_pairs(extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
@@ -74,6 +75,14 @@ def _sidecar_identity(path: Path) -> tuple[str, str] | None:
         return None
 
 
+def run_label(path: Path, dataset: str, subset: str) -> str:
+    """The file-name prefix before `_<dataset>_<subset>`, else the folder name."""
+    suffix = "_" + template_stem(dataset, subset)
+    if path.stem.endswith(suffix) and len(path.stem) > len(suffix):
+        return path.stem[: -len(suffix)]
+    return path.parent.name
+
+
 def read_result_file(path: Path, dataset: str | None = None, subset: str | None = None,
                      pairs: Sequence[tuple[str, str]] | None = None) -> ResultTable:
     """Read a result CSV; an empty score is a failed row, a non-numeric one is an error."""
@@ -106,8 +115,9 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
         raise DataError(f"{path}: non-numeric score at line(s) {first_rows(bad_score)} "
                         f"(leave the cell empty for a failed row)")
     guessed = _sidecar_identity(path) or identify(path.stem, pairs)
-    return ResultTable(path, dataset or guessed[0], subset or guessed[1],
-                       tuple(row[path_col] for row in rows), severities, scores)
+    dataset, subset = dataset or guessed[0], subset or guessed[1]
+    return ResultTable(path, dataset, subset, tuple(row[path_col] for row in rows), severities, scores,
+                       run_label(path, dataset, subset))
 
 
 def find_result_files(inputs: Sequence[Path]) -> list[Path]:

@@ -107,9 +107,9 @@ def test_eval_cli_markdown_csv_and_table(tmp_path, capsys):
     reference_result(tmp_path, "m", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"],
                      [["a", "0", "0"], ["b", "1", "20"], ["c", "2", "60"]])
     code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--markdown")
-    assert code == 0 and "| mvtec | bottle | 3 | 0 | 100.00 | 1.000 | 100.00 |" in out
+    assert code == 0 and "| m | mvtec | bottle | 3 | 0 | 100.00 | 1.000 | 100.00 |" in out
     code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--csv")
-    assert out.splitlines()[0].startswith("dataset,subset,n,dropped,AUC %,Ken,C %")
+    assert out.splitlines()[0].startswith("run,dataset,subset,n,dropped,AUC %,Ken,C %")
     code, out, _ = run_cli(capsys, "eval", str(tmp_path))
     assert "bottle" in out and "100.00" in out
 
@@ -146,3 +146,16 @@ def test_eval_reads_real_template_shaped_result(shared_templates, tmp_path, caps
     code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--json")
     record = json.loads(out)[0]
     assert code == 0 and record["n"] == 200 and record["subset"] == "pcb1"
+
+
+def test_prompt_variants_side_by_side(tmp_path, capsys):
+    rows_a = [["a", "0", "0"], ["b", "1", "20"], ["c", "2", "60"]]
+    rows_b = [["a", "0", "50"], ["b", "1", "20"], ["c", "2", "60"]]
+    reference_result(tmp_path, "gpt-4o-paper", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"], rows_a)
+    reference_result(tmp_path, "gpt-4o-script", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"], rows_b)
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--json")
+    records = {r["run"]: r for r in json.loads(out)}
+    assert records.keys() == {"gpt-4o-paper", "gpt-4o-script"}
+    assert records["gpt-4o-paper"]["c_index"] == 1.0 and records["gpt-4o-script"]["c_index"] < 1.0
+    means = dataset_means(evaluate_paths([tmp_path]))
+    assert {(m.run, m.dataset) for m in means} == {("gpt-4o-paper", "mvtec"), ("gpt-4o-script", "mvtec")}
