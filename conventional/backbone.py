@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmad.errors import ConfigError
+
 # (kernel, stride, expand ratio, in, out, repeats) per stage, as in EfficientNet-B0/Lite0.
 STAGES = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
           (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1))
@@ -74,6 +76,11 @@ class MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     """The classifier, plus `features()` returning the output of every stage."""
 
+    # Stage indices into features(): 1 -> stride 4 (24 ch), 2 -> stride 8 (40), 4 -> stride 16 (112).
+    patchcore_stages = (2, 4)
+    padim_stages = (1, 2, 4)
+    padim_grid = 2
+
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
@@ -88,6 +95,9 @@ class EfficientNetLite0(nn.Module):
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(pixels)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stage outputs: strides 2, 4, 8, 16, 16, 32, 32 with 16, 24, 40, 80, 112, 192, 320 channels."""
@@ -118,6 +128,42 @@ def efficientnet_lite0(weights: Path | None = None, pretrained: bool = True) -> 
     """The network with the packaged ImageNet weights (or a local file), in eval mode."""
     model = EfficientNetLite0()
     if pretrained:
-        state = torch.load(weights or packaged_weights(), map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
+        load_weights(model, weights or packaged_weights())
     return model.eval()
+
+
+BACKBONES = ("efficientnet_lite0", "wide_resnet50_2", "resnet50")
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """A local state dict (a bare one, or under "state_dict"/"model"); one-line errors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"weights file {path} not found") from None
+    except Exception as exc:
+        raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise ConfigError(f"{path}: weights do not fit {type(model).__name__}: {first}") from None
+
+
+def make_backbone(name: str = "efficientnet_lite0", weights: Path | None = None) -> nn.Module:
+    """A frozen backbone by name. Only EfficientNet-Lite0 has bundled weights; the others need a
+    local file (`--weights`), since nothing may be downloaded at run time."""
+    if name == "efficientnet_lite0":
+        return efficientnet_lite0(weights)
+    if name in ("wide_resnet50_2", "resnet50"):
+        from conventional import resnet
+        if weights is None:
+            raise ConfigError(f"no weights are bundled for {name}; pass --weights FILE (a torchvision state "
+                              f"dict); nothing is downloaded")
+        model = getattr(resnet, name)()
+        load_weights(model, weights)
+        return model.eval()
+    raise ConfigError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")

@@ -15,12 +15,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from mmad.errors import ConfigError
-from conventional.backbone import EfficientNetLite0, efficientnet_lite0, normalize
-
-# Stage indices of EfficientNet-Lite0: 1 -> stride 4 (24 ch), 2 -> stride 8 (40), 4 -> stride 16 (112).
-PATCHCORE_STAGES = (2, 4)
-PADIM_STAGES = (1, 2, 4)
-
+from conventional.backbone import efficientnet_lite0
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; asking for CUDA without a GPU is an error."""
@@ -45,7 +40,7 @@ class FeatureExtractor:
     """Frozen backbone -> [B, C, H, W] patch features on the grid of `grid_stage` (default: the first)."""
 
     def __init__(self, stages: Sequence[int], device: torch.device, image_size: int = 224,
-                 model: EfficientNetLite0 | None = None, grid_stage: int | None = None) -> None:
+                 model: torch.nn.Module | None = None, grid_stage: int | None = None) -> None:
         self.stages = tuple(stages)
         self.grid_stage = grid_stage if grid_stage is not None else self.stages[0]
         self.device = device
@@ -54,7 +49,7 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        maps = self.model.features(normalize(pixels.to(self.device)))
+        maps = self.model.features(self.model.normalize(pixels.to(self.device)))
         chosen = [F.avg_pool2d(maps[i], 3, stride=1, padding=1) for i in self.stages]
         size = maps[self.grid_stage].shape[-2:]
         aligned = []

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conventional.features import PADIM_STAGES, PATCHCORE_STAGES, FeatureExtractor, resolve_device
+from conventional.backbone import make_backbone
+from conventional.features import FeatureExtractor, resolve_device
 from conventional.padim import Padim
 from conventional.patchcore import PatchCore
 from mmad import datasets
@@ -38,6 +39,8 @@ class DetectorSettings:
     seed: int = 0
     coreset_ratio: float | None = None  # None: 1.0 few-shot (keep every patch), 0.1 full-shot
     padim_dims: int = 100
+    backbone: str = "efficientnet_lite0"
+    weights: Path | None = None  # a local state dict; required for the ResNet backbones
 
 
 @dataclass
@@ -73,12 +76,13 @@ def save_maps(path: Path, paths: list[str], maps: np.ndarray, image_size: int) -
     tmp.replace(path)
 
 
-def make_detector(settings: DetectorSettings, few_shot: bool):
+def make_detector(settings: DetectorSettings, few_shot: bool, backbone):
+    """(detector, backbone stages it reads, the stage whose grid the features are aligned to)."""
     if settings.method == "patchcore":
         ratio = settings.coreset_ratio if settings.coreset_ratio is not None else (1.0 if few_shot else 0.1)
-        return PatchCore(coreset_ratio=ratio, seed=settings.seed), PATCHCORE_STAGES, None
+        return PatchCore(coreset_ratio=ratio, seed=settings.seed), backbone.patchcore_stages, None
     if settings.method == "padim":
-        return Padim(dims=settings.padim_dims, seed=settings.seed), PADIM_STAGES, 2
+        return Padim(dims=settings.padim_dims, seed=settings.seed), backbone.padim_stages, backbone.padim_grid
     raise ValueError(f"unknown method {settings.method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -96,11 +100,12 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
             raise DataError(f"{subset.label}: no normal training images in {subset.reference_dir}")
         loaded.append((subset, template, train))
     report = DetectorReport()
+    backbone = make_backbone(settings.backbone, settings.weights)
     extractor = None
     for subset, template, train in loaded:
-        detector, stages, grid = make_detector(settings, few_shot)
+        detector, stages, grid = make_detector(settings, few_shot, backbone)
         if extractor is None or extractor.stages != stages:
-            extractor = FeatureExtractor(stages, device, settings.image_size, grid_stage=grid)
+            extractor = FeatureExtractor(stages, device, settings.image_size, model=backbone, grid_stage=grid)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()

@@ -178,7 +178,8 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
     run_name = args.run_name or f"{method}-{shots}"
     out_dir = Path(args.out) if args.out else Path("results") / run_name
     settings = run.DetectorSettings(method=method, device=args.device, image_size=args.image_size,
-                                    batch_size=args.batch_size, seed=args.seed, coreset_ratio=args.coreset_ratio)
+                                    batch_size=args.batch_size, seed=args.seed, coreset_ratio=args.coreset_ratio,
+                                    backbone=args.backbone, weights=Path(args.weights) if args.weights else None)
 
     def on_subset(timing) -> None:
         if not args.quiet:
@@ -559,6 +560,9 @@ def _detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=int, default=224, help="images are resized to this square size")
     group.add_argument("--batch-size", type=int, default=16)
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),
+                       default="efficientnet_lite0", help="feature extractor (default: EfficientNet-Lite0, weights bundled)")
+    group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets)")
     group.add_argument("--coreset-ratio", type=float,
                        help="PatchCore memory bank kept (default 1.0 few-shot, 0.1 full-shot)")
 

@@ -88,6 +88,12 @@ def test_feature_extractor_shapes_with_random_weights(tmp_path):
     assert padim(torch.rand(1, 3, 64, 64) * 255).shape == (1, 24 + 40 + 112, 8, 8)
 
 
+def random_backbone(monkeypatch):
+    """Offline unit tests run on random weights (as anomalib's do with pre_trained=False)."""
+    import conventional.run as run
+    monkeypatch.setattr(run, "make_backbone", lambda name, weights: efficientnet_lite0(pretrained=False))
+
+
 @pytest.fixture
 def small_root(tmp_path):
     make_industry_subset(tmp_path, "toy", "widget", per_level=2, size=(48, 40))
@@ -96,8 +102,7 @@ def small_root(tmp_path):
 
 @pytest.mark.parametrize("method", ["patchcore", "padim"])
 def test_run_detector_writes_results_eval_reads(method, small_root, tmp_path, monkeypatch):
-    import conventional.features as features
-    monkeypatch.setattr(features, "efficientnet_lite0", lambda: efficientnet_lite0(pretrained=False))
+    random_backbone(monkeypatch)
     subsets = datasets.resolve(small_root, "toy", "widget")
     settings = DetectorSettings(method=method, device="cpu", image_size=64, seed=0)
     report = run_detector(subsets, settings, out_dir=tmp_path / "out", run_name="pc", refs=3)
@@ -120,8 +125,7 @@ def test_few_shot_uses_the_mllm_references(small_root, tmp_path, monkeypatch):
         seen.append([p.name for p in paths])
         return original(self, paths, batch_size)
     monkeypatch.setattr(run.FeatureExtractor, "batches", spy)
-    import conventional.features as features
-    monkeypatch.setattr(features, "efficientnet_lite0", lambda: efficientnet_lite0(pretrained=False))
+    random_backbone(monkeypatch)
     subsets = datasets.resolve(small_root, "toy", "widget")
     run_detector(subsets, DetectorSettings(device="cpu", image_size=32), out_dir=tmp_path / "o", run_name="x", refs=3)
     assert seen[0] == [p.name for p in datasets.reference_images(subsets[0], 3)]
@@ -131,8 +135,7 @@ def test_few_shot_uses_the_mllm_references(small_root, tmp_path, monkeypatch):
 
 
 def test_cli_baseline_and_cuda_error(small_root, tmp_path, capsys, monkeypatch):
-    import conventional.features as features
-    monkeypatch.setattr(features, "efficientnet_lite0", lambda: efficientnet_lite0(pretrained=False))
+    random_backbone(monkeypatch)
     out = tmp_path / "out"
     code = cli.main(["baseline", "padim", "--root", str(small_root), "--dataset", "toy", "--out", str(out),
                      "--image-size", "32", "--device", "cpu", "-q"])
@@ -147,3 +150,25 @@ def test_load_images_resizes_to_square(tmp_path):
     from tests.conftest import write_image
     write_image(tmp_path / "a.png", size=(50, 30))
     assert load_images([tmp_path / "a.png"], 40).shape == (1, 3, 40, 40)
+
+
+def test_resnet_backbones_load_local_torchvision_weights(tmp_path):
+    from conventional.backbone import make_backbone
+    from conventional.resnet import wide_resnet50_2
+    from mmad.errors import ConfigError
+    model = wide_resnet50_2()
+    state = model.state_dict()
+    for key in ("conv1.weight", "layer1.0.downsample.1.running_var", "layer3.5.conv3.weight", "fc.bias"):
+        assert key in state  # torchvision's naming
+    assert state["layer1.0.conv1.weight"].shape == (128, 64, 1, 1)  # "wide": twice the bottleneck width
+    torch.save({"state_dict": state}, tmp_path / "wrn.pth")
+    loaded = make_backbone("wide_resnet50_2", tmp_path / "wrn.pth")
+    assert torch.equal(loaded.state_dict()["layer2.0.conv2.weight"], state["layer2.0.conv2.weight"])
+    extractor = FeatureExtractor(loaded.patchcore_stages, torch.device("cpu"), 64, model=loaded)
+    assert extractor(torch.rand(1, 3, 64, 64) * 255).shape == (1, 512 + 1024, 8, 8)
+    with pytest.raises(ConfigError, match="no weights are bundled for wide_resnet50_2"):
+        make_backbone("wide_resnet50_2", None)
+    with pytest.raises(ConfigError, match="do not fit ResNet"):
+        make_backbone("resnet50", tmp_path / "wrn.pth")
+    with pytest.raises(ConfigError, match="not found"):
+        make_backbone("resnet50", tmp_path / "missing.pth")
