@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mmad.errors import ConfigError, DataError
 
@@ -59,16 +61,31 @@ def write_records(records: Iterable[Mapping], root: Path,
     return written, skipped
 
 
+def check_hub_reachable(timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when the hub cannot be reached (its client would retry for long)."""
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return  # the library answers offline mode itself, at once
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise DataError(f"cannot reach the Hugging Face hub at {host}:{port} ({exc.strerror or exc}); offline? "
+                        f"Download elsewhere and pass the folder with --source, or set HF_ENDPOINT") from None
+
+
 def load_records(source: str = HUB_DATASET) -> Iterable[Mapping]:
     """Every record of every split, with images left undecoded. `source` may be a local folder."""
     try:
         import datasets
     except ImportError:
         raise ConfigError("`mmad data fetch` needs the `datasets` library: pip install 'mmad[fetch]'") from None
+    local = Path(source)
+    saved = local.is_dir() and any((local / name).exists() for name in ("dataset_dict.json", "dataset_info.json"))
+    if not saved and not local.exists():
+        check_hub_reachable()
     try:
-        local = Path(source)
-        saved = any((local / name).exists() for name in ("dataset_dict.json", "dataset_info.json"))
-        if local.is_dir() and saved:
+        if saved:
             loaded = datasets.load_from_disk(source)
         else:
             loaded = datasets.load_dataset(source)

@@ -78,3 +78,37 @@ def test_data_cli_synth_list_check(tmp_path, capsys):
     code = cli.main(["data", "check", "--root", root, "--dataset", "mvtec", "--subset", "bottle"])
     err = capsys.readouterr().err
     assert code == 2 and "mvtec_bottle_template.csv not found" in err
+
+
+def test_fetch_from_a_local_dataset_of_the_published_form(tmp_path, capsys):
+    """A tiny Hugging Face dataset with the hub's columns (image, relative_path), saved to disk."""
+    hf = pytest.importorskip("datasets", reason="needs the datasets library: pip install 'mmad[fetch]'")
+    from tests.conftest import write_image
+    sources = []
+    for i, rel in enumerate(["Industry/mvtec/bottle/train/good/000.png", "Industry/mvtec/bottle/test/good_level_0/a.png",
+                             "Medical/covid19/level_0_train/x.png"]):
+        path = tmp_path / "src" / f"{i}.png"
+        write_image(path, seed=i)
+        sources.append((path, rel))
+    table = hf.Dataset.from_dict({"image": [str(p) for p, _ in sources], "relative_path": [r for _, r in sources]})
+    table.cast_column("image", hf.Image()).save_to_disk(str(tmp_path / "saved"))
+    root = tmp_path / "data"
+    assert cli.main(["data", "fetch", "--source", str(tmp_path / "saved"), "--root", str(root)]) == 0
+    for path, rel in sources:
+        assert (root / rel).read_bytes() == path.read_bytes()  # written verbatim, not re-encoded
+    assert "3 images written" in capsys.readouterr().out
+    assert cli.main(["data", "fetch", "--source", str(tmp_path / "saved"), "--root", str(root)]) == 0
+    assert "0 images written, 3 already present" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_fetch_offline_is_one_clear_line(tmp_path, env):
+    """Offline mode, or a hub that cannot be reached: one line, non-zero, no traceback."""
+    import os
+    import subprocess
+    pytest.importorskip("datasets", reason="needs the datasets library: pip install 'mmad[fetch]'")
+    environ = dict(os.environ, HF_HOME=str(tmp_path / "hf"), **env)
+    run = subprocess.run([sys.executable, "-m", "mmad.cli", "data", "fetch", "--root", str(tmp_path / "data")],
+                         env=environ, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "hub" in run.stderr and run.stderr.strip().count("\n") == 0
