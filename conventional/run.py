@@ -23,7 +23,7 @@ from conventional.features import FeatureExtractor, resolve_device
 from conventional.padim import Padim
 from conventional.patchcore import PatchCore
 from mmad import datasets
-from mmad.errors import DataError
+from mmad.errors import ConfigError, DataError
 from mmad.jobs import result_paths
 from mmad.results import atomic_write_text, write_result_csv
 
@@ -92,6 +92,8 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
     few_shot = refs is not None
+    if few_shot and refs < 1:
+        raise ConfigError("a conventional detector needs at least one normal reference image (--refs >= 1)")
     loaded = []
     for subset in subsets:  # validate everything before any work
         template = datasets.load_subset(subset)

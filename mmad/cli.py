@@ -50,9 +50,11 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         if name not in datasets.REGISTRY:
             extra.setdefault(name, []).append(subset)
     for name, subsets in sorted(extra.items()):
-        rows = sum(len(datasets.read_csv_rows(s.template_path)[1]) for s in subsets)
+        templates = [datasets.read_template(s.template_path) for s in subsets]
+        levels = max(int(t.levels.max()) for t in templates) + 1
         table.add_row(name, subsets[0].domain, subsets[0].prompt_family or "(set --prompt-family)",
-                      "?", str(len(subsets)), str(rows), f"{len(subsets)}/{len(subsets)} (discovered)")
+                      str(levels), str(len(subsets)), str(sum(len(t) for t in templates)),
+                      f"{len(subsets)}/{len(subsets)} (discovered)")
     console.print(table)
     if args.verbose:
         for (name, subset), item in sorted(present.items()):
@@ -411,8 +413,8 @@ async def _score(args, provider, cache, plans, model: str) -> int:
 def _warn_uncacheable_prefix(args, provider, meter, plans) -> None:
     """A prefix below the provider's minimum is silently not cached: say so before paying."""
     from mmad.cost import minimum_cacheable_tokens, prepared_size
-    if not args.prompt_cache or not plans:
-        return
+    if not args.prompt_cache or not plans or provider.base_url:
+        return  # custom servers (vLLM, Ollama) have their own prefix caching, or none
     for plan in plans:
         if not plan.jobs:
             continue
