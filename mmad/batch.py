@@ -53,15 +53,18 @@ async def run_batches(engine, todo: list, options: BatchOptions) -> None:
     """Submit what is not yet submitted, then poll until every batch has ended (or a stop)."""
     provider = engine.provider
     state = BatchState.load(options.state_path)
-    by_key = {job.key: (plan, job) for plan, job in todo}
+    by_key: dict[str, list] = {}  # identical requests (same image bytes) share one custom_id
+    for plan, job in todo:
+        by_key.setdefault(job.key, []).append((plan, job))
     pending = state.pending_keys()
     to_submit = []
-    for plan, job in todo:
-        cached = engine.cache.get(job.key)
+    for key, jobs in by_key.items():
+        cached = engine.cache.get(key)
         if cached is not None:
-            engine._finish(job, engine._answer_record(job, cached, source="cache", attempts=0))
-        elif job.key not in pending:
-            to_submit.append((plan, job))
+            for _, job in jobs:
+                engine._finish(job, engine._answer_record(job, cached, source="cache", attempts=0))
+        elif key not in pending:
+            to_submit.append(jobs[0])
     await _submit(engine, provider, state, to_submit, options)
     while not engine._stopping and any(not batch["done"] for batch in state.batches):
         for batch in state.batches:
@@ -72,8 +75,15 @@ async def run_batches(engine, todo: list, options: BatchOptions) -> None:
             if not ended:
                 continue
             for custom_id, outcome in await provider.batch_results(batch["id"]):
-                if custom_id in by_key:
-                    engine._finish_batch_outcome(*by_key[custom_id], outcome)
+                for index, (plan, job) in enumerate(by_key.get(custom_id, [])):
+                    if index == 0:
+                        engine._finish_batch_outcome(plan, job, outcome)
+                    else:  # a twin: the same answer, from the cache it was just written to
+                        cached = engine.cache.get(job.key)
+                        engine._finish(job, engine._answer_record(job, cached, source="cache", attempts=0)
+                                       if cached is not None else
+                                       engine._record(job, "error", source="batch", attempts=1,
+                                                      error=f"{outcome}"))
             batch["done"] = True
             state.save()
         if any(not batch["done"] for batch in state.batches) and not engine._stopping:

@@ -204,6 +204,7 @@ class Engine:
         self._tpm_limiter = None
         self._gate: _Gate | None = None
         self._references: dict[str, asyncio.Future] = {}
+        self._inflight: dict[str, asyncio.Future] = {}  # cache key -> done when its live call ends
         self._logs: dict[tuple[str, str], JsonlLog] = {}
 
     # ----------------------------------------------------------------- control
@@ -329,6 +330,22 @@ class Engine:
         cached = self.cache.get(job.key)
         if cached is not None:
             return self._answer_record(job, cached, source="cache", attempts=0)
+        twin = self._inflight.get(job.key)
+        if twin is not None:  # the same request (identical image bytes) is being paid for right now
+            await asyncio.wait([twin])
+            cached = self.cache.get(job.key)
+            if cached is not None:
+                return self._answer_record(job, cached, source="cache", attempts=0)
+        done = asyncio.get_running_loop().create_future()
+        self._inflight[job.key] = done
+        try:
+            return await self._run_live(plan, job)
+        finally:
+            if self._inflight.get(job.key) is done:
+                del self._inflight[job.key]
+            done.set_result(None)
+
+    async def _run_live(self, plan: SubsetPlan, job: Job) -> dict | None:
         if self.meter is not None and not self._within_budget(job, plan):
             return None
         try:

@@ -128,3 +128,18 @@ def test_restart_resumes_polling_without_resubmitting(root, tmp_path):
         assert len(records) == 20 and {r["source"] for r in records} == {"batch"}
     finally:
         server.stop()
+
+
+def test_identical_images_share_one_batch_request(root, tmp_path):
+    import shutil
+    test_root = root / "Industry/toy/widget/test"
+    shutil.copy(test_root / "defect_level_1/000.png", test_root / "defect_level_1/001.png")
+    server = WireServer().start()
+    try:
+        provider = provider_for("openai", server)
+        plans = plans_for(root, provider, tmp_path)
+        summary = run(provider, plans, tmp_path)
+    finally:
+        server.stop()
+    assert len(server.paid) == 19  # custom_ids are unique within a batch
+    assert summary.statuses == {"ok": 20} and summary.sources == {"batch": 19, "cache": 1}

@@ -274,3 +274,16 @@ def test_unreadable_query_image_is_a_job_error(server, root, tmp_path):
     (root / "Industry/toy/widget/test/defect_level_2/001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
     summary = run_engine(provider, plans, tmp_path / "cache")
     assert summary.statuses == {"ok": 11, "error": 1}
+
+
+def test_identical_images_are_paid_once(server, root, tmp_path):
+    """Two template rows whose images have the same bytes are one request, even when concurrent."""
+    import shutil
+    test_root = root / "Industry/toy/widget/test"
+    shutil.copy(test_root / "defect_level_1/000.png", test_root / "defect_level_1/001.png")
+    server.latency = 0.2
+    provider = provider_for("anthropic", server)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache", concurrency=8)
+    assert summary.statuses == {"ok": 12} and summary.sources == {"live": 11, "cache": 1}
+    assert len(sent(server)) == 11
