@@ -99,11 +99,25 @@ def dataset_means(records: Sequence[SubsetRecord]) -> list[DatasetMean]:
         by_dataset.setdefault((record.run, record.dataset), []).append(record)
     means = []
     for (run, name), group in by_dataset.items():
-        def mean(key: str) -> float:
-            values = [getattr(r, key) for r in group if not math.isnan(getattr(r, key))]
-            return float(np.mean(values)) if values else math.nan
-        means.append(DatasetMean(run, name, len(group), mean("auroc"), mean("c_index"), mean("kendall_tau_b")))
+        means.append(DatasetMean(run, name, len(group), *(_mean(group, key) for key in METRIC_KEYS)))
     return means
+
+
+def run_means(records: Sequence[SubsetRecord]) -> dict[str, dict[str, float]]:
+    """Per run, each metric's mean over all its subsets (NaNs left out)."""
+    by_run: dict[str, list[SubsetRecord]] = {}
+    for record in records:
+        by_run.setdefault(record.run, []).append(record)
+    return {run: {key: _mean(group, key) for key in METRIC_KEYS} for run, group in by_run.items()}
+
+
+METRIC_KEYS = ("auroc", "c_index", "kendall_tau_b")
+
+
+def _mean(group: Sequence[SubsetRecord], key: str) -> float:
+    """Mean of a metric over subsets, leaving out undefined (NaN) ones."""
+    values = [getattr(r, key) for r in group if not math.isnan(getattr(r, key))]
+    return float(np.mean(values)) if values else math.nan
 
 
 def ranking_agreement(methods: dict[str, dict[str, float]]) -> tuple[list[str], np.ndarray]:

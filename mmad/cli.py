@@ -19,7 +19,7 @@ from rich.table import Table
 from mmad import config, datasets
 from mmad.cli_output import console, err_console, percent, tau
 from mmad.cli_score import cmd_baseline, cmd_score
-from mmad.errors import MmadError
+from mmad.errors import ConfigError, MmadError
 
 
 # --------------------------------------------------------------------------- data
@@ -120,10 +120,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for row in means:
             table.add_row(*row, style="bold")
         console.print(table)
+    if args.agreement:
+        _print_agreement(records)
     dropped = sum(r.dropped for r in records)
     if dropped:
         err_console.print(f"note: {dropped} row(s) without a score were dropped (failed jobs), not imputed")
     return 0
+
+
+def _print_agreement(records) -> None:
+    """Do the metrics rank the runs alike? Spearman correlation of the run rankings they induce."""
+    from mmad.analysis import run_means, ranking_agreement
+    means = run_means(records)
+    if len(means) < 3:
+        raise ConfigError(f"--agreement needs at least 3 runs to rank; found {len(means)}")
+    names, matrix = ranking_agreement(means)
+    table = Table(title=f"Spearman correlation of the rankings of {len(means)} runs (mean over subsets)")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for name, row in zip(names, matrix):
+        table.add_row(name, *(f"{value:.3f}" for value in row))
+    console.print(table)
 
 
 # --------------------------------------------------------------------------- parser
@@ -169,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=0, metavar="N",
                     help="add seeded bootstrap 95%% intervals from N resamples (--json)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--agreement", action="store_true",
+                    help="Spearman correlation between the run rankings by AUROC, C-index and tau-b (3+ runs)")
     ev.add_argument("--root", help="data root whose discovered datasets are recognised in file names")
     ev.set_defaults(func=cmd_eval)
 

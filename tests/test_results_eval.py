@@ -159,3 +159,17 @@ def test_prompt_variants_side_by_side(tmp_path, capsys):
     assert records["gpt-4o-paper"]["c_index"] == 1.0 and records["gpt-4o-script"]["c_index"] < 1.0
     means = dataset_means(evaluate_paths([tmp_path]))
     assert {(m.run, m.dataset) for m in means} == {("gpt-4o-paper", "mvtec"), ("gpt-4o-script", "mvtec")}
+
+
+def test_eval_agreement_between_metric_rankings(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for run, noise in (("a", 1), ("b", 10), ("c", 40), ("d", 80)):
+        rows = [[str(i), str(i % 4), str(round((i % 4) * 25 + rng.normal(0, noise), 2))] for i in range(60)]
+        reference_result(tmp_path, run, "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"], rows)
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path), "--agreement")
+    assert code == 0 and "Spearman correlation of the rankings of 4 runs" in out
+    assert "1.000" in out
+    reference_dir = tmp_path / "few"
+    reference_result(reference_dir, "a", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"], [["x", "0", "1"]])
+    code, _, err = run_cli(capsys, "eval", str(reference_dir), "--agreement")
+    assert code == 2 and "needs at least 3 runs" in err
