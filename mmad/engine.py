@@ -385,6 +385,8 @@ class Engine:
 
     def _within_budget(self, job: Job, plan: SubsetPlan) -> bool:
         """Reserve this job's estimated cost, or stop the run before it could pass --max-cost."""
+        if self.meter.price is None:
+            return True  # no price for this model: nothing to estimate or cap
         sizes = {}
         for ref, path in zip(job.request.image_refs, list(plan.references) + [job.query]):
             if path == job.query:
