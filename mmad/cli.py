@@ -147,7 +147,9 @@ def _print_agreement(records) -> None:
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmad", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mmad", description="Measure how well anomaly scores follow anomaly severity (MAD-Bench): "
+                                 "score datasets with MLLMs or conventional detectors, then evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="datasets: list, fetch, synth, check")
