@@ -40,16 +40,19 @@ class FeatureExtractor:
     """Frozen backbone -> [B, C, H, W] patch features on the grid of `grid_stage` (default: the first)."""
 
     def __init__(self, stages: Sequence[int], device: torch.device, image_size: int = 224,
-                 model: torch.nn.Module | None = None, grid_stage: int | None = None) -> None:
+                 model: torch.nn.Module | None = None, grid_stage: int | None = None, raw: bool = False) -> None:
         self.stages = tuple(stages)
+        self.raw = raw  # return the chosen stages' maps as they are (Reverse Distillation's teacher)
         self.grid_stage = grid_stage if grid_stage is not None else self.stages[0]
         self.device = device
         self.image_size = image_size
         self.model = (model or efficientnet_lite0()).to(device).eval()
 
     @torch.no_grad()
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         maps = self.model.features(self.model.normalize(pixels.to(self.device)))
+        if self.raw:
+            return [maps[i] for i in self.stages]
         chosen = [F.avg_pool2d(maps[i], 3, stride=1, padding=1) for i in self.stages]
         size = maps[self.grid_stage].shape[-2:]
         aligned = []

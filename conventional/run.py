@@ -22,12 +22,13 @@ from conventional.backbone import make_backbone
 from conventional.features import FeatureExtractor, resolve_device
 from conventional.padim import Padim
 from conventional.patchcore import PatchCore
+from conventional.reverse_distillation import ReverseDistillation
 from mmad import datasets
 from mmad.errors import ConfigError, DataError
 from mmad.jobs import result_paths
 from mmad.results import atomic_write_text, write_result_csv
 
-METHODS = ("patchcore", "padim")
+METHODS = ("patchcore", "padim", "rd")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class DetectorSettings:
     seed: int = 0
     coreset_ratio: float | None = None  # None: 1.0 few-shot (keep every patch), 0.1 full-shot
     padim_dims: int = 100
+    epochs: int = 30  # Reverse Distillation's student training
     backbone: str = "efficientnet_lite0"
     weights: Path | None = None  # a local state dict; required for the ResNet backbones
 
@@ -83,6 +85,9 @@ def make_detector(settings: DetectorSettings, few_shot: bool, backbone):
         return PatchCore(coreset_ratio=ratio, seed=settings.seed), backbone.patchcore_stages, None
     if settings.method == "padim":
         return Padim(dims=settings.padim_dims, seed=settings.seed), backbone.padim_stages, backbone.padim_grid
+    if settings.method == "rd":  # the teacher's three finest stages; maps on the middle one's grid
+        return (ReverseDistillation(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed),
+                backbone.padim_stages, None)
     raise ValueError(f"unknown method {settings.method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -106,8 +111,9 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
     extractor = None
     for subset, template, train in loaded:
         detector, stages, grid = make_detector(settings, few_shot, backbone)
-        if extractor is None or extractor.stages != stages:
-            extractor = FeatureExtractor(stages, device, settings.image_size, model=backbone, grid_stage=grid)
+        raw = settings.method == "rd"
+        if extractor is None or extractor.stages != stages or extractor.raw != raw:
+            extractor = FeatureExtractor(stages, device, settings.image_size, model=backbone, grid_stage=grid, raw=raw)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()

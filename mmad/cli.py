@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     sc = sub.add_parser("score", help="score a dataset with a multimodal model or a conventional detector")
-    _job_options(sc, providers=("openai", "anthropic", "patchcore", "padim"))
+    _job_options(sc, providers=("openai", "anthropic", "patchcore", "padim", "rd"))
     sc.add_argument("--concurrency", type=int, help="requests in flight (default: enough for the rate limit)")
     sc.add_argument("--rpm", type=float, help="requests per minute cap (learned from headers when lower)")
     sc.add_argument("--tpm", type=float, help="tokens per minute cap (learned from headers when lower)")
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.set_defaults(func=cmd_score, estimate_only=True, dry_run=False, max_cost=None)
 
     bl = sub.add_parser("baseline", help="full-shot conventional detector on the whole normal train split")
-    bl.add_argument("method", choices=("patchcore", "padim"))
+    bl.add_argument("method", choices=("patchcore", "padim", "rd"))
     bl.add_argument("--dataset", required=True)
     bl.add_argument("--subset")
     bl.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
@@ -260,7 +260,7 @@ def _job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...]) -> Non
 
 def _detector_options(parser: argparse.ArgumentParser) -> None:
     """PatchCore/PaDiM settings."""
-    group = parser.add_argument_group("conventional detectors (patchcore, padim)")
+    group = parser.add_argument_group("conventional detectors (patchcore, padim, rd)")
     group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     group.add_argument("--image-size", type=int, default=224, help="images are resized to this square size")
     group.add_argument("--batch-size", type=int, default=16)
@@ -268,6 +268,7 @@ def _detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),
                        default="efficientnet_lite0", help="feature extractor (default: EfficientNet-Lite0, weights bundled)")
     group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets)")
+    group.add_argument("--epochs", type=int, default=30, help="Reverse Distillation: student training epochs")
     group.add_argument("--coreset-ratio", type=float,
                        help="PatchCore memory bank kept (default 1.0 few-shot, 0.1 full-shot)")
 

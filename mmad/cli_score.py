@@ -57,6 +57,7 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
     out_dir = Path(args.out) if args.out else Path("results") / run_name
     settings = run.DetectorSettings(method=method, device=args.device, image_size=args.image_size,
                                     batch_size=args.batch_size, seed=args.seed, coreset_ratio=args.coreset_ratio,
+                                    epochs=args.epochs,
                                     backbone=args.backbone, weights=Path(args.weights) if args.weights else None)
 
     def on_subset(timing) -> None:
@@ -76,7 +77,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     import asyncio
 
-    if args.provider in ("patchcore", "padim"):
+    if args.provider in ("patchcore", "padim", "rd"):
         return cmd_detect(args, args.provider, args.refs)
 
     from mmad.cache import ResponseCache

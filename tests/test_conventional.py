@@ -100,11 +100,11 @@ def small_root(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("method", ["patchcore", "padim"])
+@pytest.mark.parametrize("method", ["patchcore", "padim", "rd"])
 def test_run_detector_writes_results_eval_reads(method, small_root, tmp_path, monkeypatch):
     random_backbone(monkeypatch)
     subsets = datasets.resolve(small_root, "toy", "widget")
-    settings = DetectorSettings(method=method, device="cpu", image_size=64, seed=0)
+    settings = DetectorSettings(method=method, device="cpu", image_size=64, seed=0, epochs=3)
     report = run_detector(subsets, settings, out_dir=tmp_path / "out", run_name="pc", refs=3)
     [record] = evaluate_paths([tmp_path / "out"])
     assert record.n == 8 and record.dropped == 0 and record.dataset == "toy"
@@ -172,3 +172,25 @@ def test_resnet_backbones_load_local_torchvision_weights(tmp_path):
         make_backbone("resnet50", tmp_path / "wrn.pth")
     with pytest.raises(ConfigError, match="not found"):
         make_backbone("resnet50", tmp_path / "missing.pth")
+
+
+def test_reverse_distillation_learns_normal_features_and_flags_others():
+    from conventional.reverse_distillation import ReverseDistillation
+    generator = torch.Generator().manual_seed(0)
+
+    def teacher(batch, shift=0.0):
+        base = torch.randn(batch, 8, 16, 16, generator=generator) * 0.1 + 1.0 + shift
+        return [base, F_avg(base, 2), F_avg(base, 4)]
+
+    def F_avg(x, k):
+        return torch.nn.functional.avg_pool2d(x, k)
+    normal = [teacher(8) for _ in range(2)]
+    model = ReverseDistillation(epochs=40, batch_size=8, seed=1).fit(normal)
+    assert model.losses[-1] < 0.5 * model.losses[0]
+    normal_scores, maps = model.score(teacher(4))
+    odd = teacher(4)
+    odd = [-f for f in odd]  # features pointing the other way: the student cannot rebuild them
+    odd_scores, _ = model.score(odd)
+    assert maps.shape == (4, 8, 8) and odd_scores.min() > normal_scores.max()
+    again = ReverseDistillation(epochs=40, batch_size=8, seed=1).fit(normal)
+    assert again.losses == model.losses  # deterministic with a seed
