@@ -23,11 +23,11 @@ from mmad import datasets  # noqa: E402
 from mmad.cache import ResponseCache  # noqa: E402
 from mmad.config import PROJECT_ROOT  # noqa: E402
 from mmad.cost import TokenCounter, estimate_plans, load_prices  # noqa: E402
-from mmad.engine import Engine, EngineSettings  # noqa: E402
 from mmad.jobs import build_plan  # noqa: E402
 from mmad.providers.anthropic import AnthropicProvider  # noqa: E402
 from mmad.providers.openai import OpenAIProvider  # noqa: E402
 from mmad.results import write_result_csv  # noqa: E402
+from tests.conftest import run_engine  # noqa: E402
 from tests.wire_server import WireServer  # noqa: E402
 
 
@@ -56,17 +56,8 @@ def plans(root: Path, provider, model: str, out: Path):
 
 
 def score(provider, job_plans, cache_dir: Path):
-    cache = ResponseCache(cache_dir)
-
-    async def go():
-        try:
-            return await Engine(provider, cache, EngineSettings(concurrency=1)).run(job_plans)
-        finally:
-            await provider.aclose()
-    try:
-        return asyncio.run(go())
-    finally:
-        cache.close()
+    """One sequential run (so every request after the first can read the prefix cache)."""
+    return run_engine(provider, job_plans, cache_dir, concurrency=1)
 
 
 def main() -> None:
