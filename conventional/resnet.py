@@ -13,7 +13,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Bottleneck(nn.Module):
-    expansion = 4
+    """1x1 -> 3x3 -> 1x1 residual block with 4x channel expansion."""
 
     def __init__(self, cin: int, planes: int, stride: int, width_factor: int) -> None:
         super().__init__()

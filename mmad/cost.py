@@ -264,11 +264,6 @@ class CostMeter:
                 self._outputs.append(int(usage["output_tokens"]))
 
 
-def request_sizes(request: Request, paths: list[Path]) -> dict[str, tuple[int, int]]:
-    """Prepared sizes of a request's images, by sha256 (paths in the same order as the images)."""
-    return {ref.sha256: prepared_size(path) for ref, path in zip(request.image_refs, paths)}
-
-
 def estimate_plans(plans: list, provider: str, model: str, price: ModelPrice | None, cache,
                    *, detail: str = "high", counter: TokenCounter | None = None) -> Estimate:
     """Tokens and dollars for the jobs `mmad score` would send (jobs answered in the cache are free).
