@@ -20,7 +20,7 @@ def one(device: str, method: str, root: str, train: int, test: int, coreset: flo
     """Runs in a child process so each figure's peak memory is its own."""
     import torch
 
-    from conventional.run import DetectorSettings, run_detector
+    from mmad_conventional.run import DetectorSettings, run_detector
     from mmad import datasets
     subsets = datasets.resolve(Path(root), "synth", "brick")
     settings = DetectorSettings(method=method, device=device, coreset_ratio=coreset if method == "patchcore" else None)

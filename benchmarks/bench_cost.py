@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmad import datasets  # noqa: E402
 from mmad.cache import ResponseCache  # noqa: E402
-from mmad.config import PROJECT_ROOT  # noqa: E402
+from mmad.config import PACKAGED_PROMPTS  # noqa: E402
 from mmad.cost import TokenCounter, estimate_plans, load_prices  # noqa: E402
 from mmad.jobs import build_plan  # noqa: E402
 from mmad.providers.anthropic import AnthropicProvider  # noqa: E402
@@ -52,7 +52,7 @@ def make_dataset(root: Path, jobs: int) -> None:
 
 def plans(root: Path, provider, model: str, out: Path):
     return build_plan(datasets.resolve(root, "bench"), identity=provider.identity(), model=model, refs=3,
-                      prompt_choice=None, prompts_dir=PROJECT_ROOT / "prompts", out_dir=out, run_name="b")
+                      prompt_choice=None, prompts_dir=PACKAGED_PROMPTS, out_dir=out, run_name="b")
 
 
 def score(provider, job_plans, cache_dir: Path):

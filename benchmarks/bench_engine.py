@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmad import datasets  # noqa: E402
 from mmad.cache import ResponseCache  # noqa: E402
-from mmad.config import PROJECT_ROOT  # noqa: E402
+from mmad.config import PACKAGED_PROMPTS  # noqa: E402
 from mmad.engine import Engine, EngineSettings, image_executor  # noqa: E402
 from mmad.images import encode_file  # noqa: E402
 from mmad.jobs import build_plan  # noqa: E402
@@ -61,7 +61,7 @@ def make_dataset(root: Path, subsets: int, per_subset: int, size: int = 64, trai
 
 def plans_for(root: Path, provider, out: Path):
     return build_plan(datasets.resolve(root, "bench"), identity=provider.identity(), model="bench", refs=3,
-                      prompt_choice=None, prompts_dir=PROJECT_ROOT / "prompts", out_dir=out, run_name="bench")
+                      prompt_choice=None, prompts_dir=PACKAGED_PROMPTS, out_dir=out, run_name="bench")
 
 
 class PreEncoded(Executor):
@@ -164,7 +164,7 @@ def overhead(tmp: Path, jobs: int) -> None:
     make_dataset(tmp / "oh", subsets=1, per_subset=jobs)
     # the server in its own process, so its work does not share our interpreter
     server = subprocess.Popen([sys.executable, "-m", "tests.wire_server"], stdout=subprocess.PIPE, text=True,
-                              cwd=str(PROJECT_ROOT))
+                              cwd=str(Path(__file__).resolve().parents[1]))
     port = int(server.stdout.readline())
     results = {}
     try:

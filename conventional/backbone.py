@@ -159,7 +159,7 @@ def make_backbone(name: str = "efficientnet_lite0", weights: Path | None = None)
     if name == "efficientnet_lite0":
         return efficientnet_lite0(weights)
     if name in ("wide_resnet50_2", "resnet50"):
-        from conventional import resnet
+        from . import resnet
         if weights is None:
             raise ConfigError(f"no weights are bundled for {name}; pass --weights FILE (a torchvision state "
                               f"dict); nothing is downloaded")

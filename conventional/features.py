@@ -15,7 +15,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from mmad.errors import ConfigError
-from conventional.backbone import efficientnet_lite0
+from .backbone import efficientnet_lite0
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; asking for CUDA without a GPU is an error."""

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conventional.backbone import make_backbone
-from conventional.features import FeatureExtractor, resolve_device
-from conventional.padim import Padim
-from conventional.patchcore import PatchCore
-from conventional.reverse_distillation import ReverseDistillation
+from .backbone import make_backbone
+from .features import FeatureExtractor, resolve_device
+from .padim import Padim
+from .patchcore import PatchCore
+from .reverse_distillation import ReverseDistillation
 from mmad import datasets
 from mmad.errors import ConfigError, DataError
 from mmad.jobs import result_paths

@@ -41,7 +41,7 @@ def _env_key(name: str) -> str | None:
 def _conventional():
     """The torch side, imported only when asked for (mmad itself never imports torch)."""
     try:
-        from conventional import run
+        from mmad_conventional import run
     except ImportError as exc:
         raise ConfigError(f"conventional detectors need torch: pip install -e '.[conventional]' ({exc.name} missing)") from None
     return run

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 DATA_ROOT_ENV = "MMAD_DATA_ROOT"
 CACHE_DIR_ENV = "MMAD_CACHE_DIR"
 PROMPTS_DIR_ENV = "MMAD_PROMPTS_DIR"
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def asset(*parts: str) -> Path:
+    """A data file shipped inside the package (prompts, prices), found through importlib.resources,
+    so a wheel install finds it wherever site-packages is."""
+    return Path(str(resources.files("mmad").joinpath("assets", *parts)))
+
+
+PACKAGED_PROMPTS = asset("prompts")
 
 
 def resolve_path(explicit: str | Path | None, env: str, default: Path) -> Path:
@@ -32,5 +41,5 @@ def cache_dir(explicit: str | Path | None = None) -> Path:
 
 
 def prompts_dir(explicit: str | Path | None = None) -> Path:
-    """Prompt templates: --prompts-dir, $MMAD_PROMPTS_DIR, or the repository's prompts/."""
-    return resolve_path(explicit, PROMPTS_DIR_ENV, PROJECT_ROOT / "prompts")
+    """Prompt templates: --prompts-dir, $MMAD_PROMPTS_DIR, or the packaged mmad/assets/prompts/."""
+    return resolve_path(explicit, PROMPTS_DIR_ENV, PACKAGED_PROMPTS)

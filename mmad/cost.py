@@ -27,12 +27,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from mmad.config import asset
 from mmad.errors import ConfigError
 from mmad.images import MAX_HEIGHT, ImageRef
 from mmad.providers.base import Request
 
 PRICES_ENV = "MMAD_PRICES"
-PACKAGED_PRICES = Path(__file__).with_name("prices.toml")
+PACKAGED_PRICES = asset("prices.toml")
 DEFAULT_OUTPUT_TOKENS = {"industrial": 90, "novelty": 110, "drd": 100, "covid19": 110, "skin-lesion": 100}
 FALLBACK_OUTPUT_TOKENS = 100
 MESSAGE_OVERHEAD = 3  # tokens per chat message
@@ -85,7 +86,7 @@ class PriceTable:
 
 
 def load_prices(path: str | Path | None = None) -> PriceTable:
-    """--prices FILE > $MMAD_PRICES > the packaged mmad/prices.toml."""
+    """--prices FILE > $MMAD_PRICES > the packaged mmad/assets/prices.toml."""
     chosen = Path(path) if path else Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else PACKAGED_PRICES
     try:
         data = tomllib.loads(chosen.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ import pytest
 from mmad import datasets
 from mmad.batch import BatchOptions
 from mmad.cache import ResponseCache
-from mmad.config import PROJECT_ROOT
+from mmad.config import PACKAGED_PROMPTS
 from mmad.engine import BatchSubmitted, Engine, EngineSettings
 from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
@@ -38,7 +38,7 @@ def provider_for(kind, server):
 
 def plans_for(root, provider, tmp_path):
     return build_plan(datasets.resolve(root, "toy"), identity=provider.identity(), model="m", refs=3,
-                      prompt_choice=None, prompts_dir=PROJECT_ROOT / "prompts", out_dir=tmp_path / "out",
+                      prompt_choice=None, prompts_dir=PACKAGED_PROMPTS, out_dir=tmp_path / "out",
                       run_name="m")
 
 
@@ -83,7 +83,7 @@ def test_answers_reach_the_cache_so_live_reruns_are_free(root, tmp_path):
         paid = len(server.paid)
         provider = provider_for("anthropic", server)
         fresh = build_plan(datasets.resolve(root, "toy"), identity=provider.identity(), model="m", refs=3,
-                           prompt_choice=None, prompts_dir=PROJECT_ROOT / "prompts", out_dir=tmp_path / "live",
+                           prompt_choice=None, prompts_dir=PACKAGED_PROMPTS, out_dir=tmp_path / "live",
                            run_name="m")
         cache = ResponseCache(tmp_path / "cache")
 

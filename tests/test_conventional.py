@@ -7,11 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="conventional detectors need torch: pip install -e '.[conventional]'")
 
-from conventional.backbone import efficientnet_lite0, normalize  # noqa: E402
-from conventional.features import FeatureExtractor, load_images  # noqa: E402
-from conventional.padim import Padim  # noqa: E402
-from conventional.patchcore import PatchCore, greedy_coreset, nearest_distance  # noqa: E402
-from conventional.run import DetectorSettings, run_detector  # noqa: E402
+from mmad_conventional.backbone import efficientnet_lite0, normalize  # noqa: E402
+from mmad_conventional.features import FeatureExtractor, load_images  # noqa: E402
+from mmad_conventional.padim import Padim  # noqa: E402
+from mmad_conventional.patchcore import PatchCore, greedy_coreset, nearest_distance  # noqa: E402
+from mmad_conventional.run import DetectorSettings, run_detector  # noqa: E402
 from mmad import cli, datasets  # noqa: E402
 from mmad.analysis import evaluate_paths  # noqa: E402
 from tests.conftest import make_industry_subset  # noqa: E402
@@ -90,7 +90,7 @@ def test_feature_extractor_shapes_with_random_weights(tmp_path):
 
 def random_backbone(monkeypatch):
     """Offline unit tests run on random weights (as anomalib's do with pre_trained=False)."""
-    import conventional.run as run
+    import mmad_conventional.run as run
     monkeypatch.setattr(run, "make_backbone", lambda name, weights: efficientnet_lite0(pretrained=False))
 
 
@@ -117,7 +117,7 @@ def test_run_detector_writes_results_eval_reads(method, small_root, tmp_path, mo
 
 
 def test_few_shot_uses_the_mllm_references(small_root, tmp_path, monkeypatch):
-    import conventional.run as run
+    import mmad_conventional.run as run
     seen = []
     original = run.FeatureExtractor.batches
 
@@ -153,8 +153,8 @@ def test_load_images_resizes_to_square(tmp_path):
 
 
 def test_resnet_backbones_load_local_torchvision_weights(tmp_path):
-    from conventional.backbone import make_backbone
-    from conventional.resnet import wide_resnet50_2
+    from mmad_conventional.backbone import make_backbone
+    from mmad_conventional.resnet import wide_resnet50_2
     from mmad.errors import ConfigError
     model = wide_resnet50_2()
     state = model.state_dict()
@@ -175,7 +175,7 @@ def test_resnet_backbones_load_local_torchvision_weights(tmp_path):
 
 
 def test_reverse_distillation_learns_normal_features_and_flags_others():
-    from conventional.reverse_distillation import ReverseDistillation
+    from mmad_conventional.reverse_distillation import ReverseDistillation
     generator = torch.Generator().manual_seed(0)
 
     def teacher(batch, shift=0.0):

@@ -9,7 +9,7 @@ import pytest
 
 from mmad import datasets
 from mmad.cache import ResponseCache
-from mmad.config import PROJECT_ROOT
+from mmad.config import PACKAGED_PROMPTS
 from mmad.cost import (CostMeter, ModelPrice, TokenCounter, anthropic_image_tokens, estimate_plans, load_prices,
                        openai_image_tokens)
 from mmad.errors import ConfigError
@@ -82,7 +82,7 @@ def root(tmp_path):
 
 def plans_for(root, provider, model, tmp_path):
     return build_plan(datasets.resolve(root, "toy"), identity=provider.identity(), model=model, refs=3,
-                      prompt_choice=None, prompts_dir=PROJECT_ROOT / "prompts", out_dir=tmp_path / "out",
+                      prompt_choice=None, prompts_dir=PACKAGED_PROMPTS, out_dir=tmp_path / "out",
                       run_name="m")
 
 

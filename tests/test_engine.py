@@ -7,7 +7,7 @@ import pytest
 
 from mmad import datasets
 from mmad.cache import ResponseCache
-from mmad.config import PROJECT_ROOT
+from mmad.config import PACKAGED_PROMPTS
 from mmad.engine import Engine, EngineSettings, Paused
 from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
@@ -52,7 +52,7 @@ def provider_for(kind, server, **kw):
 def plan_for(root, provider, tmp_path, *, refs=3, prompt=None, model="test-model", temperature=0.0):
     subsets = datasets.resolve(root, "toy", "widget")
     return build_plan(subsets, identity=provider.identity(), model=model, refs=refs, prompt_choice=prompt,
-                      prompts_dir=PROJECT_ROOT / "prompts", out_dir=tmp_path / "out", run_name="m",
+                      prompts_dir=PACKAGED_PROMPTS, out_dir=tmp_path / "out", run_name="m",
                       temperature=temperature)
 
 

@@ -4,14 +4,14 @@ import io
 import pytest
 from PIL import Image
 
-from mmad.config import PROJECT_ROOT
+from mmad.config import PACKAGED_PROMPTS
 from mmad.errors import ConfigError
 from mmad.images import SPEC, encode_file, file_ref, prepare_bytes
 from mmad.parsing import parse_answer
 from mmad.prompts import load_prompt, prompt_for
 from tests.conftest import write_image
 
-PROMPTS = PROJECT_ROOT / "prompts"
+PROMPTS = PACKAGED_PROMPTS
 
 
 # --------------------------------------------------------------------------- parsing
