@@ -6,6 +6,7 @@ neighbourhood), the deeper map is upsampled to the shallower one's grid, and cha
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from PIL import Image
 from torch.nn import functional as F
 
 from mmad.errors import ConfigError
+from mmad.images import to_8bit
+
 from .backbone import efficientnet_lite0
+
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; asking for CUDA without a GPU is an error."""
@@ -26,13 +30,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
+def load_image(path: Path, size: int, corrupt: str | None = None) -> np.ndarray:
+    """One RGB image at size x size as float32 0..255; high-bit-depth images are scaled to 8 bits
+    as the MLLM path does; a corruption (mmad.corruptions) is applied at the file's own resolution."""
+    raw = Path(path).read_bytes()
+    with Image.open(io.BytesIO(raw)) as image:
+        image.load()
+        image = to_8bit(image)
+        if corrupt is not None:
+            from mmad.corruptions import corrupt as apply
+            image = apply(image.convert("RGB"), corrupt, raw)
+        return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def load_images(paths: Sequence[Path], size: int, corrupt: str | None = None) -> torch.Tensor:
     """RGB images resized to size x size, as a float tensor [B, 3, size, size] in 0..255."""
-    arrays = []
-    for path in paths:
-        with Image.open(path) as image:
-            arrays.append(np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR),
-                                     dtype=np.float32))
+    arrays = [load_image(path, size, corrupt) for path in paths]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -64,7 +77,7 @@ class FeatureExtractor:
             aligned.append(m)
         return torch.cat(aligned, dim=1)
 
-    def batches(self, paths: Sequence[Path], batch_size: int) -> Iterator[torch.Tensor]:
+    def batches(self, paths: Sequence[Path], batch_size: int, corrupt: str | None = None) -> Iterator[torch.Tensor]:
         """Features for `paths`, batch by batch (images are read per batch, never all at once)."""
         for start in range(0, len(paths), batch_size):
-            yield self(load_images(paths[start:start + batch_size], self.image_size))
+            yield self(load_images(paths[start:start + batch_size], self.image_size, corrupt))

@@ -2,7 +2,9 @@
 as the MLLM engine (CSV in the template format + JSONL), and the anomaly maps beside them.
 
 Few-shot uses exactly the references the MLLM prompts use (the first k sorted normal-train
-images); full-shot uses the whole normal-train folder.
+images); full-shot uses the whole normal-train folder. A subset whose results are already in the
+output folder (same settings, every row present) is skipped, so an interrupted baseline resumes.
+A test image that cannot be decoded is recorded as that row's `error` (empty score), never scored.
 """
 
 from __future__ import annotations
@@ -12,21 +14,24 @@ import json
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mmad import datasets
+from mmad.errors import ConfigError, DataError
+from mmad.images import decode_check
+from mmad.jobs import check_references, result_paths
+from mmad.results import JsonlLog, atomic_write_text, write_result_csv
+
 from .backbone import make_backbone
 from .features import FeatureExtractor, resolve_device
 from .padim import Padim
 from .patchcore import PatchCore
 from .reverse_distillation import ReverseDistillation
-from mmad import datasets
-from mmad.errors import ConfigError, DataError
-from mmad.jobs import result_paths
-from mmad.results import atomic_write_text, write_result_csv
 
 METHODS = ("patchcore", "padim", "rd")
 
@@ -43,6 +48,14 @@ class DetectorSettings:
     epochs: int = 30  # Reverse Distillation's student training
     backbone: str = "efficientnet_lite0"
     weights: Path | None = None  # a local state dict; required for the ResNet backbones
+    corrupt: str | None = None  # a corruption (mmad.corruptions) applied to the test images
+
+    def as_settings(self, refs: int | None) -> dict:
+        """What goes into run.json: everything that changes the scores."""
+        return {"method": self.method, "refs": refs, "image_size": self.image_size, "seed": self.seed,
+                "coreset_ratio": self.coreset_ratio, "padim_dims": self.padim_dims, "epochs": self.epochs,
+                "backbone": self.backbone, "weights": str(self.weights) if self.weights else None,
+                "corrupt": self.corrupt, "task": "score"}
 
 
 @dataclass
@@ -54,6 +67,8 @@ class SubsetTiming:
     score_s: float
     device: str
     peak_memory_mb: float
+    skipped: bool = False  # results were already there
+    broken: int = 0  # test images that could not be decoded
 
 
 @dataclass
@@ -91,9 +106,20 @@ def make_detector(settings: DetectorSettings, few_shot: bool, backbone):
     raise ValueError(f"unknown method {settings.method!r}; expected one of {', '.join(METHODS)}")
 
 
+def already_done(csv_path: Path, jsonl_path: Path, paths: tuple[str, ...]) -> bool:
+    """Every row of the subset has a final record and the maps are there: nothing to redo."""
+    if not (csv_path.exists() and csv_path.with_suffix(".maps.npz").exists()):
+        return False
+    recorded = {r.get("path") for r in JsonlLog.read(jsonl_path) if r.get("status") in ("ok", "error")}
+    return recorded >= set(paths)
+
+
 def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, out_dir: Path, run_name: str,
-                 refs: int | None = 3, on_subset: Callable[[SubsetTiming], None] | None = None) -> DetectorReport:
-    """`refs` = k for few-shot (the MLLM references), None for full-shot (every normal image)."""
+                 refs: int | None = 3, on_subset: Callable[[SubsetTiming], None] | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None, resume: bool = False) -> DetectorReport:
+    """`refs` = k for few-shot (the MLLM references), None for full-shot (every normal image).
+    `on_progress(label, done, total)` is called after each scored batch. `resume`: skip subsets
+    whose results are complete in `out_dir` (the caller has checked that run.json matches)."""
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
     few_shot = refs is not None
@@ -105,11 +131,21 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
         train = datasets.reference_images(subset, refs) if few_shot else datasets.list_images(subset.reference_dir)
         if not train:
             raise DataError(f"{subset.label}: no normal training images in {subset.reference_dir}")
+        check_references(set(train))
         loaded.append((subset, template, train))
     report = DetectorReport()
-    backbone = make_backbone(settings.backbone, settings.weights)
+    backbone = None
     extractor = None
     for subset, template, train in loaded:
+        csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
+        if resume and already_done(csv_path, jsonl_path, template.paths):
+            timing = SubsetTiming(subset.label, len(train), len(template), 0.0, 0.0, str(device), 0.0, skipped=True)
+            report.csv_paths.append(csv_path)
+            report.timings.append(timing)
+            if on_subset:
+                on_subset(timing)
+            continue
+        backbone = backbone or make_backbone(settings.backbone, settings.weights)
         detector, stages, grid = make_detector(settings, few_shot, backbone)
         raw = settings.method == "rd"
         if extractor is None or extractor.stages != stages or extractor.raw != raw:
@@ -120,27 +156,46 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
         detector.fit(extractor.batches(train, settings.batch_size))
         fitted = time.perf_counter()
         queries = [subset.test_root / rel for rel in template.paths]
-        scores, maps = [], []
-        for features in extractor.batches(queries, settings.batch_size):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            problems = list(pool.map(decode_check, queries))
+        good = [i for i, problem in enumerate(problems) if problem is None]
+        scores = np.full(len(queries), np.nan)
+        maps = None
+        done = 0
+        for begin in range(0, len(good), settings.batch_size):
+            chunk = good[begin:begin + settings.batch_size]
+            features = next(extractor.batches([queries[i] for i in chunk], len(chunk), settings.corrupt))
             batch_scores, batch_maps = detector.score(features)
-            scores.append(batch_scores.double().cpu().numpy())
-            maps.append(batch_maps.float().cpu().numpy())
+            batch_maps = batch_maps.float().cpu().numpy()
+            if maps is None:
+                maps = np.full((len(queries),) + batch_maps.shape[1:], np.nan, dtype=np.float32)
+            scores[chunk] = batch_scores.double().cpu().numpy()
+            maps[chunk] = batch_maps
+            done += len(chunk)
+            if on_progress:
+                on_progress(subset.label, done, len(good))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        done = time.perf_counter()
-        all_scores = np.concatenate(scores)
-        csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
-        write_result_csv(csv_path, zip(template.paths, template.severity.tolist(), all_scores.tolist()))
-        records = [json.dumps({"dataset": subset.dataset, "subset": subset.subset, "path": rel,
-                               "severity": float(sev), "score": float(score), "status": "ok",
-                               "source": "local", "method": settings.method, "few_shot": few_shot})
-                   for rel, sev, score in zip(template.paths, template.severity, all_scores)]
+        finished = time.perf_counter()
+        write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
+                                       [None if np.isnan(s) else float(s) for s in scores]))
+        records = []
+        for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
+            record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
+                      "score": None if problem else float(score), "status": "error" if problem else "ok",
+                      "source": "local", "method": settings.method, "few_shot": few_shot}
+            if problem:
+                record.update(error=f"cannot decode {subset.test_root / rel}: {problem}", cause="image: cannot be decoded")
+            records.append(json.dumps(record))
         atomic_write_text(jsonl_path, "\n".join(records) + "\n")
-        save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), np.concatenate(maps), settings.image_size)
-        timing = SubsetTiming(subset.label, len(train), len(queries), fitted - start, done - fitted,
-                              str(device), _peak_memory_mb(device))
+        if maps is None:
+            maps = np.zeros((len(queries), 1, 1), dtype=np.float32)
+        save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size)
+        timing = SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
+                              str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
         report.csv_paths.append(csv_path)
         report.timings.append(timing)
         if on_subset:
             on_subset(timing)
     return report
+

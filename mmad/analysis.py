@@ -30,9 +30,11 @@ class SubsetRecord:
     kendall_tau_b: float
     source: str = ""
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # why a metric is undefined (shown as "—")
 
     def as_json(self) -> dict:
         record = asdict(self)
+        record["notes"] = list(self.notes)
         record["auroc_by_level"] = {str(k): _json_number(v) for k, v in self.auroc_by_level.items()}
         for key in ("auroc", "c_index", "kendall_tau_b"):
             record[key] = _json_number(record[key])
@@ -67,17 +69,35 @@ def evaluate_table(table: ResultTable, *, ties: str = "half", normal_up_to: int 
             }
     return SubsetRecord(table.dataset, table.subset, summary.n, dropped, table.run, summary.auroc,
                         summary.auroc_by_level, summary.c_index, summary.kendall_tau_b,
-                        str(table.source), ci)
+                        str(table.source), ci, undefined_notes(levels, scores))
 
 
-def evaluate_paths(inputs: Sequence[Path], *, data_root: Path | None = None, **options) -> list[SubsetRecord]:
+def undefined_notes(levels: np.ndarray, scores: np.ndarray) -> tuple[str, ...]:
+    """Why a metric of these rows is undefined, in words (the table shows "—")."""
+    notes = []
+    if levels.size == 0:
+        return ("no scored rows: every metric is undefined",)
+    if not np.any(levels == 0):
+        notes.append("no normal (level 0) rows: AUROC is undefined")
+    elif np.all(levels == 0):
+        notes.append("no anomalous rows: AUROC is undefined")
+    if np.unique(levels).size < 2:
+        notes.append("a single severity level: C-index and Kendall tau-b are undefined")
+    elif np.unique(scores).size < 2:
+        notes.append("every score is the same: Kendall tau-b is undefined")
+    return tuple(notes)
+
+
+def evaluate_paths(inputs: Sequence[Path], *, data_root: Path | None = None, dataset: str | None = None,
+                   subset: str | None = None, **options) -> list[SubsetRecord]:
     """Evaluate every result file named or found in folders.
 
-    Datasets discovered under `data_root` are recognised in file names besides the registry's.
+    Datasets discovered under `data_root` are recognised in file names besides the registry's;
+    `dataset`/`subset` name the data of files whose names do not say it.
     """
     extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
     pairs = known_pairs(extra)
-    return [evaluate_table(read_result_file(path, pairs=pairs), **options)
+    return [evaluate_table(read_result_file(path, dataset, subset, pairs=pairs), **options)
             for path in find_result_files(inputs)]
 
 
@@ -109,6 +129,18 @@ def run_means(records: Sequence[SubsetRecord]) -> dict[str, dict[str, float]]:
     for record in records:
         by_run.setdefault(record.run, []).append(record)
     return {run: {key: _mean(group, key) for key in METRIC_KEYS} for run, group in by_run.items()}
+
+
+def common_subsets(records: Sequence[SubsetRecord]) -> tuple[list[SubsetRecord], list[str]]:
+    """Only the (dataset, subset) pairs every run has, so rankings compare like with like;
+    also returns the labels of the pairs left out."""
+    runs = {r.run for r in records}
+    have: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        have.setdefault((record.dataset, record.subset), set()).add(record.run)
+    shared = {pair for pair, owners in have.items() if owners == runs}
+    left_out = sorted(f"{d}/{s}" if d != s else d for (d, s) in have if (d, s) not in shared)
+    return [r for r in records if (r.dataset, r.subset) in shared], left_out
 
 
 METRIC_KEYS = ("auroc", "c_index", "kendall_tau_b")

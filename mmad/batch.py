@@ -18,6 +18,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmad.errors import StorageError
+from mmad.providers.base import ProviderFailure
+from mmad.ratecontrol import Stopped
 from mmad.results import atomic_write_text
 
 
@@ -43,7 +46,11 @@ class BatchState:
         return cls(path, json.loads(path.read_text(encoding="utf-8")).get("batches", []))
 
     def save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"batches": self.batches}, indent=1))
+        try:
+            atomic_write_text(self.path, json.dumps({"batches": self.batches}, indent=1))
+        except OSError as exc:
+            from mmad.errors import describe_os_error
+            raise StorageError(f"cannot write {describe_os_error(self.path, exc)}") from None
 
     def pending_keys(self) -> set[str]:
         return {key for batch in self.batches if not batch["done"] for key in batch["keys"]}
@@ -61,33 +68,42 @@ async def run_batches(engine, todo: list, options: BatchOptions) -> None:
     for key, jobs in by_key.items():
         cached = engine.cache.get(key)
         if cached is not None:
-            for _, job in jobs:
-                engine._finish(job, engine._answer_record(job, cached, source="cache", attempts=0))
+            for plan, job in jobs:
+                engine._finish(plan, job, engine._answer_record(plan, job, cached, source="cache", attempts=0))
         elif key not in pending:
             to_submit.append(jobs[0])
-    await _submit(engine, provider, state, to_submit, options)
-    while not engine._stopping and any(not batch["done"] for batch in state.batches):
-        for batch in state.batches:
-            if batch["done"] or engine._stopping:
-                continue
-            ended, status = await provider.batch_status(batch["id"])
-            batch["status"] = status
-            if not ended:
-                continue
-            for custom_id, outcome in await provider.batch_results(batch["id"]):
-                for index, (plan, job) in enumerate(by_key.get(custom_id, [])):
-                    if index == 0:
-                        engine._finish_batch_outcome(plan, job, outcome)
-                    else:  # a twin: the same answer, from the cache it was just written to
-                        cached = engine.cache.get(job.key)
-                        engine._finish(job, engine._answer_record(job, cached, source="cache", attempts=0)
-                                       if cached is not None else
-                                       engine._record(job, "error", source="batch", attempts=1,
-                                                      error=f"{outcome}"))
-            batch["done"] = True
-            state.save()
-        if any(not batch["done"] for batch in state.batches) and not engine._stopping:
-            await engine._sleep(options.poll_interval)
+    try:
+        await _submit(engine, provider, state, to_submit, options)
+        while not engine.stopping and any(not batch["done"] for batch in state.batches):
+            for batch in state.batches:
+                if batch["done"] or engine.stopping:
+                    continue
+                ended, status = await provider.batch_status(batch["id"])
+                batch["status"] = status
+                if not ended:
+                    continue
+                for custom_id, outcome in await provider.batch_results(batch["id"]):
+                    for index, (plan, job) in enumerate(by_key.get(custom_id, [])):
+                        if index == 0:
+                            engine._finish_batch_outcome(plan, job, outcome)
+                        else:  # a twin: the same answer, from the cache it was just written to
+                            cached = engine.cache.get(job.key)
+                            engine._finish(plan, job, engine._answer_record(plan, job, cached, source="cache",
+                                                                            attempts=0)
+                                           if cached is not None else
+                                           engine._record(job, "error", source="batch", attempts=1,
+                                                          error=f"{outcome}"))
+                batch["done"] = True
+                state.save()
+            if any(not batch["done"] for batch in state.batches) and not engine.stopping:
+                try:
+                    await engine.nap(options.poll_interval)
+                except Stopped:
+                    break
+    except ProviderFailure as failure:
+        engine._fatal(failure)
+    except StorageError as error:
+        engine._storage_failed(error)
     if any(not batch["done"] for batch in state.batches):
         engine.request_stop("batches still processing; rerun the same command to collect them")
 
@@ -111,11 +127,21 @@ async def _submit(engine, provider, state: BatchState, jobs: list, options: Batc
         lines, keys, size = [], [], 0
 
     for plan, job in jobs:
-        if engine._stopping:
+        if engine.stopping:
             break
-        if engine.meter is not None and not engine._within_budget(job, plan):
-            break
-        images = await engine._images_for(job, plan)
+        try:
+            images = await engine._prepare(job)
+        except Exception as exc:  # an undecodable image is this job's failure
+            engine._finish(plan, job, engine._record(job, "error", source="batch", attempts=0,
+                                                     error=f"cannot prepare image: {type(exc).__name__}: {exc}",
+                                                     cause="image: cannot be decoded"))
+            continue
+        if engine.meter is not None and engine.meter.price is not None:
+            sizes = {sha: (image.width, image.height) for sha, image in images.items()}
+            if not engine.meter.admit(job.key, engine.meter.expected(job.request, sizes, job.family, job.prefix_id)):
+                engine._summary.budget_stop = True
+                engine.request_stop(f"budget: the next batch request could pass --max-cost ${engine.meter.max_cost:.2f}")
+                break
         line = provider.batch_line(job.key, job.request, images)
         line_bytes = len(json.dumps(line, separators=(",", ":"))) + 1
         if lines and (len(lines) >= max_requests or size + line_bytes > max_bytes):

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mmad.errors import DataError
 from mmad.metrics import severity_levels
@@ -319,25 +318,18 @@ def reference_images(subset: Subset, count: int = 3) -> list[Path]:
 
 
 def load_subset(subset: Subset, *, check_images: bool = True) -> Template:
-    """Read and validate one subset before any work: template, then every test image."""
+    """Read and validate one subset before any work: the template, then that every test image
+    exists (a `stat` each; `mmad data check` decodes them fully). A file that exists but does not
+    decode is that job's failure when its turn comes, not a reason to refuse the whole run."""
     if not subset.template_path.is_file():
         raise DataError(f"{subset.label}: template {subset.template_path} not found "
                         f"(run `mmad data fetch` or `mmad data synth`)")
     template = read_template(subset.template_path)
     if check_images:
         problems = [line for line, rel in enumerate(template.paths, start=2)
-                    if not _readable(subset.test_root / rel)]
+                    if not (subset.test_root / rel).is_file()]
         if problems:
             example = template.paths[problems[0] - 2]
-            raise DataError(f"{subset.template_path}: {len(problems)} missing or unreadable image(s) "
+            raise DataError(f"{subset.template_path}: {len(problems)} missing image(s) "
                             f"at line(s) {first_rows(problems)} (e.g. {subset.test_root / example})")
     return template
-
-
-def _readable(path: Path) -> bool:
-    """Exists and has a decodable image header (the pixels are read later, per job)."""
-    try:
-        with Image.open(path) as image:
-            return image.size[0] > 0
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False

@@ -1,48 +1,53 @@
-"""The scheduler: cache first, then rate-limited, retried calls; every job ends in a definite status.
+"""The job lifecycle: cache -> prepare -> admit -> call -> record. Every job ends in a definite
+record, or stays to-do for the next run; nothing paid is lost or paid twice.
 
 How a job runs:
-  1. its cache key (computed from file hashes when the plan was built) is looked up; a hit is
-     parsed and recorded with source "cache" without decoding any image;
-  2. on a miss the query image is prepared on a worker thread (the event loop never encodes),
-     the subset's references are prepared once and reused;
-  3. the call waits for any shared pause (a 429 slows every worker down, not just the one that
-     got it), a concurrency slot, and the requests/min and tokens/min limiters;
-  4. tenacity retries rate limits and transient failures with exponential backoff and jitter;
-     the SDKs' own retries are off, so exactly one layer retries;
-  5. the raw answer is cached (never an error or a refusal), then parsed, then appended to the
-     subset's JSONL. Quota or auth failures stop the run cleanly; it resumes where it stopped.
+  1. a job counts as done when the out folder's JSONL holds a final record with its cache key
+     (an `ok` record is never overridden by a later failure of the same job); `--retry-failed`
+     redoes the rest;
+  2. its cache key is looked up; a hit is interpreted and recorded (source "cache") without
+     decoding any image; an identical request already in flight is waited for, not paid twice;
+  3. on a miss the job takes a slot (so prepared-but-unsent requests never outnumber the slots),
+     its images are prepared on a worker thread, the budget reserves its worst case, and the rate
+     controller paces it (`mmad.ratecontrol`);
+  4. the answer is stored at once (response cache, then the JSONL), before anything else is
+     prepared; refusals and errors are never cached;
+  5. failures: a 429 waits (shared pause) without spending an attempt, bounded by
+     `rate_limit_timeout`; transient, connection and protocol failures are retried with
+     exponential backoff and jitter up to `max_attempts`; quota, auth and not-found stop the run.
 
-Statuses: ok (score set), parse_failed (answer without a usable score; raw kept), refused,
-error (failed after retries, or the request was rejected). Only `ok` has a score.
+The first live request of a run goes alone (with the capability probe first for custom
+servers): if it cannot connect, is refused (401/403/404) or answered with something that is
+not the API's JSON, the run stops with one line naming the URL and nothing else is sent. During
+the run, `breaker_threshold` consecutive failed jobs without a success stop it the same way.
+A stop (Ctrl-C, SIGTERM, budget, storage) lets requests in flight finish and sends nothing new;
+a job cut short stays to-do. A write that fails (disk full, read-only) stops admission at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
+import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from pathlib import Path
 
-from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
-from mmad.batch import BatchOptions, run_batches
 from mmad.cache import ResponseCache
-from mmad.cost import CostMeter, prepared_size
+from mmad.cost import CostMeter
+from mmad.errors import StorageError, describe_os_error
 from mmad.images import EncodedImage, encode_file
 from mmad.jobs import Job, SubsetPlan
-from mmad.parsing import parse_answer
-from mmad.providers.base import Completion, Provider, ProviderFailure, RateLimitInfo, Request
-from mmad.results import JsonlLog, write_result_csv
+from mmad.providers.base import Completion, Provider, ProviderFailure
+from mmad.ratecontrol import RateControl, Stopped
+from mmad.records import RunLogs, best_records, cause_of, interleave
+from mmad.runlock import lock_folders
 
-FINAL_STATUSES = ("ok", "parse_failed", "refused", "error")
+CONNECT_TRIES_FIRST = 3  # the first request of a run gives up on an unreachable server quickly
 
 
 @dataclass
@@ -50,16 +55,19 @@ class EngineSettings:
     """How hard to push a provider. None means: learn it or choose it."""
 
     concurrency: int | None = None  # in-flight requests; None = enough for the rate limit
-    requests_per_minute: float | None = None  # client-side cap; lowered to the provider's header
+    requests_per_minute: float | None = None  # client-side cap; the provider's header limit also applies
     tokens_per_minute: float | None = None
-    max_attempts: int = 6  # per job, first try included
+    max_attempts: int = 6  # per job, first try included; 429s do not count
+    rate_limit_timeout: float = 900.0  # seconds a job may spend waiting out 429s before it fails
     backoff_initial: float = 1.0  # seconds, doubled per attempt, with jitter
     backoff_max: float = 60.0
-    image_workers: int | None = None  # threads preparing query images; None = all cores
+    image_workers: int | None = None  # threads preparing images; None = all cores
     compress_level: int = 1  # PNG zlib level: lossless at any level; 1 is ~2.5x faster than 6
-    retry_failed: bool = False  # redo jobs recorded as error / refused / parse_failed
+    retry_failed: bool = False  # redo jobs whose best record is error / refused / parse_failed
     auto_concurrency_cap: int = 256
     default_concurrency: int = 16  # auto, when no rate limit is known yet
+    breaker_threshold: int = 12  # consecutive failed jobs (no success between) that stop a run
+    shared_images: int = 256  # encoded images kept for reuse (references)
 
 
 # --------------------------------------------------------------------------- events
@@ -109,52 +117,24 @@ class RunSummary:
     total: int = 0
     already_done: int = 0
     statuses: Counter = field(default_factory=Counter)  # this run's records
-    sources: Counter = field(default_factory=Counter)  # live / cache
+    sources: Counter = field(default_factory=Counter)  # live / cache / batch
     usage: Counter = field(default_factory=Counter)  # live tokens this run
     failures: Counter = field(default_factory=Counter)  # failed attempts by kind (retried or not)
+    causes: Counter = field(default_factory=Counter)  # why jobs failed, over every job's best record
     live_requests: int = 0  # HTTP calls made, retries included
     elapsed_s: float = 0.0
     stopped: str | None = None  # why the run ended early
     fatal: ProviderFailure | None = None
-    remaining: int = 0  # jobs left for a later run
+    storage_error: str | None = None
+    unstored: int = 0  # answers paid for that could not be written anywhere
+    budget_stop: bool = False
+    remaining: int = 0  # jobs without a final record: to-do for a later run
+    failed: int = 0  # jobs whose best record is not ok
+    final_statuses: Counter = field(default_factory=Counter)  # best record per job, every job
     csv_paths: list = field(default_factory=list)
     spent: float = 0.0  # USD for this run's live answers (when the model has a price)
-    estimated: float = 0.0  # what was estimated beforehand for those same answers
-    budget_stop: bool = False
-
-
-class _Stopped(Exception):
-    """The run is stopping; this job stays to-do."""
-
-
-class _Gate:
-    """A semaphore whose size can change while it is in use."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self._cond = asyncio.Condition()
-
-    async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.active < self.limit)
-            self.active += 1
-
-    async def release(self) -> None:
-        async with self._cond:
-            self.active -= 1
-            self._cond.notify_all()
-
-    async def resize(self, limit: int) -> None:
-        async with self._cond:
-            self.limit = max(1, limit)
-            self._cond.notify_all()
-
-
-def _limiter(per_minute: float, amount: float = 1.0) -> AsyncLimiter:
-    """A leaky bucket that drains per_minute/60 per second, with a burst of at least `amount`."""
-    period = max(1.0, 60.0 * amount / per_minute)
-    return AsyncLimiter(per_minute * period / 60.0, period)
+    estimated: float = 0.0  # what was expected for those same answers
+    url: str = ""
 
 
 def image_executor(workers: int | None = None) -> Executor:
@@ -167,11 +147,6 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def latest_records(records: list[dict]) -> dict[str, dict]:
-    """The last record per template path (a retried job's newest outcome wins)."""
-    return {r["path"]: r for r in records if r.get("status") in FINAL_STATUSES and "path" in r}
-
-
 class Engine:
     """Runs plans against one provider through one cache."""
 
@@ -180,350 +155,448 @@ class Engine:
                  sleep: Callable[[float], object] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  executor: Executor | None = None, meter: CostMeter | None = None,
-                 batch: BatchOptions | None = None) -> None:
+                 batch=None) -> None:
         self.provider = provider
+        self.cache = cache
         self.meter = meter
         self.batch = batch
-        self._ref_sizes: dict[Path, tuple[int, int]] = {}
-        self.cache = cache
         self.settings = settings or EngineSettings()
         self._emit = on_event or (lambda event: None)
         self._sleep = sleep
         self._clock = clock
         self._executor = executor
         self._own_executor = executor is None
-        self._stopping = False
-        self._summary = RunSummary()
-        self._pause_until = 0.0
-        self._rate_limited_streak = 0
-        self._latency = None  # EWMA seconds
-        self._tokens_per_request = None  # EWMA input+output tokens
-        self._rpm = self.settings.requests_per_minute
-        self._tpm = self.settings.tokens_per_minute
-        self._rpm_limiter = _limiter(self._rpm) if self._rpm else None
-        self._tpm_limiter = None
-        self._gate: _Gate | None = None
-        self._references: dict[str, asyncio.Future] = {}
+        self._summary = RunSummary(url=provider.url)
+        self._controls: dict[str, RateControl] = {}  # one per model: vendors limit per model
+        self._stop_event = asyncio.Event()
+        self._stop_reason: str | None = None
+        self._shared: OrderedDict[str, asyncio.Future] = OrderedDict()
+        self._shared_refs: set[str] = set()
         self._inflight: dict[str, asyncio.Future] = {}  # cache key -> done when its live call ends
-        self._logs: dict[tuple[str, str], JsonlLog] = {}
+        self._settled = asyncio.Event()
+        self._logs: RunLogs | None = None
+        self._plan_of: dict[str, SubsetPlan] = {}
+        self._streak: deque[str] = deque()  # causes of consecutive failed jobs
+        self._lead_done = False
 
     # ----------------------------------------------------------------- control
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
     def request_stop(self, reason: str = "stopped by the user") -> None:
-        """Finish in-flight jobs, take no new ones; the run stays resumable."""
-        if not self._stopping:
-            self._stopping = True
+        """Finish requests in flight, send nothing new; the run stays resumable."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
             self._summary.stopped = reason
+            self._stop_event.set()
+            for control in self._controls.values():
+                control.wake_all()
+            self._settled.set()
             self._emit(RunStopped(reason))
+
+    def control(self, model: str) -> RateControl:
+        """The rate controller of a model (created on first use)."""
+        control = self._controls.get(model)
+        if control is None:
+            control = self._controls[model] = RateControl(
+                concurrency=self.settings.concurrency, rpm=self.settings.requests_per_minute,
+                tpm=self.settings.tokens_per_minute, default_concurrency=self.settings.default_concurrency,
+                concurrency_cap=self.settings.auto_concurrency_cap, clock=self._clock, sleep=self._sleep,
+                on_pause=lambda s, r: self._emit(Paused(s, r)), stop_event=self._stop_event)
+        return control
+
+    async def nap(self, seconds: float) -> None:
+        """Sleep, waking at once (Stopped) when the run stops."""
+        await self.control("").nap(seconds)
+
+    def _fatal(self, failure: ProviderFailure) -> None:
+        self._summary.fatal = self._summary.fatal or failure
+        self.request_stop(f"{failure.kind}: {failure}")
+
+    def _storage_failed(self, error: StorageError) -> None:
+        if self._summary.storage_error is None:
+            self._summary.storage_error = str(error)
+        self.request_stop(f"storage: {error}")
 
     # ----------------------------------------------------------------- run
 
-    async def run(self, plans: list[SubsetPlan]) -> RunSummary:
+    async def run(self, plans: list[SubsetPlan], *, locked: bool = False) -> RunSummary:
+        """Run every plan's jobs; `locked`: the caller already holds the output folders' locks."""
         started = self._clock()
         summary = self._summary
-        previous = {id(plan): latest_records(JsonlLog.read(plan.jsonl_path)) for plan in plans}
-        todo: list[tuple[SubsetPlan, Job]] = []
-        for plan in plans:
-            done = previous[id(plan)]
-            for job in plan.jobs:
-                record = done.get(job.path)
-                if record is None or (self.settings.retry_failed and record["status"] != "ok"):
-                    todo.append((plan, job))
-        summary.total = sum(len(plan.jobs) for plan in plans)
-        summary.already_done = summary.total - len(todo)
-        self._emit(RunStarted(summary.total, len(todo), summary.already_done))
-        for plan in plans:
-            self._logs[(plan.subset.dataset, plan.subset.subset)] = JsonlLog(plan.jsonl_path)
-        queue: asyncio.Queue = asyncio.Queue()
-        for item in todo:
-            queue.put_nowait(item)
+        locks = lock_folders({plan.out_dir for plan in plans}) if not locked else None
         try:
-            if self.batch is not None:
-                await run_batches(self, todo, self.batch)
-                return summary
-            first_miss = next((job for _, job in todo if job.key not in self.cache), None)
-            if first_miss is not None:
-                await self._preflight(first_miss, next(p for p, j in todo if j is first_miss))
-            concurrency = self._initial_concurrency()
-            self._gate = _Gate(concurrency)
-            workers = self.settings.concurrency or self.settings.auto_concurrency_cap
-            tasks = [asyncio.create_task(self._worker(queue)) for _ in range(min(workers, max(1, len(todo))))]
-            try:
-                await asyncio.gather(*tasks)
-            except asyncio.CancelledError:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                summary.stopped = summary.stopped or "cancelled"
-                raise
-        finally:
-            for log in self._logs.values():
-                log.close()
+            self._logs = RunLogs()
+            previous = {}
             for plan in plans:
-                done = latest_records(JsonlLog.read(plan.jsonl_path))
-                summary.csv_paths.append(self._write_csv(plan, done))
-                summary.remaining += sum(1 for job in plan.jobs if job.path not in done)
+                previous[id(plan)] = best_records(self._logs.read(plan.jsonl_path))
+                for job in plan.jobs:
+                    self._plan_of[job.key] = plan
+            todo_per_plan = []
+            for plan in plans:
+                done = previous[id(plan)]
+                todo_per_plan.append([(plan, job) for job in plan.jobs if self._is_todo(done.get(job.key))])
+            todo = interleave(todo_per_plan)
+            summary.total = sum(len(plan.jobs) for plan in plans)
+            summary.already_done = summary.total - len(todo)
+            self._emit(RunStarted(summary.total, len(todo), summary.already_done))
+            counts = Counter(image.ref.sha256 for _, job in todo for image in job.images)
+            self._shared_refs = {sha for sha, n in counts.items() if n > 1}
+            try:
+                if self.batch is not None:
+                    from mmad.batch import run_batches
+                    await run_batches(self, todo, self.batch)
+                elif todo:
+                    await self._run_live(todo)
+            finally:
+                self._finish_run(plans, started)
+        finally:
+            if self._logs is not None:
+                self._logs.close()
+            if locks is not None:
+                locks.release()
             if self._executor is not None and self._own_executor:
                 self._executor.shutdown(wait=False, cancel_futures=True)
-            summary.elapsed_s = self._clock() - started
         return summary
 
-    async def _preflight(self, job: Job, plan: SubsetPlan) -> None:
-        images = await self._images_for(job, plan)
-        await self.provider.preflight(job.request, images)
+    def _is_todo(self, record: dict | None) -> bool:
+        return record is None or (self.settings.retry_failed and record["status"] != "ok")
 
-    def _initial_concurrency(self) -> int:
-        if self.settings.concurrency:
-            return self.settings.concurrency
-        return self._auto_concurrency() or self.settings.default_concurrency
-
-    def _auto_concurrency(self) -> int | None:
-        """Little's law: in flight = rate x latency, with headroom for latency jitter."""
-        if not self._rpm or self._latency is None:
-            return None
-        needed = math.ceil(self._rpm / 60.0 * self._latency * 1.5) + 2
-        return max(1, min(self.settings.auto_concurrency_cap, needed))
-
-    async def _worker(self, queue: asyncio.Queue) -> None:
-        while not self._stopping:
-            try:
-                plan, job = queue.get_nowait()
-            except asyncio.QueueEmpty:
+    async def _run_live(self, todo: list[tuple[SubsetPlan, Job]]) -> None:
+        queue: deque[tuple[SubsetPlan, Job]] = deque(todo)
+        lead = next((item for item in queue if self.cache.get(item[1].key) is None), None)
+        if lead is not None:
+            queue.remove(lead)
+            if not await self._lead_request(*lead):
                 return
-            record = await self._run_job(plan, job)
-            if record is not None:
-                self._finish(job, record)
+        workers = self.settings.concurrency or self.settings.auto_concurrency_cap
+        outstanding = {"n": len(queue)}
+        wake = asyncio.Event()
 
-    def _finish(self, job: Job, record: dict) -> None:
-        """Append a job's final record, count it, and tell the listener."""
-        self._logs[(job.dataset, job.subset)].append(record)
-        self._summary.statuses[record["status"]] += 1
-        self._summary.sources[record["source"]] += 1
-        self._emit(JobFinished(record))
+        async def worker() -> None:
+            while not self.stopping:
+                if not queue:
+                    if outstanding["n"] <= 0:
+                        return
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                plan, job = queue.popleft()
+                try:
+                    follow = await self._job(plan, job)
+                    if follow is not None:
+                        queue.append((plan, follow))
+                        outstanding["n"] += 1
+                finally:
+                    outstanding["n"] -= 1
+                    wake.set()
 
-    def _finish_batch_outcome(self, plan: SubsetPlan, job: Job, outcome: Completion | ProviderFailure) -> None:
-        """A batch answer goes through the same cache, parser and records as a live one."""
-        if isinstance(outcome, ProviderFailure):
-            self._settle(job, None)
-            self._summary.failures[outcome.kind] += 1
-            self._finish(job, self._record(job, "error", source="batch", attempts=1, error=f"{outcome.kind}: {outcome}"))
-            return
-        self._settle(job, outcome.usage)
-        for key, value in outcome.usage.items():
-            self._summary.usage[key] += value
-        if outcome.refused:
-            self._finish(job, self._record(job, "refused", source="batch", attempts=1, raw=outcome.text,
-                                           usage=outcome.usage, error="the model refused"))
-            return
-        value = {"text": outcome.text, "usage": outcome.usage, "latency_s": None,
-                 "finish_reason": outcome.finish_reason, "model": outcome.model, "time": _now_iso()}
-        self.cache.put(job.key, value)
-        self._finish(job, self._answer_record(job, value, source="batch", attempts=1))
+        tasks = [asyncio.create_task(worker()) for _ in range(min(workers, max(1, len(queue))))]
+        try:
+            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._summary.stopped = self._summary.stopped or "cancelled"
+            raise
 
-    def _emit_batch_submitted(self, batch_id: str, requests: int) -> None:
-        self._summary.live_requests += 1
-        self._emit(BatchSubmitted(batch_id, requests))
+    async def _lead_request(self, plan: SubsetPlan, job: Job) -> bool:
+        """The first live request goes alone; returns False when the run cannot go on."""
+        try:
+            images = await self._prepare(job)
+        except Exception:
+            images = None
+        if images is not None and hasattr(self.provider, "preflight"):
+            for attempt in range(CONNECT_TRIES_FIRST):
+                try:
+                    await self.provider.preflight(job.request, images)
+                    break
+                except ProviderFailure as failure:
+                    if failure.kind in ("rate_limit", "transient", "connection") and attempt + 1 < CONNECT_TRIES_FIRST:
+                        try:
+                            await self.nap(self._backoff(attempt + 1, failure))
+                        except Stopped:
+                            return False
+                        continue
+                    self._fatal(self._first_failure(failure))
+                    return False
+        follow = await self._job(plan, job, lead=True)
+        self._lead_done = True
+        if follow is not None:
+            await self._job(plan, follow)
+        return not self.stopping
+
+    def _first_failure(self, failure: ProviderFailure) -> ProviderFailure:
+        """A failure of the run's first request, as one line naming the URL."""
+        url = self.provider.url
+        text = {
+            "connection": f"cannot reach {url}: {failure}",
+            "protocol": f"{failure}; is {url} an OpenAI/Anthropic-compatible API (check --base-url)?",
+            "not_found": f"{url} answered 404 ({failure}); check --base-url (OpenAI-compatible servers "
+                         f"usually end in /v1) and --model",
+            "auth": f"{url} refused the key ({failure})",
+            "transient": f"{url} failed on every attempt of the first request: {failure}",
+        }.get(failure.kind, f"{url}: {failure}")
+        kind = "quota" if failure.kind == "quota" else "auth" if failure.kind == "auth" else failure.kind
+        return ProviderFailure(kind, text, status=failure.status)
 
     # ----------------------------------------------------------------- one job
 
-    async def _run_job(self, plan: SubsetPlan, job: Job) -> dict | None:
+    async def _job(self, plan: SubsetPlan, job: Job, *, lead: bool = False) -> Job | None:
+        """Run one job to a record (or leave it to-do); returns its follow-up job, if any."""
+        try:
+            record = await self._outcome(plan, job, lead)
+        except StorageError as error:
+            self._storage_failed(error)
+            return None
+        if record is None:
+            return None
+        try:
+            self._finish(plan, job, record)
+        except StorageError as error:
+            self._storage_failed(error)
+            return None
+        return job.follow_up(record) if job.follow_up is not None and not self.stopping else None
+
+    async def _outcome(self, plan: SubsetPlan, job: Job, lead: bool) -> dict | None:
         cached = self.cache.get(job.key)
         if cached is not None:
-            return self._answer_record(job, cached, source="cache", attempts=0)
+            return self._answer_record(plan, job, cached, source="cache", attempts=0)
         twin = self._inflight.get(job.key)
         if twin is not None:  # the same request (identical image bytes) is being paid for right now
             await asyncio.wait([twin])
             cached = self.cache.get(job.key)
             if cached is not None:
-                return self._answer_record(job, cached, source="cache", attempts=0)
+                return self._answer_record(plan, job, cached, source="cache", attempts=0)
+        if self.stopping:
+            return None
         done = asyncio.get_running_loop().create_future()
         self._inflight[job.key] = done
         try:
-            return await self._run_live(plan, job)
+            return await self._live(plan, job, lead)
         finally:
             if self._inflight.get(job.key) is done:
                 del self._inflight[job.key]
             done.set_result(None)
 
-    async def _run_live(self, plan: SubsetPlan, job: Job) -> dict | None:
-        if self.meter is not None and not self._within_budget(job, plan):
-            return None
-        try:
-            images = await self._images_for(job, plan)
-        except _Stopped:
-            return None
-        except Exception as exc:  # an image that cannot be decoded is this job's failure
-            return self._record(job, "error", source="live", attempts=0,
-                                error=f"cannot prepare image {job.query}: {type(exc).__name__}: {exc}")
+    async def _live(self, plan: SubsetPlan, job: Job, lead: bool) -> dict | None:
         attempts = 0
-
-        async def attempt_once() -> tuple[Completion, float]:
-            nonlocal attempts
-            attempts += 1
-            return await self._call(job.request, images)
-
-        try:
-            completion, latency = await self._with_retries(attempt_once)
-        except _Stopped:
-            self._settle(job, None)
-            return None
-        except ProviderFailure as failure:
-            self._settle(job, None)
-            if failure.fatal:
-                self._summary.fatal = self._summary.fatal or failure
-                self.request_stop(f"{failure.kind}: {failure}")
+        reasks = 0
+        rate_limited_since: float | None = None
+        while True:
+            try:
+                outcome = await self._attempt(job)
+            except Stopped:
                 return None
-            return self._record(job, "error", source="live", attempts=attempts, error=f"{failure.kind}: {failure}")
-        self._settle(job, completion.usage)
-        value = {"text": completion.text, "usage": completion.usage, "latency_s": round(latency, 4),
-                 "finish_reason": completion.finish_reason, "model": completion.model, "time": _now_iso()}
-        if completion.refused:
-            return self._record(job, "refused", source="live", attempts=attempts, raw=completion.text,
-                                usage=completion.usage, latency=latency, error="the model refused")
-        self.cache.put(job.key, value)
-        return self._answer_record(job, value, source="live", attempts=attempts)
+            except StorageError:
+                raise
+            except ProviderFailure as failure:
+                if failure.kind == "rate_limit":
+                    rate_limited_since = rate_limited_since or self._clock()
+                    if self._clock() - rate_limited_since <= self.settings.rate_limit_timeout:
+                        continue  # the shared pause does the waiting; no attempt spent
+                else:
+                    attempts += 1
+                if self.stopping:
+                    return None  # cut short by the stop: the job stays to-do
+                if failure.fatal or (lead and self._fatal_first(failure, attempts)):
+                    self._fatal(self._first_failure(failure) if lead else failure)
+                    return None
+                if failure.retryable and failure.kind != "rate_limit" and attempts < self.settings.max_attempts:
+                    wait = self._backoff(attempts, failure)
+                    self._emit(Retrying(failure.kind, attempts, wait, str(failure)))
+                    try:
+                        await self.nap(wait)
+                    except Stopped:
+                        return None
+                    continue
+                if failure.kind == "rate_limit":
+                    failure = ProviderFailure("rate_limit", f"still rate limited after "
+                                              f"{self.settings.rate_limit_timeout:.0f} s: {failure}")
+                return self._failed(job, failure, attempts)
+            if isinstance(outcome, dict):  # the image could not be prepared
+                return outcome
+            completion, latency = outcome
+            attempts += 1
+            record = self._store_answer(plan, job, completion, latency, attempts)
+            if record["status"] == "refused" and reasks < plan.task.max_reasks and not self.stopping:
+                reasks += 1
+                self._logs.append(plan.jsonl_path, dict(record, status="reasked"))
+                continue
+            return record
 
-    def _within_budget(self, job: Job, plan: SubsetPlan) -> bool:
-        """Reserve this job's estimated cost, or stop the run before it could pass --max-cost."""
-        if self.meter.price is None:
-            return True  # no price for this model: nothing to estimate or cap
-        sizes = {}
-        for ref, path in zip(job.request.image_refs, list(plan.references) + [job.query]):
-            if path == job.query:
-                sizes[ref.sha256] = prepared_size(path)
-            else:
-                if path not in self._ref_sizes:
-                    self._ref_sizes[path] = prepared_size(path)
-                sizes[ref.sha256] = self._ref_sizes[path]
-        estimate = self.meter.estimate(job.request, sizes, job.family)
-        if self.meter.admit(job.key, estimate):
-            return True
-        self._summary.budget_stop = True
-        self.request_stop(f"budget: the next request (~${estimate:.4f}) could pass --max-cost "
-                          f"${self.meter.max_cost:.2f} (spent ${self.meter.spent:.4f})")
-        return False
+    async def _attempt(self, job: Job):
+        """One call: a slot, the images, the budget, the pacer, the request."""
+        control = self.control(job.request.model)
+        meter = self.meter
+        ticket = await control.admit_slot()
+        reserved = False
+        try:
+            try:
+                images = await self._prepare(job)
+            except Stopped:
+                raise
+            except Exception as exc:  # an image that cannot be decoded is this job's failure
+                path = next((i.path for i in job.images if isinstance(exc, OSError)), job.query)
+                return self._record(job, "error", source="live", attempts=0,
+                                    error=f"cannot prepare image {path}: {type(exc).__name__}: {exc}",
+                                    cause="image: cannot be decoded")
+            sizes = {sha: (image.width, image.height) for sha, image in images.items()}
+            tokens = None
+            if meter is not None:
+                tokens, _ = meter.counter.request(job.request, sizes)
+                if meter.price is not None:
+                    await self._reserve(job, sizes)
+                    reserved = True
+            await control.pace(tokens)
+            if self.stopping:
+                raise Stopped()
+            start = self._clock()
+            self._summary.live_requests += 1
+            try:
+                completion = await self.provider.complete(job.request, images)
+            except ProviderFailure as failure:
+                self._summary.failures[failure.kind] += 1
+                control.observe_failure(failure)
+                raise
+            latency = self._clock() - start
+            control.observe_success(latency, sum(completion.usage.get(k, 0) for k in ("input_tokens", "output_tokens")),
+                                    completion.limits)
+            for key, value in completion.usage.items():
+                self._summary.usage[key] += value
+            if reserved:
+                self._settle(job, completion.usage)
+                reserved = False
+            return completion, latency
+        finally:
+            if reserved:
+                self._settle(job, None)
+            control.release(ticket)
+
+    async def _reserve(self, job: Job, sizes) -> None:
+        """Hold this request's worst case within --max-cost; wait for settlements near the budget;
+        stop when nothing is in flight and it still does not fit."""
+        meter = self.meter
+        worst = meter.worst_case(job.request, sizes)
+        expected = meter.expected(job.request, sizes, job.family, job.prefix_id)
+        while not meter.reserve(job.key, worst, expected, job.prefix_id):
+            if meter.in_flight == 0:
+                self._summary.budget_stop = True
+                self.request_stop(f"budget: the next request (up to ${worst:.4f}) could pass --max-cost "
+                                  f"${meter.max_cost:.2f} (spent ${meter.spent:.4f})")
+                raise Stopped()
+            self._settled.clear()
+            await self._settled.wait()
+            if self.stopping:
+                raise Stopped()
 
     def _settle(self, job: Job, usage: dict | None) -> None:
         if self.meter is not None:
             self.meter.settle(job.key, usage)
             self._summary.spent = self.meter.spent
             self._summary.estimated = self.meter.estimated_done
+            self._settled.set()
 
-    async def _with_retries(self, attempt_once: Callable) -> tuple[Completion, float]:
-        backoff = wait_exponential_jitter(multiplier=self.settings.backoff_initial, max=self.settings.backoff_max,
-                                          jitter=self.settings.backoff_initial)
+    def _fatal_first(self, failure: ProviderFailure, attempts: int) -> bool:
+        """The run's first request: an unusable server stops the run instead of being retried long."""
+        if failure.kind == "protocol":
+            return True
+        if failure.kind == "connection":
+            return attempts >= CONNECT_TRIES_FIRST
+        return failure.kind == "transient" and attempts >= self.settings.max_attempts
 
-        def wait(state) -> float:
-            failure = state.outcome.exception()
-            if isinstance(failure, ProviderFailure) and failure.kind == "rate_limit":
-                return 0.0  # the shared pause set by _observe_failure does the waiting
-            seconds = backoff(state)
-            if isinstance(failure, ProviderFailure) and failure.retry_after:
-                seconds = max(seconds, failure.retry_after)
-            return seconds
+    def _backoff(self, attempt: int, failure: ProviderFailure) -> float:
+        seconds = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (attempt - 1))
+        seconds += random.uniform(0, self.settings.backoff_initial)
+        if failure.retry_after:
+            seconds = max(seconds, failure.retry_after)
+        return seconds
 
-        def before_sleep(state) -> None:
-            failure = state.outcome.exception()
-            self._emit(Retrying(getattr(failure, "kind", "error"), state.attempt_number,
-                                state.upcoming_sleep, str(failure)))
+    # ----------------------------------------------------------------- answers and records
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.max_attempts),
-            wait=wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, ProviderFailure) and exc.retryable
-                                     and not self._stopping),
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return await retrying(attempt_once)
+    def _store_answer(self, plan: SubsetPlan, job: Job, completion: Completion, latency: float,
+                      attempts: int) -> dict:
+        """Cache the raw answer (unless refused), then build its record."""
+        value = {"text": completion.text, "usage": completion.usage, "latency_s": round(latency, 4),
+                 "finish_reason": completion.finish_reason, "model": completion.model, "time": _now_iso()}
+        if completion.refused:
+            return self._record(job, "refused", source="live", attempts=attempts, raw=completion.text,
+                                usage=completion.usage, latency=latency, error="the model refused",
+                                cause="refused by the model")
+        record = self._answer_record(plan, job, value, source="live", attempts=attempts)
+        if record["status"] != "refused":
+            try:
+                self.cache.put(job.key, value)
+            except StorageError as error:
+                # The record (with the raw answer) may still be written: the rerun then needs no cache.
+                self._storage_failed(error)
+        return record
 
-    async def _call(self, request: Request, images: dict[str, EncodedImage]) -> tuple[Completion, float]:
-        await self._admit()
-        start = self._clock()
+    def _answer_record(self, plan: SubsetPlan, job: Job, value: dict, *, source: str, attempts: int) -> dict:
+        interpretation = plan.task.interpret(value.get("text"), job)
+        cause = None if interpretation.status == "ok" else (
+            "refused by the model" if interpretation.status == "refused" else f"answer: {interpretation.error}")
+        return self._record(job, interpretation.status, source=source, attempts=attempts,
+                            fields=interpretation.fields, raw=value.get("text"), usage=value.get("usage"),
+                            latency=value.get("latency_s"), error=interpretation.error, cause=cause)
+
+    def _failed(self, job: Job, failure: ProviderFailure, attempts: int) -> dict:
+        return self._record(job, "error", source="live", attempts=attempts, error=f"{failure.kind}: {failure}",
+                            cause=cause_of(failure))
+
+    def _record(self, job: Job, status: str, *, source: str, attempts: int, fields=None, raw: str | None = None,
+                usage: dict | None = None, latency: float | None = None, error: str | None = None,
+                cause: str | None = None) -> dict:
+        plan = self._plan_of.get(job.key)
+        empty = plan.task.empty if plan is not None else {}
+        return {**job.fields, **empty, **(fields or {}), "status": status, "raw": raw, "usage": usage or {},
+                "latency_s": None if latency is None else round(latency, 4), "attempts": attempts,
+                "source": source, "error": error, "cause": cause, "key": job.key, "time": _now_iso()}
+
+    def _finish(self, plan: SubsetPlan, job: Job, record: dict) -> None:
+        """Append a job's final record, count it, watch for a failing server, tell the listener."""
         try:
-            self._summary.live_requests += 1
-            completion = await self.provider.complete(request, images)
-        except ProviderFailure as failure:
-            self._summary.failures[failure.kind] += 1
-            self._observe_failure(failure)
+            self._logs.append(plan.jsonl_path, record)
+        except StorageError:
+            if record.get("source") == "live" and record.get("raw") is not None and job.key not in self.cache:
+                self._summary.unstored += 1
             raise
-        finally:
-            await self._gate.release()
-        latency = self._clock() - start
-        await self._observe(completion, latency)
-        return completion, latency
+        self._summary.statuses[record["status"]] += 1
+        self._summary.sources[record["source"]] += 1
+        self._emit(JobFinished(record))
+        if record["status"] == "error" and record.get("source") == "live" and record.get("cause", "").startswith(
+                ("server", "connection", "protocol", "timeout")):
+            self._streak.append(record["cause"])
+            if len(self._streak) >= self.settings.breaker_threshold:
+                causes = Counter(self._streak).most_common(2)
+                text = "; ".join(f"{cause} x{n}" for cause, n in causes)
+                self._fatal(ProviderFailure("transient", f"the last {len(self._streak)} jobs failed at "
+                                                         f"{self.provider.url} ({text}); stopped early"))
+        elif record["status"] != "error":
+            self._streak.clear()
 
-    async def _admit(self) -> None:
-        """Wait for the shared pause, a concurrency slot, and the rate limiters."""
-        while True:
-            if self._stopping:
-                raise _Stopped()
-            wait = self._pause_until - self._clock()
-            if wait <= 0:
-                break
-            await self._sleep(min(wait, 1.0))
-        await self._gate.acquire()
-        try:
-            if self._rpm_limiter is not None:
-                await self._rpm_limiter.acquire()
-            if self._tpm_limiter is not None:
-                amount = min(self._tokens_per_request or 1.0, self._tpm_limiter.max_rate)
-                await self._tpm_limiter.acquire(amount)
-        except BaseException:
-            await self._gate.release()
-            raise
-
-    # ----------------------------------------------------------------- learning from responses
-
-    def _pause(self, seconds: float, reason: str) -> None:
-        until = self._clock() + seconds
-        if until > self._pause_until:
-            self._pause_until = until
-            self._emit(Paused(seconds, reason))
-
-    def _observe_failure(self, failure: ProviderFailure) -> None:
-        if failure.limits:
-            self._learn_limits(failure.limits)
-        if failure.kind == "rate_limit":
-            self._rate_limited_streak += 1
-            seconds = failure.retry_after
-            if seconds is None:
-                seconds = min(self.settings.backoff_max,
-                              self.settings.backoff_initial * 2 ** (self._rate_limited_streak - 1))
-            self._pause(seconds, "rate limited (429)")
-
-    async def _observe(self, completion: Completion, latency: float) -> None:
-        self._rate_limited_streak = 0
-        self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
-        tokens = sum(completion.usage.get(k, 0) for k in ("input_tokens", "output_tokens"))
-        for key, value in completion.usage.items():
+    # kept for the batch module
+    def _finish_batch_outcome(self, plan: SubsetPlan, job: Job, outcome: Completion | ProviderFailure) -> None:
+        """A batch answer goes through the same cache, interpretation and records as a live one."""
+        if isinstance(outcome, ProviderFailure):
+            self._settle(job, None)
+            self._summary.failures[outcome.kind] += 1
+            self._finish(plan, job, self._record(job, "error", source="batch", attempts=1,
+                                                 error=f"{outcome.kind}: {outcome}", cause=cause_of(outcome)))
+            return
+        self._settle(job, outcome.usage)
+        for key, value in outcome.usage.items():
             self._summary.usage[key] += value
-        if tokens:
-            self._tokens_per_request = tokens if self._tokens_per_request is None else \
-                0.8 * self._tokens_per_request + 0.2 * tokens
-            if self._tpm and self._tpm_limiter is None:
-                self._tpm_limiter = _limiter(self._tpm, self._tokens_per_request)
-        if completion.limits:
-            self._learn_limits(completion.limits)
-        if not self.settings.concurrency:
-            target = self._auto_concurrency()
-            if target and self._gate is not None and target != self._gate.limit:
-                await self._gate.resize(target)
+        record = self._store_answer(plan, job, outcome, 0.0, 1)
+        record.update(source="batch", latency_s=None)
+        self._finish(plan, job, record)
 
-    def _learn_limits(self, limits: RateLimitInfo) -> None:
-        """Adopt the provider's own limits when they are tighter than ours."""
-        if limits.requests_limit and (self._rpm is None or limits.requests_limit < self._rpm):
-            self._rpm = limits.requests_limit
-            self._rpm_limiter = _limiter(self._rpm)
-        if limits.tokens_limit and (self._tpm is None or limits.tokens_limit < self._tpm):
-            self._tpm = limits.tokens_limit
-            self._tpm_limiter = _limiter(self._tpm, self._tokens_per_request or 1.0)
-        if limits.requests_remaining == 0 and limits.requests_reset_s:
-            self._pause(limits.requests_reset_s, "request limit reached until reset")
-        if (limits.tokens_remaining is not None and self._tokens_per_request
-                and limits.tokens_remaining < self._tokens_per_request and limits.tokens_reset_s):
-            self._pause(limits.tokens_reset_s, "token limit reached until reset")
+    def _emit_batch_submitted(self, batch_id: str, requests: int) -> None:
+        self._summary.live_requests += 1
+        self._emit(BatchSubmitted(batch_id, requests))
 
     # ----------------------------------------------------------------- images
 
@@ -532,48 +605,57 @@ class Engine:
             self._executor = image_executor(self.settings.image_workers)
         return self._executor
 
-    async def _encode(self, path) -> EncodedImage:
+    async def _encode(self, image) -> EncodedImage:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), partial(encode_file, str(path), self.settings.compress_level))
+        return await loop.run_in_executor(self._pool(), partial(encode_file, str(image.path), image.spec,
+                                                                self.settings.compress_level))
 
-    async def _images_for(self, job: Job, plan: SubsetPlan) -> dict[str, EncodedImage]:
-        """The job's images by sha256: references prepared once per run, the query per job."""
-        refs = job.request.image_refs
+    async def _prepare(self, job: Job) -> dict[str, EncodedImage]:
+        """The job's images by sha256; images shared by several jobs are prepared once."""
         images: dict[str, EncodedImage] = {}
-        for ref, path in zip(refs[:-1], plan.references):
-            future = self._references.get(ref.sha256)
-            if future is None:
-                future = asyncio.ensure_future(self._encode(path))
-                self._references[ref.sha256] = future
-            images[ref.sha256] = await asyncio.shield(future)
-        query = await self._encode(job.query)
-        images[refs[-1].sha256] = query
+        for image in job.images:
+            sha = image.ref.sha256
+            if sha in images:
+                continue
+            if sha not in self._shared_refs:
+                images[sha] = await self._encode(image)
+                continue
+            future = self._shared.get(sha)
+            if future is None or (future.done() and future.exception() is not None):
+                future = asyncio.ensure_future(self._encode(image))
+                self._shared[sha] = future
+                while len(self._shared) > self.settings.shared_images:
+                    self._shared.popitem(last=False)
+            else:
+                self._shared.move_to_end(sha)
+            images[sha] = await asyncio.shield(future)
         return images
 
-    # ----------------------------------------------------------------- records
+    # ----------------------------------------------------------------- the end
 
-    def _answer_record(self, job: Job, value: dict, *, source: str, attempts: int) -> dict:
-        parsed = parse_answer(value.get("text"))
-        status = "ok" if parsed.ok else "parse_failed"
-        return self._record(job, status, source=source, attempts=attempts, score=parsed.score,
-                            reason=parsed.reason, raw=value.get("text"), usage=value.get("usage"),
-                            latency=value.get("latency_s"), error=parsed.error)
-
-    def _record(self, job: Job, status: str, *, source: str, attempts: int, score: float | None = None,
-                reason: str | None = None, raw: str | None = None, usage: dict | None = None,
-                latency: float | None = None, error: str | None = None) -> dict:
-        return {
-            "dataset": job.dataset, "subset": job.subset, "path": job.path, "severity": job.severity,
-            "score": score, "status": status, "reason": reason, "raw": raw, "usage": usage or {},
-            "latency_s": None if latency is None else round(latency, 4), "attempts": attempts,
-            "source": source, "error": error, "key": job.key, "time": _now_iso(),
-        }
-
-    def _write_csv(self, plan: SubsetPlan, done: dict[str, dict]):
-        rows = []
-        for job in plan.jobs:
-            record = done.get(job.path)
-            score = record["score"] if record and record["status"] == "ok" else None
-            rows.append((job.path, job.severity, score))
-        write_result_csv(plan.csv_path, rows)
-        return plan.csv_path
+    def _finish_run(self, plans: list[SubsetPlan], started: float) -> None:
+        """Result files from every plan's best records; what is left, what failed and why."""
+        summary = self._summary
+        for plan in plans:
+            try:
+                self._logs.flush(plan.jsonl_path)
+                best = best_records(self._logs.read(plan.jsonl_path))
+            except StorageError as error:
+                self._storage_failed(error)
+                best = {}
+            for job in plan.jobs:
+                record = best.get(job.key)
+                if record is None:
+                    summary.remaining += 1
+                    continue
+                summary.final_statuses[record["status"]] += 1
+                if record["status"] != "ok":
+                    summary.failed += 1
+                    summary.causes[record.get("cause") or record.get("error") or record["status"]] += 1
+            try:
+                summary.csv_paths.append(plan.task.write(plan, best))
+            except OSError as exc:
+                self._storage_failed(StorageError(describe_os_error(plan.csv_path, exc)))
+            except StorageError as error:
+                self._storage_failed(error)
+        summary.elapsed_s = self._clock() - started

@@ -76,11 +76,15 @@ def check_hub_reachable(timeout: float = 5.0) -> None:
 
 def load_records(source: str = HUB_DATASET) -> Iterable[Mapping]:
     """Every record of every split, with images left undecoded. `source` may be a local folder."""
+    looks_local = source.startswith(("/", ".", "~")) or os.sep + os.sep in source or source.count("/") > 1
+    if looks_local and not Path(source).expanduser().exists():
+        raise DataError(f"--source {source}: no such folder (a hub dataset id looks like owner/name)")
     try:
         import datasets
     except ImportError:
         raise ConfigError("`mmad data fetch` needs the `datasets` library: pip install 'mmad[fetch]'") from None
-    local = Path(source)
+    local = Path(source).expanduser()
+    source = str(local) if looks_local else source
     saved = local.is_dir() and any((local / name).exists() for name in ("dataset_dict.json", "dataset_info.json"))
     if not saved and not local.exists():
         check_hub_reachable()

@@ -1,45 +1,82 @@
 """Turn subsets into jobs: one request per test image, keyed for the cache, with output paths.
 
-Building a plan reads templates, picks the fixed references, renders the prompt strictly, and
-hashes every image file (no decoding), so a cache hit is decided before any pixel is touched.
+Building a plan reads templates, picks the references, renders the prompt strictly, and hashes
+every image file (no decoding; a memo of (path, size, mtime) makes reruns cost a `stat` per file),
+so a cache hit is decided before any pixel is touched. References must decode fully: a broken
+one is a one-line error before any work. A query that cannot be decoded becomes that job's
+`error` record when its turn comes.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmad import datasets
+from mmad import datasets, references
 from mmad.cache import cache_key
-from mmad.images import ImageRef, file_ref
+from mmad.errors import DataError
+from mmad.filememo import FileMemo
+from mmad.images import ImageRef, ImageSpec, decode_check, spec_for_family
 from mmad.prompts import prompt_for
 from mmad.providers.base import Request
+from mmad.tasks import SCORE, Task
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of a request: its identity, its file, and how it is prepared."""
+
+    ref: ImageRef
+    path: Path
+    spec: ImageSpec
 
 
 @dataclass(frozen=True)
 class Job:
-    """One test image of one subset, and the exact request it sends."""
+    """One request and the record fields it is filed under."""
 
     dataset: str
     subset: str
     path: str  # as in the template
-    severity: float
+    severity: float | None
     query: Path
     request: Request
     key: str
     family: str | None = None  # prompt family (sets the default output-token estimate)
+    images: tuple[ImageInput, ...] = ()  # aligned with request.image_refs
+    extra: Mapping = field(default_factory=dict)  # task-specific record fields
+    follow_up: Callable[[dict], "Job | None"] | None = None  # the next job of a chain (QA turns)
+
+    @property
+    def fields(self) -> dict:
+        """What every record of this job carries before the answer's own fields."""
+        return {"dataset": self.dataset, "subset": self.subset, "path": self.path, "severity": self.severity,
+                **self.extra}
+
+    @property
+    def prefix_id(self) -> tuple:
+        """Jobs with the same prefix share a provider prompt cache entry."""
+        prefix = self.request.parts[:self.request.prefix_parts or 0]
+        return (self.request.system, self.request.model) + tuple(
+            p.sha256 if isinstance(p, ImageRef) else p for p in prefix)
 
 
 @dataclass(frozen=True)
 class SubsetPlan:
     subset: datasets.Subset
     prompt_name: str
-    references: tuple[Path, ...]
+    references: tuple[Path, ...]  # the subset's references when fixed (first / random); () when per query
     jobs: tuple[Job, ...]
     csv_path: Path
     jsonl_path: Path
+    task: Task = SCORE
+
+    @property
+    def out_dir(self) -> Path:
+        return self.csv_path.parent
 
 
 def safe_name(text: str) -> str:
@@ -53,40 +90,117 @@ def result_paths(out_dir: Path, run_name: str, subset: datasets.Subset) -> tuple
     return out_dir / f"{stem}.csv", out_dir / f"{stem}.jsonl"
 
 
-def build_parts(instruction: str, references: list[ImageRef], query: ImageRef) -> tuple[str | ImageRef, ...]:
+def build_parts(instruction: str, refs: list[ImageRef], query: ImageRef) -> tuple[str | ImageRef, ...]:
     """The reference layout: instruction; 'Normal Image k:' + image per reference; 'Inference Image :' + query."""
     parts: list[str | ImageRef] = [instruction]
-    for k, ref in enumerate(references, start=1):
+    for k, ref in enumerate(refs, start=1):
         parts.extend((f"Normal Image {k}:", ref))
     parts.extend(("Inference Image :", query))
     return tuple(parts)
 
 
-def build_plan(subsets: list[datasets.Subset], *, identity: dict[str, str], model: str, refs: int,
+def check_references(paths: set[Path]) -> None:
+    """Every reference must decode fully; a broken one stops everything before any work."""
+    for path in sorted(paths):
+        problem = decode_check(path)
+        if problem is not None:
+            raise DataError(f"reference image {path} cannot be decoded ({problem}); replace it or choose "
+                            f"other references")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """Everything besides the subsets that defines the requests."""
+
+    identity: Mapping[str, str]
+    model: str
+    refs: int = 3
+    prompt_choice: str | None = None
+    prompts_dir: Path | None = None
+    temperature: float = 0.0
+    max_tokens: int = 300
+    max_height: str | None = None  # None/"auto": the scripts' rule per family; "original"; or pixels
+    corrupt: str | None = None
+    corrupt_references: bool = False
+    reference_choice: str = "first"
+    repeat: int = 0
+    detail: str | None = None  # OpenAI image detail (part of the image spec)
+    sample: int | None = None  # a stratified sample of this many rows per subset
+    sample_seed: int = 0
+
+
+def stratified_sample(levels, n: int, seed: int, label: str) -> list[int]:
+    """Row indices of a sample of `n` rows drawn per level in proportion to its size (every level
+    keeps at least one row), seeded by `seed` and the subset's name; in template order."""
+    import hashlib
+
+    import numpy as np
+    levels = np.asarray(levels)
+    if n >= len(levels):
+        return list(range(len(levels)))
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}|{label}".encode()).digest()[:8], "little"))
+    values, counts = np.unique(levels, return_counts=True)
+    share = np.maximum(1, np.floor(counts / counts.sum() * n)).astype(int)
+    while share.sum() > n:
+        share[np.argmax(share)] -= 1
+    order = np.argsort(-(counts / counts.sum() * n - share))
+    for index in order[: n - share.sum()]:
+        share[index] += 1
+    chosen = []
+    for value, take in zip(values, share):
+        rows = np.flatnonzero(levels == value)
+        chosen.extend(rng.choice(rows, size=min(take, rows.size), replace=False).tolist())
+    return sorted(chosen)
+
+
+def build_plan(subsets: list[datasets.Subset], *, identity: Mapping[str, str], model: str, refs: int,
                prompt_choice: str | None, prompts_dir: Path, out_dir: Path, run_name: str,
-               temperature: float = 0.0, max_tokens: int = 300, hash_workers: int = 8) -> list[SubsetPlan]:
+               temperature: float = 0.0, max_tokens: int = 300, memo: FileMemo | None = None,
+               **options) -> list[SubsetPlan]:
     """Validate everything and build every job before anything is sent."""
+    opts = PlanOptions(identity, model, refs, prompt_choice, prompts_dir, temperature, max_tokens, **options)
+    return build_plans(subsets, opts, out_dir=out_dir, run_name=run_name, memo=memo)
+
+
+def build_plans(subsets: list[datasets.Subset], opts: PlanOptions, *, out_dir: Path, run_name: str,
+                memo: FileMemo | None = None, hash_workers: int = 8) -> list[SubsetPlan]:
+    memo = memo or FileMemo(None)
     prepared = []
     for subset in subsets:
         template = datasets.load_subset(subset)
-        references = datasets.reference_images(subset, refs)
-        prompt = prompt_for(subset.prompt_family, refs, prompt_choice, prompts_dir)
+        if opts.sample:
+            keep = stratified_sample(template.levels, opts.sample, opts.sample_seed, subset.label)
+            template = datasets.Template(template.source, tuple(template.paths[i] for i in keep),
+                                         template.severity[keep])
+        prompt = prompt_for(subset.prompt_family, opts.refs, opts.prompt_choice, opts.prompts_dir)
         system, instruction = prompt.render(subject=subset.subject, dataset=subset.dataset, subset=subset.subset)
-        prepared.append((subset, template, references, prompt.name, system, instruction))
+        queries = [subset.test_root / rel for rel in template.paths]
+        chosen = references.choose(subset, opts.refs, opts.reference_choice, queries)
+        prepared.append((subset, template, queries, chosen, prompt.name, system, instruction))
+    check_references({path for item in prepared for refs in item[3] for path in refs})
     plans = []
     with ThreadPoolExecutor(max_workers=hash_workers) as pool:
-        for subset, template, references, prompt_name, system, instruction in prepared:
-            queries = [subset.test_root / rel for rel in template.paths]
-            ref_ids = list(pool.map(file_ref, references))
-            query_ids = list(pool.map(file_ref, queries))
-            jobs = []
+        for subset, template, queries, chosen, prompt_name, system, instruction in prepared:
+            spec = spec_for_family(subset.prompt_family, opts.max_height, opts.detail)
+            query_spec = spec.with_corruption(opts.corrupt)
+            ref_spec = query_spec if opts.corrupt_references else spec
+            ref_paths = sorted({path for refs in chosen for path in refs})
+            ref_hashes = dict(zip(ref_paths, pool.map(memo.sha256, ref_paths)))
+            query_hashes = list(pool.map(memo.sha256, queries))
             group = f"mmad-{subset.dataset}-{subset.subset}"
-            for rel, severity, query, query_id in zip(template.paths, template.severity, queries, query_ids):
-                parts = build_parts(instruction, ref_ids, query_id)
-                request = Request(system, parts, model, temperature, max_tokens,
+            jobs = []
+            for rel, severity, query, digest, refs in zip(template.paths, template.severity, queries,
+                                                           query_hashes, chosen):
+                ref_inputs = [ImageInput(ImageRef(ref_hashes[p], ref_spec.token), p, ref_spec) for p in refs]
+                query_input = ImageInput(ImageRef(digest, query_spec.token), query, query_spec)
+                parts = build_parts(instruction, [i.ref for i in ref_inputs], query_input.ref)
+                request = Request(system, parts, opts.model, opts.temperature, opts.max_tokens,
                                   prefix_parts=len(parts) - 2, cache_group=group)
                 jobs.append(Job(subset.dataset, subset.subset, rel, float(severity), query, request,
-                                cache_key(identity, request), subset.prompt_family))
+                                cache_key(dict(opts.identity), request, opts.repeat), subset.prompt_family,
+                                tuple(ref_inputs) + (query_input,)))
             csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
-            plans.append(SubsetPlan(subset, prompt_name, tuple(references), tuple(jobs), csv_path, jsonl_path))
+            fixed = chosen[0] if chosen and all(c == chosen[0] for c in chosen) else ()
+            plans.append(SubsetPlan(subset, prompt_name, tuple(fixed), tuple(jobs), csv_path, jsonl_path))
+    memo.flush()
     return plans

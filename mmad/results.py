@@ -52,16 +52,16 @@ def template_stem(dataset: str, subset: str) -> str:
     return dataset if dataset == subset else f"{dataset}_{subset}"
 
 
-def identify(stem: str, pairs: Sequence[tuple[str, str]] | None = None) -> tuple[str, str]:
+def identify(stem: str, pairs: Sequence[tuple[str, str]] | None = None) -> tuple[str, str] | None:
     """(dataset, subset) from a result file name: `<model>_<dataset>_<subset>` or `<model>_<dataset>`.
 
-    Known (and discovered) names are matched, longest first; anything else is labelled by the stem.
+    Known (and discovered) names are matched, longest first; None when nothing matches.
     """
     for dataset, subset in pairs if pairs is not None else known_pairs():
         name = template_stem(dataset, subset)
         if stem == name or stem.endswith("_" + name):
             return dataset, subset
-    return stem, stem
+    return None
 
 
 def _sidecar_identity(path: Path) -> tuple[str, str] | None:
@@ -114,8 +114,24 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
     if bad_score:
         raise DataError(f"{path}: non-numeric score at line(s) {first_rows(bad_score)} "
                         f"(leave the cell empty for a failed row)")
-    guessed = _sidecar_identity(path) or identify(path.stem, pairs)
-    dataset, subset = dataset or guessed[0], subset or guessed[1]
+    names = [row[path_col] for row in rows]
+    seen: dict[str, int] = {}
+    duplicates = []
+    for line, name in enumerate(names, start=2):
+        if name in seen:
+            duplicates.append(f"{name!r} (lines {seen[name]} and {line})")
+        seen.setdefault(name, line)
+    if duplicates:
+        raise DataError(f"{path}: duplicate path(s) {', '.join(duplicates[:3])}"
+                        f"{f' (+{len(duplicates) - 3} more)' if len(duplicates) > 3 else ''}: each image must "
+                        f"appear once (two runs written into one file?)")
+    if dataset is None or subset is None:
+        guessed = _sidecar_identity(path) or identify(path.stem, pairs)
+        if guessed is None:
+            raise DataError(f"{path}: cannot tell the dataset and subset from the file name (expected "
+                            f"<run>_<dataset>_<subset>.csv of a known or discovered dataset); pass --dataset and "
+                            f"--subset, or --root for a dataset of your own")
+        dataset, subset = dataset or guessed[0], subset or guessed[1]
     return ResultTable(path, dataset, subset, tuple(row[path_col] for row in rows), severities, scores,
                        run_label(path, dataset, subset))
 
@@ -178,43 +194,73 @@ class JsonlLog:
 
     Flushing per record survives a killed process (kill -9); fsync runs at most once per
     `sync_every` seconds and on close, which bounds what a power cut can take (and what it
-    takes is still in the response cache, so it is never paid for twice). A torn last line is
-    ignored on reading and terminated before the next append.
+    takes is still in the response cache, so it is never paid for twice). A torn last line (a
+    kill or a full disk mid-write) is ignored on reading and terminated before the next append.
     """
 
     def __init__(self, path: Path, sync_every: float = 1.0) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self._torn = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
         self._handle = open(path, "a", encoding="utf-8")
-        if torn:
-            self._handle.write("\n")
         self._sync_every = sync_every
         self._last_sync = time.monotonic()
 
     def append(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._handle.flush()
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        if self._torn:
+            line = "\n" + line
+        try:
+            self._handle.write(line)
+            self._handle.flush()
+        except OSError:
+            self._torn = True  # part of the line may be on disk; the next append starts afresh
+            self._handle = _reopen(self._handle, self.path)
+            raise
+        self._torn = False
         now = time.monotonic()
         if now - self._last_sync >= self._sync_every:
             os.fsync(self._handle.fileno())
             self._last_sync = now
 
-    def close(self) -> None:
+    def flush(self) -> None:
         if not self._handle.closed:
             self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            try:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            finally:
+                self._handle.close()
 
     @staticmethod
     def read(path: Path) -> list[dict]:
         if not path.exists():
             return []
         records = []
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if isinstance(record, dict):
+                    records.append(record)
         return records
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _reopen(handle, path: Path):
+    """A fresh handle after a failed write (the old one may hold unwritable buffered bytes)."""
+    try:
+        handle.close()
+    except OSError:
+        pass
+    return open(path, "a", encoding="utf-8")

@@ -56,7 +56,7 @@ def test_dry_run_sends_nothing(setup):
     run = subprocess.run(score_cmd(server, tmp / "out", "--dry-run", provider="anthropic"), env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert "24 jobs in 1 subset(s)" in run.stdout and "<elided: 000.png" in run.stdout
+    assert "24 jobs in 1 run(s) x 1 subset(s)" in run.stdout and "<elided: 000.png" in run.stdout
     assert '"temperature": 0.0' in run.stdout and not server.requests
 
 

@@ -121,9 +121,9 @@ def test_few_shot_uses_the_mllm_references(small_root, tmp_path, monkeypatch):
     seen = []
     original = run.FeatureExtractor.batches
 
-    def spy(self, paths, batch_size):
+    def spy(self, paths, batch_size, corrupt=None):
         seen.append([p.name for p in paths])
-        return original(self, paths, batch_size)
+        return original(self, paths, batch_size, corrupt)
     monkeypatch.setattr(run.FeatureExtractor, "batches", spy)
     random_backbone(monkeypatch)
     subsets = datasets.resolve(small_root, "toy", "widget")

@@ -10,8 +10,8 @@ import pytest
 from mmad import datasets
 from mmad.cache import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
-from mmad.cost import (CostMeter, ModelPrice, TokenCounter, anthropic_image_tokens, estimate_plans, load_prices,
-                       openai_image_tokens)
+from mmad.cost import CostMeter, ModelPrice, TokenCounter, estimate_plans, load_prices
+from mmad.tokens import anthropic_image_tokens, openai_image_tokens
 from mmad.errors import ConfigError
 from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
@@ -184,8 +184,8 @@ def test_cli_estimate_and_max_cost_exit(root, tmp_path):
                                    "--dataset", "toy", "--base-url", server.anthropic_url], env=env,
                                   capture_output=True, text=True, timeout=60)
         assert estimate.returncode == 0, estimate.stderr
-        for row in ("plain", "with prompt caching", "with batch", "with both", "16 jobs to send"):
-            assert row in estimate.stdout
+        for column in ("plain", "with caching", "batch", "both", "16 jobs to send"):
+            assert column in estimate.stdout
         assert not server.paid  # only the free token count was asked
         assert {r.route for r in server.requests} == {"/v1/messages/count_tokens"}
         scored = subprocess.run([sys.executable, "-m", "mmad.cli", "score", "--provider", "anthropic", "--dataset",

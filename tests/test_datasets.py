@@ -77,11 +77,12 @@ def test_empty_file(tmp_path):
         datasets.read_template(path)
 
 
-def test_missing_and_unreadable_images_are_reported(tiny_root):
+def test_missing_images_are_reported_before_any_work(tiny_root):
     subset = datasets.resolve(tiny_root, "toy", "widget")[0]
     (subset.test_root / "defect_level_2" / "001.png").unlink()
-    (subset.test_root / "defect_level_3" / "000.png").write_bytes(b"not an image")
-    with pytest.raises(DataError, match=r"2 missing or unreadable image\(s\) at line\(s\) 9, 11"):
+    (subset.test_root / "defect_level_3" / "000.png").unlink()
+    (subset.test_root / "defect_level_1" / "000.png").write_bytes(b"not an image")  # a job error later, not here
+    with pytest.raises(DataError, match=r"2 missing image\(s\) at line\(s\) 9, 11"):
         datasets.load_subset(subset)
 
 

@@ -80,7 +80,7 @@ def test_request_layout_as_received(kind, server, root, tmp_path):
         for data in received.images():
             assert decode_image(data).format == "PNG"
     heights = sorted(decode_image(r.images()[3]).size for r in jobs)
-    assert (171, 512) in heights  # 300x900 -> height 512, aspect kept
+    assert (170, 512) in heights  # 300x900 -> height 512, width int(300 * 512 / 900) = 170 (truncated)
     auth = [r.headers.get("x-api-key") or r.headers.get("authorization") for r in jobs]
     assert all(KEY in a for a in auth)
 
@@ -99,8 +99,9 @@ def test_results_files_and_eval(server, root, tmp_path):
 
 
 def test_faults_end_in_definite_statuses(server, root, tmp_path):
-    server.faults.extend([Fault("429", retry_after_ms=100), Fault("500"), Fault("529"), Fault("malformed"),
-                          Fault("garbage"), Fault("refusal"), Fault("bad_request", message="image too large")])
+    server.faults.extend([Fault("ok"), Fault("429", retry_after_ms=100), Fault("500"), Fault("529"),
+                          Fault("malformed"), Fault("html"), Fault("garbage"), Fault("refusal"),
+                          Fault("bad_request", message="image too large")])
     provider = provider_for("anthropic", server)
     plans = plan_for(root, provider, tmp_path)
     events = []
@@ -110,6 +111,7 @@ def test_faults_end_in_definite_statuses(server, root, tmp_path):
     assert summary.statuses["parse_failed"] == 1 and summary.statuses["refused"] == 1
     assert summary.statuses["error"] == 1
     assert summary.failures["rate_limit"] >= 1 and summary.failures["transient"] >= 3
+    assert summary.failures["protocol"] == 1  # an HTML page mid-run is retried, never a traceback
     assert any(isinstance(e, Paused) for e in events)
     records = {r["status"]: r for r in JsonlLog.read(plans[0].jsonl_path)}
     assert records["parse_failed"]["score"] is None and records["parse_failed"]["raw"] == "I think it looks fine."
@@ -128,14 +130,34 @@ def test_hang_times_out_and_is_retried(server, root, tmp_path):
 
 
 def test_retries_exhausted_is_error_not_zero(server, root, tmp_path):
-    server.fault_rule = lambda received, n: Fault("500")
+    # the first job succeeds; the second fails on every one of its 3 attempts
+    server.fault_rule = lambda received, n: Fault("500") if 3 <= n <= 5 else None
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=3, concurrency=1)
+    assert summary.statuses == {"ok": 11, "error": 1} and summary.failed == 1
+    assert summary.causes == {"server error (HTTP 500)": 1}
+    table = read_result_file(plans[0].csv_path)
+    assert sum(s != s for s in table.scores) == 1  # empty, never 0
+
+
+def test_a_server_that_always_fails_stops_after_the_first_request(server, root, tmp_path):
+    server.fault_rule = lambda received, n: Fault("500") if received.body.get("max_tokens") != 5 else None
     provider = provider_for("openai", server)
     plans = plan_for(root, provider, tmp_path)
     summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=3)
-    assert summary.statuses == {"error": 12}
-    assert len(sent(server)) == 36
-    table = read_result_file(plans[0].csv_path)
-    assert all(s != s for s in table.scores)
+    assert summary.fatal is not None and server.openai_url in str(summary.fatal)
+    assert len(sent(server)) == 3 and summary.remaining == 12 and not summary.statuses  # no job recorded
+
+
+def test_breaker_stops_a_run_whose_server_goes_down(server, root, tmp_path):
+    make_industry_subset(root, "toy", "widget", per_level=10)  # 40 jobs
+    server.fault_rule = lambda received, n: Fault("500") if n > 3 else None
+    provider = provider_for("openai", server)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=2, concurrency=1, breaker_threshold=5)
+    assert summary.statuses == {"ok": 2, "error": 5} and summary.fatal is not None
+    assert "the last 5 jobs failed" in str(summary.fatal) and summary.remaining == 33
 
 
 def test_shared_slowdown_on_429(server, root, tmp_path):
@@ -265,7 +287,9 @@ def test_learns_limits_from_headers(server, root, tmp_path):
         return engine
     engine = asyncio.run(go())
     cache.close()
-    assert engine._rpm == 120 and engine._tpm == 500000
+    control = engine.control("test-model")
+    assert control.learned_rpm == 120 and control.learned_tpm == 500000
+    assert control.requests_per_minute() == pytest.approx(120 * 0.97)  # paced a little under the limit
 
 
 def test_unreadable_query_image_is_a_job_error(server, root, tmp_path):

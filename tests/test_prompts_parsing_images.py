@@ -6,7 +6,7 @@ from PIL import Image
 
 from mmad.config import PACKAGED_PROMPTS
 from mmad.errors import ConfigError
-from mmad.images import SPEC, encode_file, file_ref, prepare_bytes
+from mmad.images import REFERENCE_SPEC, encode_file, file_ref, prepare_bytes
 from mmad.parsing import parse_answer
 from mmad.prompts import load_prompt, prompt_for
 from tests.conftest import write_image
@@ -23,6 +23,10 @@ PROMPTS = PACKAGED_PROMPTS
     ("anomaly score: 8", 8, None),
     ("ANOMALY SCORE = 5", 5, None),
     ("Score: 80/100. Reason: big hole", 80, "big hole"),
+    ("Score: 85\nReason: dent", 85, "dent"),
+    ("Anomaly Score: 45 out of 100", 45, None),
+    ("Anomaly Score: 1e2", 100, None),
+    ("Anomaly Score: 30-40\nReason: between", 30, "between"),
     ('{"anomaly_score": 33, "reason": "scratch"}', 33, "scratch"),
     ("Anomaly Score: 0\nReason: normal", 0, "normal"),
     ("Anomaly Score: 100", 100, None),
@@ -38,6 +42,10 @@ def test_parse_accepts(text, score, reason):
     ("Anomaly Score: [Score]\nReason: unsure", "no anomaly score"),
     ("Anomaly Score: 150\nReason: off scale", "outside 0-100"),
     ("Anomaly Score: -3", "outside 0-100"),
+    ("Anomaly Score: 7 out of 10", "0-10 scale"),
+    ("Anomaly Score: 7/10\nReason: small", "0-10 scale"),
+    ("**Score:** 4 / 5", "0-5 scale"),
+    ("Confidence score: 0.9", "no anomaly score"),
     ("", "empty"),
     (None, "empty"),
 ])
@@ -119,6 +127,13 @@ def test_tall_images_are_downscaled_to_512_and_small_kept(tmp_path):
     assert png_size(small.data) == (640, 480)
 
 
+@pytest.mark.parametrize("size,width", [((320, 560), 292), ((1003, 1024), 501), ((300, 1024), 150)])
+def test_new_width_is_truncated_as_the_reference_computes_it(tmp_path, size, width):
+    write_image(tmp_path / "tall.png", size=size)
+    assert width == int(size[0] * 512 / size[1])  # the scripts' formula, not round()
+    assert png_size(encode_file(tmp_path / "tall.png").data) == (width, 512)
+
+
 def test_resampling_is_lanczos(tmp_path):
     write_image(tmp_path / "tall.png", size=(300, 1024))
     source = Image.open(tmp_path / "tall.png")
@@ -130,11 +145,12 @@ def test_resampling_is_lanczos(tmp_path):
 def test_compress_level_changes_bytes_not_pixels_or_identity(tmp_path):
     write_image(tmp_path / "a.png", size=(600, 700))
     raw = (tmp_path / "a.png").read_bytes()
-    fast, _, _ = prepare_bytes(raw, 1)
-    small, _, _ = prepare_bytes(raw, 9)
+    fast, *_ = prepare_bytes(raw, REFERENCE_SPEC, 1)
+    small, *_ = prepare_bytes(raw, REFERENCE_SPEC, 9)
     assert Image.open(io.BytesIO(fast)).tobytes() == Image.open(io.BytesIO(small)).tobytes()
-    assert encode_file(tmp_path / "a.png", 1).ref == encode_file(tmp_path / "a.png", 9).ref == file_ref(tmp_path / "a.png")
-    assert file_ref(tmp_path / "a.png").spec == SPEC
+    assert (encode_file(tmp_path / "a.png", REFERENCE_SPEC, 1).ref == encode_file(tmp_path / "a.png", REFERENCE_SPEC, 9).ref
+            == file_ref(tmp_path / "a.png"))
+    assert file_ref(tmp_path / "a.png").spec == REFERENCE_SPEC.token
 
 
 def test_cmyk_jpeg_becomes_rgb_png(tmp_path):

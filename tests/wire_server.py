@@ -27,7 +27,8 @@ TOKENIZER = quicktok.get_encoding("o200k_base")
 
 @dataclass
 class Fault:
-    """One injected outcome: 429, 500, 529, hang, malformed, refusal, quota, bad_request, garbage, auth."""
+    """One injected outcome: ok (none), 429, 500, 529, hang, malformed, html, refusal, quota, bad_request,
+    garbage, auth, not_found."""
 
     kind: str
     retry_after_ms: int | None = None
@@ -153,7 +154,8 @@ class WireServer:
     def _next_fault(self, received: Received, number: int) -> Fault | None:
         with self._lock:
             if self.faults:
-                return self.faults.popleft()
+                fault = self.faults.popleft()
+                return None if fault.kind == "ok" else fault
         return self.fault_rule(received, number) if self.fault_rule else None
 
     def _over_rpm(self) -> float | None:
@@ -209,6 +211,11 @@ class WireServer:
                 return self._error(handler, anthropic, 401, "authentication_error", "invalid key")
             if fault.kind == "malformed":
                 return self._send(handler, 200, b'{"id": "x", "choices": [', {})
+            if fault.kind == "html":
+                return self._send(handler, 200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", {},
+                                  "text/html")
+            if fault.kind == "not_found":
+                return self._send(handler, 404, b'{"error": {"message": "Not Found", "type": "not_found"}}', {})
         images = received.images()
         if self.max_images is not None and len(images) > self.max_images:
             return self._error(handler, anthropic, 400, "invalid_request_error",

@@ -1,4 +1,10 @@
-"""Anthropic messages API."""
+"""Anthropic messages API.
+
+As for OpenAI, the body is built here as JSON bytes and posted through the real SDK client's
+low-level `post` (auth, headers, version header, error classes stay the SDK's); the answer is
+read from the JSON directly. The SDK has no `temperature` argument: it is in the body, always
+(0.0 included).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,20 @@ import os
 from collections.abc import Mapping
 
 import anthropic
+import httpx2
 
 from mmad.errors import ConfigError
 from mmad.images import EncodedImage, ImageRef
-from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, parse_raw,
+from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, json_answer,
                                  rate_limit_info, sdk_failure)
+from mmad.providers.openai import JSON_HEADERS, dumps
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 
 
 class AnthropicProvider(Provider):
     name = "anthropic"
+    default_url = "https://api.anthropic.com"
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None,
@@ -37,55 +46,70 @@ class AnthropicProvider(Provider):
             ident["base_url"] = self.base_url.rstrip("/")
         return ident
 
-    def content(self, request: Request, images: Mapping[str, EncodedImage]) -> list[dict]:
+    def _blocks(self, parts, images: Mapping[str, EncodedImage]) -> list[dict]:
         blocks = []
-        for part in request.parts:
+        for part in parts:
             if isinstance(part, ImageRef):
                 image = images[part.sha256]
                 blocks.append({"type": "image", "source": {"type": "base64", "media_type": image.media_type,
                                                            "data": image.data}})
             else:
                 blocks.append({"type": "text", "text": part})
+        return blocks
+
+    def content(self, request: Request, images: Mapping[str, EncodedImage]) -> list[dict]:
+        """The last user message's blocks; the subset's fixed prefix is marked for prompt caching."""
+        blocks = self._blocks(request.parts, images)
         if self.prompt_caching and request.prefix_parts:
             # Everything up to the last reference is identical for a subset: cache it.
             blocks[request.prefix_parts - 1]["cache_control"] = {"type": "ephemeral"}
         return blocks
 
+    def messages(self, request: Request, images: Mapping[str, EncodedImage]) -> list[dict]:
+        turns = [{"role": role, "content": self._blocks(parts, images)} for role, parts in request.history]
+        return turns + [{"role": "user", "content": self.content(request, images)}]
+
+    def body(self, request: Request, images: Mapping[str, EncodedImage]) -> dict:
+        return {"model": request.model, "max_tokens": request.max_tokens, "system": request.system,
+                "messages": self.messages(request, images), "temperature": request.temperature}
+
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
+        return await self.post_body(dumps(self.body(request, images)))
+
+    async def post_body(self, content: bytes) -> Completion:
         try:
-            # The SDK has no `temperature` argument: it goes in the body, always (0.0 included).
-            raw = await self._client.messages.with_raw_response.create(
-                model=request.model, max_tokens=request.max_tokens, system=request.system,
-                messages=[{"role": "user", "content": self.content(request, images)}],
-                extra_body={"temperature": request.temperature})
+            response = await self._client.post("/v1/messages", cast_to=httpx2.Response, content=content,
+                                               options={"headers": JSON_HEADERS})
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
             raise self._failure(exc) from None
-        message = await parse_raw(raw)
-        return self._completion(message, rate_limit_info(raw.headers, "anthropic-ratelimit-", "anthropic"))
+        data = json_answer(response, self.url)
+        return self._completion(data, rate_limit_info(response.headers, "anthropic-ratelimit-", "anthropic"))
 
-    def _completion(self, message, limits=None) -> Completion:
-        text = "".join(getattr(block, "text", "") for block in message.content)
+    def _completion(self, data: dict, limits=None) -> Completion:
+        blocks = data.get("content")
+        usage_in = data.get("usage")
+        if not isinstance(blocks, list) or not isinstance(usage_in, dict):
+            raise ProviderFailure("protocol", f"the server at {self.url} answered without content or usage")
+        text = "".join(str(block.get("text", "")) for block in blocks if isinstance(block, dict))
         # Anthropic's input_tokens leaves out cache reads and writes; ours counts every input token.
-        read = getattr(message.usage, "cache_read_input_tokens", None) or 0
-        written = getattr(message.usage, "cache_creation_input_tokens", None) or 0
-        usage = {"input_tokens": (message.usage.input_tokens or 0) + read + written,
-                 "output_tokens": message.usage.output_tokens or 0}
+        read = int(usage_in.get("cache_read_input_tokens") or 0)
+        written = int(usage_in.get("cache_creation_input_tokens") or 0)
+        usage = {"input_tokens": int(usage_in.get("input_tokens") or 0) + read + written,
+                 "output_tokens": int(usage_in.get("output_tokens") or 0)}
         if read:
             usage["cached_input_tokens"] = read
         if written:
             usage["cache_write_tokens"] = written
-        return Completion(text=text, usage=usage, finish_reason=message.stop_reason,
-                          refused=message.stop_reason == "refusal", model=message.model, limits=limits)
+        stop = data.get("stop_reason")
+        return Completion(text=text, usage=usage, finish_reason=stop, refused=stop == "refusal",
+                          model=data.get("model"), limits=limits)
 
     # ----------------------------------------------------------------- Message Batches
 
     batch_limits = (100_000, 240 * 2**20)  # the API allows 100,000 requests or 256 MB per batch
 
     def batch_line(self, custom_id: str, request: Request, images: Mapping[str, EncodedImage]) -> dict:
-        return {"custom_id": custom_id, "params": {
-            "model": request.model, "max_tokens": request.max_tokens, "system": request.system,
-            "temperature": request.temperature,
-            "messages": [{"role": "user", "content": self.content(request, images)}]}}
+        return {"custom_id": custom_id, "params": self.body(request, images)}
 
     async def submit_batch(self, lines: list[dict], label: str) -> str:
         try:
@@ -95,7 +119,10 @@ class AnthropicProvider(Provider):
         return batch.id
 
     async def batch_status(self, batch_id: str) -> tuple[bool, str]:
-        batch = await self._client.messages.batches.retrieve(batch_id)
+        try:
+            batch = await self._client.messages.batches.retrieve(batch_id)
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            raise self._failure(exc) from None
         return batch.processing_status == "ended", batch.processing_status
 
     async def batch_results(self, batch_id: str) -> list[tuple[str, Completion | ProviderFailure]]:
@@ -103,7 +130,10 @@ class AnthropicProvider(Provider):
         async for entry in await self._client.messages.batches.results(batch_id):
             result = entry.result
             if result.type == "succeeded":
-                results.append((entry.custom_id, self._completion(result.message)))
+                try:
+                    results.append((entry.custom_id, self._completion(result.message.model_dump())))
+                except ProviderFailure as failure:
+                    results.append((entry.custom_id, failure))
             else:
                 error = getattr(result, "error", None)
                 message = str(getattr(getattr(error, "error", None), "message", None) or result.type)

@@ -4,16 +4,22 @@ No SDK imports here. Providers *classify* errors (`ProviderFailure.kind`); the e
 (retry, shared slow-down, stop). Providers never see the cache and never retry.
 
     ProviderFailure kinds
-    ├── rate_limit   429: wait `retry_after` (shared by every worker), then retry
-    ├── transient    5xx, 529, 408/409, timeouts, connection errors: backoff with jitter, retry
+    ├── rate_limit   429: wait `retry_after` (shared by every worker), then retry; bounded by time,
+    │                not by the job's attempts
+    ├── transient    5xx, 529, 408/409, timeouts: backoff with jitter, retry
+    ├── connection   the server cannot be reached (refused, DNS, reset): retry; a run whose first
+    │                request cannot connect stops at once, naming the URL
+    ├── protocol     an answer that is not the API's JSON (an HTML page, a truncated body): retry;
+    │                fatal for the first request of a run
     ├── quota        billing/quota exhausted: stop the run cleanly, resumable
     ├── auth         bad or missing key, no permission: stop the run
-    └── bad_request  the request itself is wrong (400/404/413/422): this job fails, no retry
+    ├── not_found    404: wrong URL path or unknown model: stop the run
+    └── bad_request  the request itself is wrong (400/413/422): this job fails, no retry
 """
 
 from __future__ import annotations
 
-import inspect
+import json
 import re
 import time
 from abc import ABC, abstractmethod
@@ -24,12 +30,14 @@ from typing import Literal
 
 from mmad.images import EncodedImage, ImageRef
 
-FailureKind = Literal["rate_limit", "transient", "quota", "auth", "bad_request"]
+FailureKind = Literal["rate_limit", "transient", "connection", "protocol", "quota", "auth", "not_found",
+                      "bad_request"]
 
 
 @dataclass(frozen=True)
 class Request:
-    """One job's request, provider-neutral. `parts` are texts and image identities in order."""
+    """One job's request, provider-neutral. `parts` are texts and image identities in order (the
+    last user message); `history` holds earlier turns as (role, parts), oldest first."""
 
     system: str
     parts: tuple[str | ImageRef, ...]
@@ -39,10 +47,13 @@ class Request:
     # Prompt caching (never part of the response-cache key: it does not change the answer):
     prefix_parts: int | None = None  # parts[:prefix_parts] are the same for every job of a subset
     cache_group: str | None = None  # names that prefix (OpenAI prompt_cache_key)
+    history: tuple[tuple[str, tuple[str | ImageRef, ...]], ...] = ()  # earlier (role, parts) turns
 
     @property
     def image_refs(self) -> list[ImageRef]:
-        return [p for p in self.parts if isinstance(p, ImageRef)]
+        """Every image of the request in the order it is sent (earlier turns first)."""
+        turns = [parts for _, parts in self.history] + [self.parts]
+        return [p for parts in turns for p in parts if isinstance(p, ImageRef)]
 
 
 @dataclass(frozen=True)
@@ -82,18 +93,24 @@ class ProviderFailure(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind in ("rate_limit", "transient")
+        return self.kind in ("rate_limit", "transient", "connection", "protocol")
 
     @property
     def fatal(self) -> bool:
         """The run cannot go on (every later call would fail the same way)."""
-        return self.kind in ("quota", "auth")
+        return self.kind in ("quota", "auth", "not_found")
 
 
 class Provider(ABC):
     """One coroutine to complete a request, plus identity and clean-up."""
 
     name: str = "provider"
+    default_url: str = ""  # the vendor's API, for messages when no base_url is given
+
+    @property
+    def url(self) -> str:
+        """Where requests go, for messages (never with credentials)."""
+        return (self.base_url or self.default_url).rstrip("/")
 
     @abstractmethod
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
@@ -219,21 +236,29 @@ def classify_status(status: int, headers: Mapping[str, str], body: object, messa
                                retry_after=retry_after_seconds(headers), limits=limits)
     if status in (401, 403):
         return ProviderFailure("auth", f"authentication failed (HTTP {status}): {message}", status=status)
+    if status == 404:
+        return ProviderFailure("not_found", f"not found (HTTP 404): {message}", status=status)
     if status in (408, 409) or status >= 500:
         return ProviderFailure("transient", f"server error (HTTP {status}): {message}", status=status,
                                retry_after=retry_after_seconds(headers))
     return ProviderFailure("bad_request", f"request rejected (HTTP {status}): {message}", status=status)
 
 
-async def parse_raw(raw: object) -> object:
-    """A raw SDK response's parsed model (`parse()` is a coroutine in some SDK versions)."""
+def json_answer(response: object, url: str) -> dict:
+    """The JSON object of an HTTP answer, or a `protocol` failure naming what came instead
+    (an HTML page from a proxy, a truncated body)."""
+    content_type = response.headers.get("content-type", "?").split(";")[0]
     try:
-        parsed = raw.parse()
-        if inspect.isawaitable(parsed):
-            parsed = await parsed
-    except (ValueError, TypeError, KeyError) as exc:  # truncated or malformed JSON, wrong shape
-        raise ProviderFailure("transient", f"malformed response: {type(exc).__name__}") from None
-    return parsed
+        data = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        if "json" in content_type:  # the API's own answer, cut short: worth another try
+            raise ProviderFailure("transient", f"malformed JSON answer from {url} (truncated?)") from None
+        start = response.content[:60].decode("utf-8", "replace").strip().replace("\n", " ")
+        raise ProviderFailure("protocol", f"the server at {url} answered HTTP {response.status_code} with "
+                                          f"{content_type}, not the API's JSON (starts {start!r})") from None
+    if not isinstance(data, dict):
+        raise ProviderFailure("protocol", f"the server at {url} answered JSON that is not an object")
+    return data
 
 
 def sdk_failure(exc: Exception, secrets: list[str | None], header_prefix: str, style: str) -> ProviderFailure:
@@ -247,7 +272,9 @@ def sdk_failure(exc: Exception, secrets: list[str | None], header_prefix: str, s
                                rate_limit_info(response.headers, header_prefix, style))
     if "timeout" in type(exc).__name__.lower():
         return ProviderFailure("transient", "request timed out")
-    return ProviderFailure("transient", f"connection error: {redact(str(exc), secrets)}")
+    cause = exc.__cause__ or exc.__context__
+    detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    return ProviderFailure("connection", f"connection error: {redact(detail, secrets)[:200]}")
 
 
 def error_message(body: object, fallback: str) -> str:

@@ -1,0 +1,160 @@
+"""`mmad eval` (metrics for result files) and `mmad export` (files the reference script reads)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from rich.table import Table
+
+from mmad import config
+from mmad.cli_output import console, err_console, percent, tau
+from mmad.errors import ConfigError, DataError
+
+
+def _interval(record, key: str, scale: float) -> str:
+    low, high = record.ci.get(key, (math.nan, math.nan))
+    if math.isnan(low):
+        return ""
+    return f" [{low * scale:.2f}, {high * scale:.2f}]" if scale == 100 else f" [{low:.3f}, {high:.3f}]"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mmad.analysis import dataset_means, evaluate_paths
+
+    if (args.dataset is None) != (args.subset is None):
+        raise ConfigError("--dataset and --subset go together (they name the data of one result file)")
+    records = evaluate_paths([Path(p) for p in args.paths], data_root=config.data_root(args.root), ties=args.ties,
+                             normal_up_to=args.normal_up_to, bootstrap=args.bootstrap, seed=args.seed,
+                             dataset=args.dataset, subset=args.subset)
+    if args.json:
+        print(json.dumps([r.as_json() for r in records], indent=2))
+        return 0
+    levels = sorted({level for r in records for level in r.auroc_by_level})
+    # Several runs (models, prompt variants, methods) side by side: rows sorted by subset, then run.
+    records = sorted(records, key=lambda r: (r.dataset, r.subset, r.run))
+    means = sorted(dataset_means(records), key=lambda m: (m.dataset, m.run))
+    header = ["run", "dataset", "subset", "n", "dropped", "AUC %", "Ken", "C %"] + [f"AUC L{lv} %" for lv in levels]
+    if args.csv:  # numbers, not formatted text: metrics in [0, 1] / [-1, 1], empty when undefined
+        header = ["run", "dataset", "subset", "n", "dropped", "auroc", "kendall_tau_b", "c_index"] + \
+                 [f"auroc_level_{lv}" for lv in levels]
+        if args.bootstrap:
+            header += [f"{k}_{side}" for k in ("auroc", "kendall_tau_b", "c_index") for side in ("low", "high")]
+
+        def number(value) -> str:
+            return "" if value is None or math.isnan(value) else repr(float(value))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        for r in records:
+            row = [r.run, r.dataset, r.subset, r.n, r.dropped, number(r.auroc), number(r.kendall_tau_b),
+                   number(r.c_index)] + [number(r.auroc_by_level.get(lv, math.nan)) for lv in levels]
+            if args.bootstrap:
+                row += [number(r.ci.get(k, (math.nan, math.nan))[i]) for k in ("auroc", "kendall_tau_b", "c_index")
+                        for i in (0, 1)]
+            writer.writerow(row)
+        for m in means:
+            writer.writerow([m.run, m.dataset, f"mean of {m.subsets}", "", "", number(m.auroc),
+                             number(m.kendall_tau_b), number(m.c_index)] + [""] * (len(header) - 8))
+        print(buffer.getvalue(), end="")
+    else:
+        rows = [[r.run, r.dataset, r.subset, str(r.n), str(r.dropped),
+                 percent(r.auroc) + _interval(r, "auroc", 100), tau(r.kendall_tau_b) + _interval(r, "kendall_tau_b", 1),
+                 percent(r.c_index) + _interval(r, "c_index", 100)]
+                + [percent(r.auroc_by_level.get(lv, math.nan)) for lv in levels] for r in records]
+        mean_rows = [[m.run, m.dataset, f"mean of {m.subsets}", "", "", percent(m.auroc), tau(m.kendall_tau_b),
+                      percent(m.c_index)] + [""] * len(levels) for m in means]
+        if args.markdown:
+            print("| " + " | ".join(header) + " |")
+            print("|" + "---|" * len(header))
+            for row in rows + mean_rows:
+                print("| " + " | ".join(row) + " |")
+        else:
+            title = f"Multilevel AD performance (ties: {args.ties})"
+            if args.bootstrap:
+                title += f"; [95% bootstrap interval, {args.bootstrap} resamples]"
+            table = Table(title=title)
+            for column in header:
+                table.add_column(column, justify="left" if column in ("run", "dataset", "subset") else "right")
+            for row in rows:
+                table.add_row(*row)
+            table.add_section()
+            for row in mean_rows:
+                table.add_row(*row, style="bold")
+            console.print(table)
+    notes = [(r, note) for r in records for note in r.notes]
+    for record, note in notes:
+        err_console.print(f"— {record.run} {record.dataset}/{record.subset}: {note}", markup=False, highlight=False)
+    undefined_levels = [(r, lv) for r in records for lv in levels if lv not in r.auroc_by_level]
+    if undefined_levels and not args.json:
+        err_console.print("— in an AUC L<k> column: that subset has no rows of level k", markup=False)
+    if args.agreement:
+        _print_agreement(records)
+    dropped = sum(r.dropped for r in records)
+    if dropped:
+        err_console.print(f"note: {dropped} row(s) without a score were dropped (failed jobs), not imputed")
+    return 0
+
+
+def _print_agreement(records) -> None:
+    """Do the metrics rank the runs alike? Spearman correlation of the run rankings they induce,
+    over the subsets every run has."""
+    from mmad.analysis import common_subsets, ranking_agreement, run_means
+    shared, left_out = common_subsets(records)
+    if left_out:
+        err_console.print(f"note: ranking on the {len({(r.dataset, r.subset) for r in shared})} subset(s) every run "
+                          f"has; left out: {', '.join(left_out)}", markup=False)
+    if not shared:
+        raise ConfigError("--agreement: the runs have no subset in common")
+    means = run_means(shared)
+    if len(means) < 3:
+        raise ConfigError(f"--agreement needs at least 3 runs to rank; found {len(means)}")
+    names, matrix = ranking_agreement(means)
+    table = Table(title=f"Spearman correlation of the rankings of {len(means)} runs (mean over subsets)")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for name, row in zip(names, matrix):
+        table.add_row(name, *(f"{value:.3f}" for value in row))
+    console.print(table)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """CSV files the reference `get_performance.py` reads unchanged: `Path,Severity,Anomaly Score`,
+    failed rows dropped (and counted on stderr), the multidog `Area` and PatchCore `Score`
+    columns renamed."""
+    from mmad.results import atomic_write_text, find_result_files, format_score, format_severity, read_result_file
+    if not args.reference_format:
+        raise ConfigError("mmad export needs a format: --reference-format")
+    for source in [Path(p) for p in args.runs]:
+        files = find_result_files([source])
+        target = Path(args.out) / source.name if args.out else source.with_name(source.name + "-reference")
+        if source.is_file():
+            target = Path(args.out) if args.out else source.parent.with_name(source.parent.name + "-reference")
+        if target.resolve() == (source if source.is_dir() else source.parent).resolve():
+            raise ConfigError(f"--out {target} is the run's own folder; export writes beside it")
+        dropped_total = 0
+        for path in files:
+            table = read_result_file(path, dataset="export", subset="export")
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(("Path", "Severity", "Anomaly Score"))
+            dropped = 0
+            for rel, severity, score in zip(table.paths, table.severity, table.scores):
+                if math.isnan(score):
+                    dropped += 1
+                    continue
+                writer.writerow((rel, format_severity(severity), format_score(score)))
+            if dropped == len(table.paths):
+                raise DataError(f"{path}: every row failed; nothing to export")
+            atomic_write_text(target / path.name, buffer.getvalue())
+            dropped_total += dropped
+            if dropped:
+                err_console.print(f"{path.name}: {dropped} failed row(s) dropped (the reference script cannot read "
+                                  f"an empty score)", markup=False, highlight=False)
+        console.print(f"wrote {len(files)} file(s) to {target} ({dropped_total} failed row(s) dropped in all)")
+    return 0

@@ -1,0 +1,225 @@
+"""Command-line options shared by score, estimate and baseline, validated where they are parsed.
+
+Every number is checked by argparse itself (one line, exit 2) and `--help` shows every default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from mmad import config, datasets
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default: the value, or the help text's own words for computed ones."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _number(kind, text: str, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(int, text, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = _number(int, text, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(float, text, "a number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {value:g}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = _number(float, text, "a number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value:g}")
+    return value
+
+
+def ratio(text: str) -> float:
+    value = _number(float, text, "a number")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {value:g}")
+    return value
+
+
+def bootstrap_count(text: str) -> int:
+    value = _number(int, text, "an integer")
+    if value != 0 and value < 100:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or at least 100 resamples, not {value}")
+    return value
+
+
+def image_size(text: str) -> int:
+    value = _number(int, text, "an integer")
+    if not 32 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be between 32 and 4096 pixels, not {value}")
+    return value
+
+
+# Grid values are validated one by one after splitting on commas (see check_grid).
+def listed(kind):
+    def parse(text: str):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError("needs a value")
+        return [kind(p) for p in parts]
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+def temperature(text: str) -> float:
+    value = _number(float, text, "a number")
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"temperature must be between 0 and 2, not {value:g}")
+    return value
+
+
+def refs_count(text: str) -> int:
+    value = _number(int, text, "an integer")
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"references must be between 0 and 5, not {value}")
+    return value
+
+
+def max_height(text: str) -> str:
+    if text in ("auto", "original"):
+        return text
+    value = _number(int, text, "auto, original or a height in pixels")
+    if not 64 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"a height between 64 and 4096 pixels, not {value}")
+    return str(value)
+
+
+def corruption(text: str) -> str:
+    name, _, level = text.partition(":")
+    if name not in ("brightness", "gaussian_noise") or not level.isdigit() or not 1 <= int(level) <= 5:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected brightness:S or gaussian_noise:S with S in 1..5")
+    return f"{name}:{int(level)}"
+
+
+def reference_choice(text: str) -> str:
+    from mmad.errors import ConfigError
+    from mmad.references import parse_rule
+    try:
+        return parse_rule(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def detail(text: str) -> str:
+    if text not in ("auto", "low", "high"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, low or high")
+    return text
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--subset", help="one subset (default: every subset of the dataset)")
+    parser.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
+
+
+def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, detectors: bool) -> None:
+    """What defines the jobs (shared by score and estimate, so both build the same requests).
+    Options marked "grid" take comma-separated or repeated values: every combination is a run."""
+    sc.add_argument("--provider", required=True, choices=providers,
+                    help="an MLLM API" + (", or a conventional detector fitted on the same few references"
+                                          if detectors else ""))
+    add_data_options(sc)
+    sc.add_argument("--model", action="append", type=listed(str),
+                    help="model name(s), grid (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
+    sc.add_argument("--prompt", action="append", type=listed(str),
+                    help="prompt name(s) in the packaged prompts or .toml file(s), grid (default: the dataset's family)")
+    sc.add_argument("--prompts-dir", help=f"prompt folder (default ${config.PROMPTS_DIR_ENV} or the packaged prompts)")
+    sc.add_argument("--refs", action="append", type=listed(refs_count),
+                    help="normal reference images per request, 0-5, grid (default: the prompt file's refs, else 3)")
+    sc.add_argument("--reference-choice", action="append", type=listed(reference_choice),
+                    help="first | random:SEED | similar, grid (default: first, as the reference scripts)")
+    sc.add_argument("--prompt-family", choices=datasets.PROMPT_FAMILIES, help="for datasets it cannot be inferred for")
+    sc.add_argument("--subject", help="object/class name put into the prompt")
+    sc.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    sc.add_argument("--out", help="output folder (default results/<run-name>; with a grid, the parent folder)")
+    sc.add_argument("--run-name", help="file-name prefix (default: the model name + every non-default choice)")
+    sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
+    sc.add_argument("--temperature", action="append", type=listed(temperature),
+                    help="sampling temperature(s), grid (default: 0)")
+    sc.add_argument("--max-tokens", type=positive_int, default=300)
+    sc.add_argument("--max-height", action="append", type=listed(max_height),
+                    help="image preparation, grid: auto (the scripts' rule per family: 512 px for industrial and "
+                         "medical, the original bytes for multidog), original, or a height in pixels (default: auto)")
+    sc.add_argument("--detail", action="append", type=listed(detail),
+                    help="OpenAI image detail auto|low|high, grid (default: not sent = auto; estimates assume high)")
+    sc.add_argument("--corrupt", action="append", type=listed(corruption),
+                    help="brightness:S or gaussian_noise:S (S = 1..5, ImageNet-C) on the query images, grid")
+    sc.add_argument("--corrupt-references", action="store_true", help="corrupt the reference images too")
+    sc.add_argument("--repeats", type=positive_int, default=1,
+                    help="independent answers per job at identical settings (noise floor; every repeat is paid)")
+    sc.add_argument("--sample", type=positive_int, help="score a stratified sample of N images per subset")
+    sc.add_argument("--seed", type=int, default=0, help="seed of --sample (and of the detectors)")
+    sc.add_argument("--experiment", help="an experiment file of variants ([[variant]] tables or a [grid])")
+    sc.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
+    sc.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
+                    help="do not mark the fixed prefix for provider prompt caching")
+
+
+def add_engine_options(sc: argparse.ArgumentParser) -> None:
+    sc.add_argument("--concurrency", type=positive_int, help="requests in flight (default: enough for the rate limit)")
+    sc.add_argument("--rpm", type=positive_float, help="requests per minute cap (the provider's own limit also applies)")
+    sc.add_argument("--tpm", type=positive_float, help="tokens per minute cap (the provider's own limit also applies)")
+    sc.add_argument("--max-attempts", type=positive_int, default=6,
+                    help="tries per job for server errors and timeouts, the first included (429s do not count)")
+    sc.add_argument("--rate-limit-timeout", type=positive_float, default=900.0,
+                    help="seconds one job may spend waiting out 429s before it is recorded as failed")
+    sc.add_argument("--image-workers", type=positive_int, help="threads preparing images (default: all cores)")
+    sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
+    sc.add_argument("--max-cost", type=nonneg_float, metavar="USD",
+                    help="never spend more than this; stops when the next request's worst case does not fit")
+    sc.add_argument("--batch", action="store_true",
+                    help="use the provider's Batch API (half price, within 24 h); rerun the command to resume polling")
+    sc.add_argument("--poll-interval", type=positive_float, default=30.0, help="seconds between batch status checks")
+    sc.add_argument("--batch-max-requests", type=positive_int, help="split batches at this many requests")
+    sc.add_argument("--batch-max-mb", type=positive_float, help="split batches at this many MiB of requests")
+    sc.add_argument("--dry-run", action="store_true", help="print the jobs per variant and the first request; send nothing")
+    sc.add_argument("--progress-every", type=positive_float, default=10.0,
+                    help="seconds between progress lines when the output is not a terminal")
+    sc.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    sc.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+def add_detector_options(parser: argparse.ArgumentParser, *, with_seed: bool = True) -> None:
+    group = parser.add_argument_group("conventional detectors (patchcore, padim, rd)")
+    group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    group.add_argument("--image-size", type=image_size, default=224, help="images are resized to this square size")
+    group.add_argument("--batch-size", type=positive_int, default=16)
+    if with_seed:
+        group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),
+                       default="efficientnet_lite0", help="feature extractor (EfficientNet-Lite0: weights bundled)")
+    group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets)")
+    group.add_argument("--epochs", type=positive_int, default=30, help="Reverse Distillation: student training epochs")
+    group.add_argument("--coreset-ratio", type=ratio,
+                       help="PatchCore memory bank kept, in (0, 1] (default 1.0 few-shot, 0.1 full-shot)")

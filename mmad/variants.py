@@ -1,0 +1,148 @@
+"""Variants of a scoring run: the settings that change answers, their grid, names and run.json.
+
+A variant is one combination of model, prompt, references (how many, which), sampling
+temperature, max tokens, image preparation, corruption and repeat index. `expand` turns
+comma-separated option values (or an experiment file's variants) into the cross product. Every
+variant is a run with its own folder, named after the model plus each non-default choice:
+
+    gpt-4o                         the defaults (the reference protocol)
+    gpt-4o+industrial-paper+refs0  another prompt and zero references
+    gpt-4o+similar+h768+t0.7       similar references, 768-px images, temperature 0.7
+    gpt-4o+brightness3+r2          a corrupted run's third repeat
+
+so variants never share a folder by accident, and `run.json` in each folder records the same
+settings as data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from mmad.cache import _public_url
+from mmad.errors import ConfigError
+from mmad.jobs import PlanOptions, safe_name
+
+DEFAULT_REFS = 3
+DEFAULT_MAX_TOKENS = 300
+
+
+@dataclass(frozen=True)
+class Variant:
+    model: str
+    prompt: str | None = None  # None: the family's default
+    refs: int = DEFAULT_REFS
+    reference_choice: str = "first"
+    temperature: float = 0.0
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_height: str | None = None  # None: the reference scripts' rule per family
+    detail: str | None = None
+    corrupt: str | None = None
+    corrupt_references: bool = False
+    repeat: int = 0
+    sample: int | None = None  # stratified sample of N rows per subset (with sample_seed)
+    sample_seed: int = 0
+
+    def suffixes(self) -> list[str]:
+        out = []
+        if self.prompt:
+            out.append(safe_name(Path(self.prompt).stem if self.prompt.endswith(".toml") else self.prompt))
+        if self.refs != DEFAULT_REFS:
+            out.append(f"refs{self.refs}")
+        if self.reference_choice != "first":
+            out.append(self.reference_choice.replace(":", ""))
+        if self.temperature != 0:
+            out.append(f"t{self.temperature:g}")
+        if self.max_tokens != DEFAULT_MAX_TOKENS:
+            out.append(f"maxtok{self.max_tokens}")
+        if self.max_height not in (None, "auto"):
+            out.append("original" if self.max_height == "original" else f"h{self.max_height}")
+        if self.detail not in (None, "auto"):
+            out.append(f"detail-{self.detail}")
+        if self.corrupt:
+            out.append(self.corrupt.replace(":", "").replace("_", "-"))
+            if self.corrupt_references:
+                out.append("corrupt-refs")
+        if self.sample:
+            out.append(f"sample{self.sample}s{self.sample_seed}")
+        if self.repeat:
+            out.append(f"r{self.repeat}")
+        return out
+
+    def run_name(self, base: str | None = None) -> str:
+        return "+".join([safe_name(base or self.model)] + self.suffixes())
+
+    def settings(self, provider: str, base_url: str | None) -> dict:
+        """What goes into run.json: everything that changes answers."""
+        values = asdict(self)
+        values.update(provider=provider, base_url=_public_url(base_url) if base_url else None, task="score")
+        return values
+
+    def plan_options(self, identity: Mapping[str, str], prompts_dir: Path) -> PlanOptions:
+        return PlanOptions(identity, self.model, self.refs, self.prompt, prompts_dir, self.temperature,
+                           self.max_tokens, self.max_height, self.corrupt, self.corrupt_references,
+                           self.reference_choice, self.repeat, self.detail, self.sample, self.sample_seed)
+
+
+GRID_FIELDS = ("model", "prompt", "refs", "reference_choice", "temperature", "max_tokens", "max_height", "detail",
+               "corrupt")
+
+
+def split_values(values: Sequence[str] | None) -> list[str]:
+    """`--prompt a,b --prompt c` -> [a, b, c] (repeated and comma-separated values)."""
+    out: list[str] = []
+    for value in values or []:
+        out.extend(part.strip() for part in str(value).split(",") if part.strip())
+    return out
+
+
+def expand(base: Variant, grid: Mapping[str, Sequence], repeats: int = 1) -> list[Variant]:
+    """The cross product of the grid's values (each applied over `base`), times the repeats."""
+    names = [name for name in GRID_FIELDS if grid.get(name)]
+    variants = []
+    for combo in itertools.product(*(grid[name] for name in names)):
+        variant = replace(base, **dict(zip(names, combo)))
+        variants.extend(replace(variant, repeat=r) for r in range(repeats))
+    names_seen: dict[str, Variant] = {}
+    for variant in variants or [base]:
+        names_seen.setdefault(variant.run_name(), variant)
+    return list(names_seen.values()) if variants else [base]
+
+
+def load_experiment(path: Path, base: Variant) -> list[Variant]:
+    """An experiment file: `[[variant]]` tables over the command line's settings, e.g.
+
+        [[variant]]
+        prompt = "industrial"
+        [[variant]]
+        prompt = "industrial-paper"
+        refs = 0
+        reference_choice = "random:7"
+
+    A `[grid]` table is expanded like the comma-separated flags."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"experiment file {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    known = {f.name for f in fields(Variant)}
+    variants: list[Variant] = []
+    for index, entry in enumerate(data.get("variant", []), start=1):
+        unknown = set(entry) - known
+        if unknown:
+            raise ConfigError(f"{path}: variant {index}: unknown setting(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(known))}")
+        variants.append(replace(base, **entry))
+    grid = data.get("grid", {})
+    if grid:
+        unknown = set(grid) - set(GRID_FIELDS)
+        if unknown:
+            raise ConfigError(f"{path}: [grid]: unknown setting(s) {', '.join(sorted(unknown))}")
+        variants.extend(expand(base, {k: v if isinstance(v, list) else [v] for k, v in grid.items()}))
+    if not variants:
+        raise ConfigError(f"{path}: no [[variant]] tables and no [grid]")
+    return variants
