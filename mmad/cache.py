@@ -74,6 +74,18 @@ def cache_key(identity: dict[str, str], request: Request, repeat: int = 0) -> st
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def storage_failure(directory: Path, exc: BaseException) -> StorageError:
+    """A cache error as one line: damage (not a database, malformed) or trouble writing (disk full,
+    read-only, a file-size limit), which SQLite reports as an I/O error without an errno."""
+    if isinstance(exc, sqlite3.OperationalError) or not isinstance(exc, sqlite3.DatabaseError):
+        if isinstance(exc, OSError):
+            return StorageError(f"cannot use the response cache: {describe_os_error(directory / STORE, exc)}")
+        name = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
+        return StorageError(f"cannot write the response cache {directory / STORE}: {exc} ({name}); the disk may be "
+                            f"full or read-only, or a file-size limit reached")
+    return damaged(directory, exc)
+
+
 def damaged(directory: Path, exc: BaseException) -> StorageError:
     return StorageError(
         f"the response cache {directory / STORE} cannot be used ({type(exc).__name__}: {exc}); "
@@ -90,17 +102,15 @@ class ResponseCache:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._store = diskcache.Cache(str(self.directory / STORE), eviction_policy="none",
                                           size_limit=2**62, timeout=60)
-        except sqlite3.DatabaseError as exc:
-            raise damaged(self.directory, exc) from None
         except CACHE_ERRORS as exc:
-            raise StorageError(f"cannot open the response cache: {describe_os_error(self.directory, exc)}") from None
+            raise storage_failure(self.directory, exc) from None
 
     def get(self, key: str) -> dict | None:
         try:
             value = self._store.get(key)
             return json.loads(value) if value is not None else None
-        except sqlite3.DatabaseError as exc:
-            raise damaged(self.directory, exc) from None
+        except CACHE_ERRORS as exc:
+            raise storage_failure(self.directory, exc) from None
         except ValueError:
             return None  # a value that is not JSON is as good as absent: the job is asked again
 
@@ -109,13 +119,13 @@ class ResponseCache:
         try:
             self._store.set(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
         except CACHE_ERRORS as exc:
-            raise StorageError(describe_os_error(self.directory / STORE, exc)) from None
+            raise storage_failure(self.directory, exc) from None
 
     def __contains__(self, key: str) -> bool:
         try:
             return key in self._store
-        except sqlite3.DatabaseError as exc:
-            raise damaged(self.directory, exc) from None
+        except CACHE_ERRORS as exc:
+            raise storage_failure(self.directory, exc) from None
 
     def __len__(self) -> int:
         return len(self._store)

@@ -64,6 +64,8 @@ def _eval_parsers(sub) -> None:
     ev = sub.add_parser("eval", help="metrics for result files (ours or the reference code's)",
                         formatter_class=HelpFormatter)
     ev.add_argument("paths", nargs="+", help="result CSV files or folders")
+    ev.add_argument("--task", choices=("score", "classify", "qa"), default="score",
+                    help="what the runs did: severity scores, anomaly classification, or MMAD-QA answers")
     fmt = ev.add_mutually_exclusive_group()
     fmt.add_argument("--markdown", action="store_true")
     fmt.add_argument("--csv", action="store_true", help="numbers in [0, 1] (not percentages), for scripts")

@@ -24,6 +24,16 @@ def _interval(record, key: str, scale: float) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "qa":
+        from mmad.qa.cli import eval_qa
+        return eval_qa(args)
+    if args.task == "classify":
+        from mmad.classify.cli import eval_classify
+        return eval_classify(args)
+    return eval_scores(args)
+
+
+def eval_scores(args: argparse.Namespace) -> int:
     from mmad.analysis import dataset_means, evaluate_paths
 
     if (args.dataset is None) != (args.subset is None):

@@ -166,7 +166,9 @@ async def make_meter(args, provider, runs):
     model = next(iter(models))
     price = prices.require(model) if args.max_cost is not None else prices.lookup(model)
     counter = TokenCounter(provider.name, model, "high")
-    if hasattr(provider, "count_text_tokens") and runs[0].plans and runs[0].plans[0].jobs:
+    # Anthropic's free count_tokens calibrates the text estimate; only worth a request when priced.
+    if (price is not None or getattr(args, "estimate_only", False)) and hasattr(provider, "count_text_tokens") \
+            and runs[0].plans and runs[0].plans[0].jobs:
         request = runs[0].plans[0].jobs[0].request
         try:
             counter.calibrate_text(request, await provider.count_text_tokens(request))

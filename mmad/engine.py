@@ -266,7 +266,7 @@ class Engine:
 
     async def _run_live(self, todo: list[tuple[SubsetPlan, Job]]) -> None:
         queue: deque[tuple[SubsetPlan, Job]] = deque(todo)
-        lead = next((item for item in queue if self.cache.get(item[1].key) is None), None)
+        lead = next((item for item in queue if item[1].local is None and self.cache.get(item[1].key) is None), None)
         if lead is not None:
             queue.remove(lead)
             if not await self._lead_request(*lead):
@@ -362,6 +362,10 @@ class Engine:
         return job.follow_up(record) if job.follow_up is not None and not self.stopping else None
 
     async def _outcome(self, plan: SubsetPlan, job: Job, lead: bool) -> dict | None:
+        if job.local is not None:  # decided without a request (e.g. a detector's gate)
+            local = job.local
+            return self._record(job, local.get("status", "ok"), source=local.get("source", "local"), attempts=0,
+                                fields=local.get("fields"), error=local.get("reason"))
         cached = self.cache.get(job.key)
         if cached is not None:
             return self._answer_record(plan, job, cached, source="cache", attempts=0)

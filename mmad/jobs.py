@@ -49,6 +49,9 @@ class Job:
     images: tuple[ImageInput, ...] = ()  # aligned with request.image_refs
     extra: Mapping = field(default_factory=dict)  # task-specific record fields
     follow_up: Callable[[dict], "Job | None"] | None = None  # the next job of a chain (QA turns)
+    # A job answered without any request (a detector's gate decision): {"source": "gate",
+    # "status": "ok", "fields": {...}, "reason": "why"}; recorded as is, never sent, never cached.
+    local: Mapping | None = None
 
     @property
     def fields(self) -> dict:

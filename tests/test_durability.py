@@ -1,0 +1,314 @@
+"""Durability: a stop stops, exit codes tell the truth, and no disk, cache or second process can
+lose paid work. `mmad score` runs as a user runs it: a subprocess against the wire server."""
+
+import os
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mmad.results import JsonlLog, read_result_file
+from tests.conftest import make_industry_subset
+from tests.wire_server import Fault, WireServer
+
+KEY = "sk-dur-SECRET-abcdef123456"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    make_industry_subset(tmp_path / "data", "toy", "widget", per_level=6)  # 24 jobs
+    server = WireServer().start()
+    env = dict(os.environ, OPENAI_API_KEY=KEY, ANTHROPIC_API_KEY=KEY, MMAD_CACHE_DIR=str(tmp_path / "cache"),
+               MMAD_DATA_ROOT=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    yield tmp_path, server, env
+    server.stop()
+
+
+def score_cmd(url, out, *extra, provider="openai"):
+    return [sys.executable, "-m", "mmad.cli", "score", "--provider", provider, "--model", "m", "--base-url", url,
+            "--dataset", "toy", "--out", str(out), "--quiet", *extra]
+
+
+def jobs_sent(server):
+    return [r for r in server.requests if r.body.get("max_tokens") == 300]
+
+
+def run(cmd, env, **kw):
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, **kw)
+
+
+def one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- stopping
+
+def test_after_sigterm_no_request_leaves_and_nothing_becomes_a_failure(setup):
+    tmp, server, env = setup
+    server.latency = 0.3
+    # every request after the 6th is rate limited: a stop must leave those jobs to-do, not failed
+    server.fault_rule = lambda received, n: Fault("429", retry_after_ms=200) if n > 7 else None
+    arrivals = []
+    answer = server.answer
+
+    def stamped(received):
+        return answer(received)
+    server.answer = stamped
+    original_handle = server._handle
+
+    def handle(handler, received):
+        arrivals.append(time.monotonic())
+        return original_handle(handler, received)
+    server._handle = handle
+    out = tmp / "out"
+    proc = subprocess.Popen(score_cmd(server.openai_url, out, "--concurrency", "4"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(arrivals) < 12:
+        time.sleep(0.02)
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    took = time.monotonic() - stopped_at
+    assert proc.returncode == 1, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    late = [t for t in arrivals if t > stopped_at + 0.05]
+    assert late == []  # no new request after the stop (only those already in flight finish)
+    assert took < 5
+    records = JsonlLog.read(out / "m_toy_widget.jsonl")
+    assert {r["status"] for r in records} <= {"ok"}  # 429s cut short by the stop left no record
+    server.fault_rule = None
+    server.latency = 0
+    rerun = run(score_cmd(server.openai_url, out), env)
+    assert rerun.returncode == 0, rerun.stderr
+    table = read_result_file(out / "m_toy_widget.csv")
+    assert not any(s != s for s in table.scores)
+
+
+# --------------------------------------------------------------------------- exit codes and the first request
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_unreachable_server_is_one_line_exit_3(setup, provider):
+    tmp, _, env = setup
+    url = f"http://127.0.0.1:{closed_port()}" + ("/v1" if provider == "openai" else "")
+    started = time.monotonic()
+    result = run(score_cmd(url, tmp / "out", provider=provider), env)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 3 and f"cannot reach {url}" in line
+    assert time.monotonic() - started < 30
+    assert KEY not in result.stderr
+
+
+@pytest.mark.parametrize("fault,fragment", [
+    ("auth", "refused the key"),
+    ("not_found", "answered 404"),
+    ("html", "not the API's JSON"),
+])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_bad_first_answer_stops_everything(setup, provider, fault, fragment):
+    tmp, server, env = setup
+    server.fault_rule = lambda received, n: Fault(fault)
+    url = server.openai_url if provider == "openai" else server.anthropic_url
+    result = run(score_cmd(url, tmp / "out", provider=provider), env)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 3 and fragment in line and url in line
+    assert len(server.requests) == 1  # the probe (or the first job) and nothing else
+    assert KEY not in result.stderr
+
+
+def test_server_that_always_fails_exits_3_after_one_job(setup):
+    tmp, server, env = setup
+    server.fault_rule = lambda received, n: Fault("500")
+    result = run(score_cmd(server.anthropic_url, tmp / "out", "--max-attempts", "2", provider="anthropic"), env)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 3 and "HTTP 500" in line and "24 job(s) left" in line
+    assert len(server.requests) == 2
+
+
+def test_finished_with_failed_jobs_exits_6_and_names_the_causes(setup):
+    tmp, server, env = setup
+    server.fault_rule = lambda received, n: (Fault("bad_request", message="image too large") if n in (3, 5) else
+                                             Fault("garbage") if n == 7 else None)
+    result = run(score_cmd(server.openai_url, tmp / "out", "--concurrency", "1"), env)
+    assert result.returncode == 6, result.stderr
+    assert "3 job(s) failed (bad request (HTTP 400) x2" in result.stderr
+    assert "--retry-failed" in result.stderr
+    again = run(score_cmd(server.openai_url, tmp / "out"), env)  # nothing to do, but the failures remain
+    assert again.returncode == 6
+    server.fault_rule = None
+    fixed = run(score_cmd(server.openai_url, tmp / "out", "--retry-failed"), env)
+    assert fixed.returncode == 6  # the parse failure is re-read from the cache (free) and fails the same way
+    assert "1 job(s) failed (answer: no anomaly score" in fixed.stderr
+
+
+# --------------------------------------------------------------------------- storage
+
+def test_full_disk_stops_at_once_and_the_rerun_pays_only_what_was_lost(setup):
+    """A file-size limit (RLIMIT_FSIZE, no root needed) plays the full disk: SQLite's log
+    outgrows it after some dozens of answers."""
+    tmp, server, env = setup
+    make_industry_subset(tmp / "big", "toy", "widget", per_level=50)  # 200 jobs
+    env = dict(env, MMAD_DATA_ROOT=str(tmp / "big"))
+    out = tmp / "out"
+    limit = 1100 * 1024
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    result = subprocess.run(score_cmd(server.openai_url, out, "--concurrency", "4"), env=env, capture_output=True,
+                            text=True, timeout=120, preexec_fn=small_disk)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 7, result.stderr
+    assert "cannot write" in line and str(tmp / "cache") in line and "rerun the same command" in line
+    paid_first = len(jobs_sent(server))
+    stored = {r["key"] for r in JsonlLog.read(out / "m_toy_widget.jsonl")}
+    assert 0 < paid_first < 200 and len(stored) >= paid_first - 4
+    server.requests.clear()
+    rerun = run(score_cmd(server.openai_url, out), env)
+    assert rerun.returncode == 0, rerun.stderr
+    # every answer stored in the cache or the JSONL is not paid again: at most those in flight
+    assert len(jobs_sent(server)) <= 200 - paid_first + 4
+    table = read_result_file(out / "m_toy_widget.csv")
+    assert len(table.paths) == 200 and not any(s != s for s in table.scores)
+
+
+def without_override():
+    """In the child: drop the capabilities that let root write where permission bits forbid it
+    (prctl PR_CAPBSET_DROP of CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH; takes effect at exec).
+    For other users permission bits apply anyway."""
+    if os.geteuid() == 0:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2):
+            libc.prctl(24, capability, 0, 0, 0)
+
+
+@pytest.mark.parametrize("which", ["out", "cache"])
+def test_read_only_folders_are_one_line_exit_7(setup, which):
+    tmp, server, env = setup
+    locked = tmp / "read-only"
+    locked.mkdir()
+    (locked / "cache").mkdir()
+    locked.chmod(0o555)
+    (locked / "cache").chmod(0o555)
+    env = dict(env, MMAD_CACHE_DIR=str((locked if which == "cache" else tmp) / "cache"))
+    out = (locked if which == "out" else tmp) / "out"
+    try:
+        result = subprocess.run(score_cmd(server.openai_url, out), env=env, capture_output=True, text=True,
+                                timeout=120, preexec_fn=without_override)
+    finally:
+        locked.chmod(0o755)
+        (locked / "cache").chmod(0o755)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 7 and ("Permission denied" in line or "read-only" in line), line
+    assert str(locked) in line
+    assert not jobs_sent(server)
+
+
+def test_corrupt_cache_is_one_line_and_rebuilt_from_the_results(setup):
+    tmp, server, env = setup
+    out = tmp / "out"
+    assert run(score_cmd(server.openai_url, out), env).returncode == 0
+    database = tmp / "cache" / "responses" / "cache.db"
+    database.write_bytes(os.urandom(8192))
+    for extra in ("-wal", "-shm"):
+        Path(str(database) + extra).unlink(missing_ok=True)
+    result = run(score_cmd(server.openai_url, tmp / "out2"), env)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 7 and "mmad cache rebuild" in line
+    check = run([sys.executable, "-m", "mmad.cli", "cache", "check"], env)
+    assert check.returncode == 7 and "damaged" in check.stderr
+    rebuilt = run([sys.executable, "-m", "mmad.cli", "cache", "rebuild", "--from", str(out)], env)
+    assert rebuilt.returncode == 0 and "restored 24 paid answers" in rebuilt.stdout
+    assert list((tmp / "cache").glob("responses.damaged-*"))  # set aside, not deleted
+    server.requests.clear()
+    again = run(score_cmd(server.openai_url, tmp / "out2"), env)
+    assert again.returncode == 0 and not jobs_sent(server)  # every answer came back from the results
+    assert run([sys.executable, "-m", "mmad.cli", "cache", "check"], env).returncode == 0
+
+
+# --------------------------------------------------------------------------- two processes, one folder
+
+def test_second_process_on_one_folder_is_refused_and_a_dead_holder_is_taken_over(setup):
+    tmp, server, env = setup
+    server.latency = 0.3
+    out = tmp / "out"
+    first = subprocess.Popen(score_cmd(server.openai_url, out, "--concurrency", "2"), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "m_toy_widget.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(JsonlLog.read(log)) < 2:
+        time.sleep(0.05)
+    second = run(score_cmd(server.openai_url, out), env)
+    line = one_line_error(second.stderr)
+    assert second.returncode == 2 and f"PID {first.pid}" in line
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    done = len(JsonlLog.read(log))
+    server.latency = 0
+    third = run(score_cmd(server.openai_url, out), env)  # the dead run's lock is simply taken over
+    assert third.returncode == 0, third.stderr
+    records = JsonlLog.read(log)
+    assert len({r["key"] for r in records}) == 24 and len(records) == 24
+    assert done < 24 and len(jobs_sent(server)) <= 24 + 2  # at most the dead run's 2 in-flight requests again
+
+
+def test_a_later_failure_never_hides_an_earlier_success(setup):
+    tmp, server, env = setup
+    out = tmp / "out"
+    assert run(score_cmd(server.openai_url, out), env).returncode == 0
+    log = out / "m_toy_widget.jsonl"
+    records = JsonlLog.read(log)
+    victim = dict(records[3], status="error", score=None, error="transient: late failure", source="live")
+    with open(log, "a") as handle:
+        import json
+        handle.write(json.dumps(victim) + "\n")
+    server.requests.clear()
+    again = run(score_cmd(server.openai_url, out, "--retry-failed"), env)
+    assert again.returncode == 0 and not jobs_sent(server)
+    table = read_result_file(out / "m_toy_widget.csv")
+    assert table.scores[table.paths.index(records[3]["path"])] == records[3]["score"]
+
+
+# --------------------------------------------------------------------------- changed settings
+
+def test_changed_settings_never_reuse_stale_answers(setup):
+    tmp, server, env = setup
+    base = [sys.executable, "-m", "mmad.cli", "score", "--provider", "openai", "--model", "m", "--base-url",
+            server.openai_url, "--dataset", "toy", "--quiet"]
+    assert run(base, env, cwd=tmp).returncode == 0
+    assert (tmp / "results" / "m" / "run.json").exists()
+    # another prompt into the same folder is refused, naming what differs
+    refused = run(base + ["--prompt", "industrial-paper", "--out", str(tmp / "results" / "m")], env, cwd=tmp)
+    line = one_line_error(refused.stderr)
+    assert refused.returncode == 2 and "prompt: None -> 'industrial-paper'" in line
+    # by default, variants get their own folders and are really sent
+    sent_before = len(jobs_sent(server))
+    dry = run(base + ["--prompt", "industrial-zeroshot", "--refs", "0", "--dry-run"], env, cwd=tmp)
+    assert "m+industrial-zeroshot+refs0" in dry.stdout and "24" in dry.stdout
+    variant = run(base + ["--prompt", "industrial-zeroshot", "--refs", "0"], env, cwd=tmp)
+    assert variant.returncode == 0, variant.stderr
+    assert len(jobs_sent(server)) == sent_before + 24
+    assert (tmp / "results" / "m+industrial-zeroshot+refs0" / "m+industrial-zeroshot+refs0_toy_widget.csv").exists()
+    # a record made with another request (a changed image) is not done: that job alone runs again
+    victim = tmp / "data" / "Industry" / "toy" / "widget" / "test" / "defect_level_1" / "000.png"
+    from tests.conftest import write_image
+    write_image(victim, seed=4242)
+    again = run(base, env, cwd=tmp)
+    assert again.returncode == 0 and len(jobs_sent(server)) == sent_before + 25
