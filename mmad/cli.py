@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("-q", "--quiet", action="store_true")
     _detector_options(bl)
     bl.set_defaults(func=cmd_baseline)
+    from mmad.cli_report import register as register_report
+    register_report(sub)
     return parser
 
 
