@@ -33,13 +33,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     page = render_html(data)
     out = Path(args.out or "report.html")
     atomic_write_text(out, page)
-    main_runs = len(data.runs) - len(data.hidden)
-    console.print(f"wrote {out} ({len(page.encode()) / 1024:.0f} KiB, {page.count('<img ')} figures): "
-                  f"{len(data.runs)} runs ({main_runs} ranked), {len({(r.dataset, r.subset) for r in data.records})} "
-                  f"subsets, {len(data.table3.datasets)} datasets")
+    subsets = len({(r.dataset, r.subset) for r in data.records})
+    console.print(f"wrote {out} ({len(page.encode()) / 1024:.0f} KiB, {_count(page.count('<img '), 'figure')}): "
+                  f"{_count(len(data.runs), 'run')} ({len(data.runs) - len(data.hidden)} ranked), "
+                  f"{_count(subsets, 'subset')}, {_count(len(data.table3.datasets), 'dataset')}")
     for line in _gaps(data):
         err_console.print(f"note: {line}", markup=False, highlight=False)
     return 0
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _gaps(data) -> list[str]:

@@ -36,7 +36,7 @@ def require_matplotlib():
 
     plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
                          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-                         "svg.fonttype": "none"})
+                         "text.parse_math": False})  # a "$" in a run name is text, not TeX
     return plt
 
 
@@ -102,8 +102,9 @@ def _legend(fig, styles: Mapping[str, RunStyle], runs: Sequence[str]) -> None:
 
     handles = [Line2D([], [], color=styles[r].colour, linestyle=styles[r].line, marker=styles[r].marker, label=r)
                for r in runs]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False,
-               bbox_to_anchor=(0.5, -0.02 - 0.035 * math.ceil(len(handles) / 4)))
+    per_entry_px = 7 * max(len(r) for r in runs) + 60  # ~7 px a character at 9 pt, plus the line sample
+    ncol = max(1, min(len(handles), int(WIDTH_IN * DPI // per_entry_px)))
+    fig.legend(handles=handles, loc="upper center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
 
 
 def curves_figure(panels: Mapping[str, Mapping[str, Mapping[int, float]]], styles: Mapping[str, RunStyle], *,
@@ -124,8 +125,8 @@ def curves_figure(panels: Mapping[str, Mapping[str, Mapping[int, float]]], style
         ax.set_xlabel(xlabel)
     for ax in axes[::4]:
         ax.set_ylabel(ylabel)
-    _legend(fig, styles, list(dict.fromkeys(shown)))
     fig.tight_layout()
+    _legend(fig, styles, list(dict.fromkeys(shown)))  # below the panels, after the layout
     return to_data_uri(fig)
 
 

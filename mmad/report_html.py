@@ -209,9 +209,9 @@ def _expansion(data: ReportData, styles: dict[str, RunStyle]) -> str:
     if not panels:
         return section("rq5", "RQ5", "Normal class expansion (Figure 4)", lead,
                        missing("Every dataset here has a single anomalous level, so the normal class cannot expand."))
-    uri = curves_figure(panels, styles, xlabel="normal class", ylabel="%", tick_label=lambda x: f"≤ lv {x}")
+    uri = curves_figure(panels, styles, xlabel="normal class: levels ≤ i", ylabel="%", tick_label=lambda x: f"≤{x}")
     body = figure(uri, "metrics under normal-class expansion",
-                  "Mean over each dataset's subsets; “≤ lv i”: levels up to i count as normal.")
+                  "Mean over each dataset's subsets; “≤i”: levels up to i count as normal.")
     return section("rq5", "RQ5", "Normal class expansion (Figure 4)", lead, body)
 
 
