@@ -14,7 +14,7 @@ CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-st
 
 def find_chromium() -> str | None:
     if os.environ.get("MMAD_CHROMIUM"):
-        return os.environ["MMAD_CHROMIUM"]
+        return shutil.which(os.environ["MMAD_CHROMIUM"])  # None (skip) when it names nothing runnable
     return next((found for name in CANDIDATES if (found := shutil.which(name))), None)
 
 
