@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("-q", "--quiet", action="store_true")
     add_detector_options(bl)
     bl.set_defaults(func=cmd_baseline)
+    from mmad.cli_report import register as register_report
+    register_report(sub)
     return parser
 
 

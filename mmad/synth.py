@@ -3,6 +3,9 @@
 scikit-image ships the brick, grass and gravel textures inside its wheel, so this needs no network.
 Each subset gets normal training crops, and test crops at levels 0-3 whose defect (a blotch of
 shifted intensity with a scratch through it) grows in size and contrast with the level.
+Every defect's pixels (ellipse + scratch) are written as a ground-truth mask in the MVTec/VisA
+convention, `<subset>/ground_truth/<folder>/<name>_mask.png` (0 / 255), so the area analysis of
+`mmad report` (paper RQ3) runs offline; normal images get no mask, as in MVTec AD.
 """
 
 from __future__ import annotations
@@ -33,7 +36,15 @@ def _crop(texture: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
 
 
 def _add_defect(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    return _defect_with_mask(image, level, rng)[0]
+
+
+def _defect_with_mask(image: np.ndarray, level: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The image with a defect, and the defect's pixels as a boolean mask (same random draws as
+    before masks existed, so the images are unchanged)."""
     size = image.shape[0]
+    mask = np.zeros(image.shape, dtype=bool)
     low, high, contrast = DEFECT[level]
     radius = rng.uniform(low, high) * size
     cy, cx = rng.uniform(radius, size - radius, 2)
@@ -42,6 +53,7 @@ def _add_defect(image: np.ndarray, level: int, rng: np.random.Generator) -> np.n
                           rotation=rng.uniform(0, np.pi))
     out = image.copy()
     out[rr, cc] = out[rr, cc] * 0.5 + (128 + sign * contrast)
+    mask[rr, cc] = True
     angle = rng.uniform(0, np.pi)
     length = radius * 2.2
     r0, c0 = cy - np.sin(angle) * length / 2, cx - np.cos(angle) * length / 2
@@ -49,13 +61,19 @@ def _add_defect(image: np.ndarray, level: int, rng: np.random.Generator) -> np.n
     lr, lc = draw.line(*(int(np.clip(v, 0, size - 1)) for v in (r0, c0, r1, c1)))
     for offset in range(max(1, level)):
         out[np.clip(lr + offset, 0, size - 1), lc] = 255 if sign < 0 else 0
-    return np.clip(out, 0, 255)
+        mask[np.clip(lr + offset, 0, size - 1), lc] = True
+    return np.clip(out, 0, 255), mask
 
 
 def _save(array: np.ndarray, path: Path, tint: tuple[float, float, float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rgb = np.stack([array * t for t in tint], axis=-1)
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
+
+
+def _save_mask(mask: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(path)  # 2-D uint8 = mode L
 
 
 def synthesize(root: Path, *, train: int = 20, per_level: int = 10, size: int = 224,
@@ -74,9 +92,10 @@ def synthesize(root: Path, *, train: int = 20, per_level: int = 10, size: int = 
             folder = "good_level_0" if level == 0 else f"defect_level_{level}"
             for i in range(per_level):
                 image = _crop(texture, size, rng)
-                if level:
-                    image = _add_defect(image, level, rng)
                 rel = f"{folder}/{i:03d}.png"
+                if level:
+                    image, mask = _defect_with_mask(image, level, rng)
+                    _save_mask(mask, base / "ground_truth" / folder / f"{i:03d}_mask.png")
                 _save(image, base / "test" / rel, tint)
                 rows.append((rel, float(level), None))
         template = root / "template" / f"{DATASET}_{name}_template.csv"

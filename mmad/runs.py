@@ -1,0 +1,107 @@
+"""Runs as the report sees them: result files grouped by run, with run.json and a family.
+
+A run is one model or detector with one set of settings. Its name is run.json's `run`, else the
+result files' name prefix (`<run>_<dataset>_<subset>.csv`). Its family decides the paper's
+"best MLLM" / "best conventional" marks: run.json `kind` ("mllm" / "detector"); without run.json,
+a JSONL whose records say `source == "local"` (written by the detectors) makes a detector;
+anything else is "unknown" (never guessed from a name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mmad.analysis import SubsetRecord, evaluate_table
+from mmad.datasets import discover
+from mmad.errors import DataError
+from mmad.results import JsonlLog, ResultTable, find_result_files, known_pairs, read_result_file
+from mmad.runinfo import read_run_info
+
+FAMILIES = {"mllm": "MLLM", "detector": "conventional", "unknown": "unknown"}
+CORRUPT_KEYS = ("corrupt", "corrupt_references")
+
+
+@dataclass(frozen=True)
+class Run:
+    """The result tables of one run, its run.json (None when absent) and its family."""
+
+    name: str
+    family: str  # "mllm" | "detector" | "unknown"
+    info: dict | None
+    tables: tuple[ResultTable, ...]
+
+    @property
+    def settings(self) -> dict:
+        return dict((self.info or {}).get("settings") or {})
+
+    @property
+    def corrupt(self) -> str | None:
+        return self.settings.get("corrupt") or None
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(t.source.parent for t in self.tables))
+
+
+def sidecar_records(table: ResultTable) -> list[dict]:
+    """The JSONL records written beside a result CSV (empty for reference-code CSVs)."""
+    return JsonlLog.read(table.source.with_suffix(".jsonl"))
+
+
+def run_family(info: dict | None, tables: Sequence[ResultTable]) -> str:
+    if info is not None:
+        kind = info.get("kind")
+        return kind if kind in ("mllm", "detector") else "unknown"
+    for table in tables:
+        records = sidecar_records(table)
+        if records and all(r.get("source") == "local" for r in records):
+            return "detector"
+    return "unknown"
+
+
+def load_runs(inputs: Sequence[Path], *, data_root: Path | None = None) -> list[Run]:
+    """Every run among the result files named or found in folders, in first-seen order.
+
+    A run is one name in one folder; two folders holding the same run name (e.g. two copies of a
+    run) are told apart by the folder name: `name (folder)`. A run with two files for one subset
+    is an error.
+    """
+    extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
+    pairs = known_pairs(extra)
+    groups: dict[tuple[str, Path], list[ResultTable]] = {}
+    infos: dict[tuple[str, Path], dict | None] = {}
+    seen: set[Path] = set()
+    for path in find_result_files(list(inputs)):
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        table = read_result_file(path, pairs=pairs)
+        info = read_run_info(path.parent)
+        name = str(info.get("run") or table.run) if info else table.run
+        key = (name, path.parent.resolve())
+        groups.setdefault(key, []).append(table)
+        infos[key] = info
+    names = [name for name, _ in groups]
+    runs = []
+    for (name, folder), tables in groups.items():
+        label = f"{name} ({folder.name})" if names.count(name) > 1 else name
+        _check_unique_subsets(label, tables)
+        runs.append(Run(label, run_family(infos[(name, folder)], tables), infos[(name, folder)], tuple(tables)))
+    return runs
+
+
+def _check_unique_subsets(name: str, tables: Sequence[ResultTable]) -> None:
+    seen: dict[tuple[str, str], Path] = {}
+    for table in tables:
+        key = (table.dataset, table.subset)
+        if key in seen:
+            raise DataError(f"run {name!r} has two result files for {table.dataset}/{table.subset}: "
+                            f"{seen[key]} and {table.source}")
+        seen[key] = table.source
+
+
+def evaluate_runs(runs: Sequence[Run], *, ties: str = "half") -> list[SubsetRecord]:
+    """One SubsetRecord per run and subset (the metrics core via mmad.analysis), named by run."""
+    return [replace(evaluate_table(table, ties=ties), run=run.name) for run in runs for table in run.tables]
