@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("-q", "--quiet", action="store_true")
     _detector_options(bl)
     bl.set_defaults(func=cmd_baseline)
+    from mmad.cli_compare import register as register_compare
+    register_compare(sub)
     return parser
 
 
