@@ -48,18 +48,8 @@ def load_run(source: Path) -> RunData:
     folder that mixes the files of several runs."""
     source = Path(source)
     info = read_run_info(source)
-    tables: dict[SubsetKey, ResultTable] = {}
-    records: dict[SubsetKey, dict[str, dict]] = {}
-    for path in find_result_files([source]):
-        table = read_result_file(path)
-        key = (table.dataset, table.subset)
-        if key in tables:
-            raise DataError(f"{path}: {table.dataset}/{table.subset} is also in {tables[key].source}; "
-                            f"one run has one result file per subset")
-        _refuse_duplicate_paths(table)
-        tables[key] = table
-        records[key] = final_records(JsonlLog.read(path.with_suffix(".jsonl")))
-    labels = sorted({t.run for t in tables.values()})
+    found = [read_result_file(path) for path in find_result_files([source])]
+    labels = sorted({t.run for t in found})
     if info is not None and info.get("run"):
         label = str(info["run"])
     elif len(labels) == 1:
@@ -67,6 +57,16 @@ def load_run(source: Path) -> RunData:
     else:
         raise DataError(f"{source}: holds the result files of several runs ({', '.join(labels)}); "
                         f"name one run folder")
+    tables: dict[SubsetKey, ResultTable] = {}
+    records: dict[SubsetKey, dict[str, dict]] = {}
+    for table in found:
+        key = (table.dataset, table.subset)
+        if key in tables:
+            raise DataError(f"{table.source}: {table.dataset}/{table.subset} is also in {tables[key].source}; "
+                            f"one run has one result file per subset")
+        _refuse_duplicate_paths(table)
+        tables[key] = table
+        records[key] = final_records(JsonlLog.read(table.source.with_suffix(".jsonl")))
     return RunData(label, source, info, tables, records)
 
 
