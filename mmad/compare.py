@@ -18,7 +18,9 @@ metrics is not a win); ties are dropped by both rank tests, as scipy does by def
 from __future__ import annotations
 
 import math
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,14 +193,19 @@ def compare_runs(base: Path, others: Sequence[Path], *, ties: str = "half", n_bo
     repeats = _repeat_groups(runs, load_runs(noise) if noise else [], ties)
     comparisons = [Comparison(base_run.label, o.label, [], [], {}, {}) for o in other_runs]
     resampled: list[dict[SubsetKey, dict[str, np.ndarray]]] = [{} for _ in other_runs]
+    tasks = []
     for key in sorted(base_run.tables):
         groups: dict[tuple[int, ...], list[tuple[int, Paired]]] = {}
         for index, other in enumerate(other_runs):
             if key in other.tables:
                 paired = pair_subset(base_run, other, key, comparisons[index].dropped)
                 groups.setdefault(paired.rows, []).append((index, paired))
-        for members in groups.values():
-            _compare_subset(key, members, comparisons, resampled, n_boot, seed, ties)
+        tasks.extend((key, members) for members in groups.values())
+    # numpy releases the GIL in the heavy loops: subsets are bootstrapped on all cores, in threads
+    with ThreadPoolExecutor(max_workers=min(len(tasks), os.cpu_count() or 1) or 1) as pool:
+        boots = list(pool.map(lambda task: _bootstrap(task[1], n_boot, _seed(seed, *task[0]), ties), tasks))
+    for (key, members), boot in zip(tasks, boots):
+        _record(key, members, boot, comparisons, resampled)
     for index, other in enumerate(other_runs):
         comparison = comparisons[index]
         _count_unpaired(base_run, other, comparison)
@@ -213,16 +220,21 @@ def compare_runs(base: Path, others: Sequence[Path], *, ties: str = "half", n_bo
     return ComparisonReport([summarize_run(r) for r in runs], comparisons, repeats, n_boot, seed, ties)
 
 
-def _compare_subset(key: SubsetKey, members: list[tuple[int, Paired]], comparisons: list[Comparison],
-                    resampled: list[dict], n_boot: int, seed: int, ties: str) -> None:
+def _bootstrap(members: list[tuple[int, Paired]], n_boot: int, seed: list[int], ties: str) -> dict | None:
     """One resample for every other run paired on the same items: the base is bootstrapped once."""
     first = members[0][1]
     if not first.rows:
+        return None
+    scores = {"base": first.base, **{str(index): paired.other for index, paired in members}}
+    return stats.bootstrap_runs(first.levels, scores, n_boot=n_boot, seed=seed, ties=ties)
+
+
+def _record(key: SubsetKey, members: list[tuple[int, Paired]], boot: dict | None, comparisons: list[Comparison],
+            resampled: list[dict]) -> None:
+    if boot is None:
         for index, _ in members:
             comparisons[index].empty_subsets.append(f"{key[0]}/{key[1]}")
         return
-    scores = {"base": first.base, **{str(index): paired.other for index, paired in members}}
-    boot = stats.bootstrap_runs(first.levels, scores, n_boot=n_boot, seed=_seed(seed, *key), ties=ties)
     for index, paired in members:
         results, arrays = {}, {}
         for metric in stats.METRICS:

@@ -173,8 +173,23 @@ def _cost(run: RunData, finals: Sequence[dict], prices) -> tuple[float | None, s
     price = prices.lookup(str(model))
     if price is None:
         return None, f"model {model!r} is not in the price table"
-    total = sum(price.cost(_numeric_usage(r.get("usage")), batch=r.get("source") == "batch") for r in finals)
+    total = sum(price.cost(usage, batch=batch) for batch, usage in _usage_totals(finals).items())
     return total, f"{price.name} prices"
+
+
+def _usage_totals(finals: Sequence[dict]) -> dict[bool, dict[str, int]]:
+    """Usage summed per pricing (batch or not). `ModelPrice.cost` is linear except that uncached
+    input is max(input - cached - written, 0) per answer, so that part is summed per answer."""
+    totals: dict[bool, Counter] = {}
+    for record in finals:
+        usage = _numeric_usage(record.get("usage"))
+        total = totals.setdefault(record.get("source") == "batch", Counter())
+        cached, written = usage.get("cached_input_tokens", 0), usage.get("cache_write_tokens", 0)
+        total["input_tokens"] += max(usage.get("input_tokens", 0) - cached - written, 0) + cached + written
+        total["cached_input_tokens"] += cached
+        total["cache_write_tokens"] += written
+        total["output_tokens"] += usage.get("output_tokens", 0)
+    return {batch: dict(total) for batch, total in totals.items()}
 
 
 def _numeric_usage(usage) -> dict[str, int]:

@@ -76,36 +76,38 @@ class RankedRun:
     """One run's rows sorted by score once; every resample's metrics are read off this order."""
 
     n: int
+    levels: int  # distinct levels
+    runs: int  # distinct scores
     has_normal: bool  # level 0 is present (AUROC is level 0 vs the rest)
     members: tuple[np.ndarray, ...]  # per distinct level (ascending): its rows in score order
     pairs: tuple[_LevelPair, ...]
-    tie_order: np.ndarray | None  # rows in score order, when some scores tie
-    tie_starts: np.ndarray | None  # where each run of equal scores starts in tie_order
+    cell_order: np.ndarray  # rows sorted by (score, level)
+    cell_starts: np.ndarray  # where each non-empty (score, level) cell starts in cell_order
+    cells: np.ndarray  # its flat index score_rank * levels + level_rank
+    run_starts: np.ndarray  # where each run of equal scores starts in cell_order
 
 
 def rank_run(levels: np.ndarray, scores: np.ndarray) -> RankedRun:
     """Sort one run's scores and precompute, per pair of levels, where each row's ties begin/end."""
     levels, scores = metrics.check_inputs(levels, scores)
-    order = np.argsort(scores, kind="stable")
-    ordered = scores[order]
-    n = ordered.size
-    breaks = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    starts = np.concatenate(([0], breaks)).astype(np.int64)
-    sizes = np.diff(np.concatenate((starts, [n]))) if n else np.zeros(0, dtype=np.int64)
-    run_start = np.repeat(starts, sizes) if n else starts
-    run_end = run_start + np.repeat(sizes, sizes) if n else starts
-    sorted_levels = levels[order]
-    values = np.unique(levels)
-    positions = [np.flatnonzero(sorted_levels == value) for value in values]
+    values, level_rank = np.unique(levels, return_inverse=True)
+    distinct, score_rank = np.unique(scores, return_inverse=True)
+    order = np.lexsort((level_rank, score_rank))  # by score, then level
+    key = (score_rank * values.size + level_rank)[order]
+    cell_starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1]))) if key.size else key
+    sorted_rank = score_rank[order]
+    run_start = np.searchsorted(sorted_rank, sorted_rank, side="left")
+    run_end = np.searchsorted(sorted_rank, sorted_rank, side="right")
+    run_starts = np.flatnonzero(np.concatenate(([True], sorted_rank[1:] != sorted_rank[:-1]))) if key.size else key
+    positions = [np.flatnonzero(level_rank[order] == g) for g in range(values.size)]
     pairs = []
     for high in range(1, values.size):
         for low in range(high):
             below = np.searchsorted(positions[low], run_start[positions[high]])
             upto = np.searchsorted(positions[low], run_end[positions[high]])
             pairs.append(_LevelPair(low, high, below, upto if np.any(upto != below) else None))
-    tied = bool(n) and int(sizes.max()) > 1
-    return RankedRun(n, bool(values.size) and values[0] == 0, tuple(order[p] for p in positions), tuple(pairs),
-                     order if tied else None, starts if tied else None)
+    return RankedRun(scores.size, values.size, distinct.size, bool(values.size) and values[0] == 0,
+                     tuple(order[p] for p in positions), tuple(pairs), order, cell_starts, key[cell_starts], run_starts)
 
 
 def weighted_metrics(run: RankedRun, weights: np.ndarray, *, ties: str = "half") -> dict[str, np.ndarray]:
@@ -117,19 +119,20 @@ def weighted_metrics(run: RankedRun, weights: np.ndarray, *, ties: str = "half")
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.shape[1] != run.n:
         raise ValueError(f"weights must be B x {run.n}, not {weights.shape}")
-    step = max(1, _CHUNK_CELLS // max(run.n, 1))
-    parts = [_weighted_metrics(run, weights[i:i + step], ties) for i in range(0, weights.shape[0], step)]
+    by_cells = run.runs * run.levels <= run.n  # few distinct scores (MLLM answers): count per cell
+    step = max(1, _CHUNK_CELLS // max(run.n, run.runs * run.levels if by_cells else 1, 1))
+    count = _counts_by_cells if by_cells else _counts_by_pairs
+    parts = [_finish(run, *count(run, weights[i:i + step]), ties) for i in range(0, weights.shape[0], step)]
     return {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0) for key in METRICS}
 
 
-def _weighted_metrics(run: RankedRun, weights: np.ndarray, ties: str) -> dict[str, np.ndarray]:
+def _counts_by_pairs(run: RankedRun, weights: np.ndarray) -> tuple[np.ndarray, ...]:
     """How it works: for a pair of levels (low, high), the rows of the low level in score order
     have a running weighted count (cumulative sum of their weights). A high-level row with k
     low-level rows strictly below its score wins against exactly the weight cum[k]; with u rows at
     or below, it ties with cum[u] - cum[k]. Summing weight(row) x cum[...] over the high level's
     rows gives the weighted concordant and tied counts of the pair: O(B x n) per level pair, one
-    sort per run shared by all resamples. Totals per level are sums of weights, and tau-b's score
-    ties are the pairs within each run of equal scores, weight t -> t(t - 1)/2."""
+    sort per run shared by all resamples."""
     rows = weights.shape[0]
     by_level = [weights[:, members] for members in run.members]
     cumulative = []
@@ -137,8 +140,7 @@ def _weighted_metrics(run: RankedRun, weights: np.ndarray, ties: str) -> dict[st
         cum = np.zeros((rows, level_weights.shape[1] + 1))
         np.cumsum(level_weights, axis=1, out=cum[:, 1:])
         cumulative.append(cum)
-    concordant, tied = np.zeros(rows), np.zeros(rows)
-    normal_won, normal_tied = np.zeros(rows), np.zeros(rows)
+    concordant, tied, normal_won, normal_tied = (np.zeros(rows) for _ in range(4))
     for pair in run.pairs:
         mine = by_level[pair.high]
         won = np.einsum("ij,ij->i", mine, cumulative[pair.low][:, pair.below])
@@ -146,19 +148,51 @@ def _weighted_metrics(run: RankedRun, weights: np.ndarray, ties: str) -> dict[st
                 if pair.upto is not None else 0.0)
         concordant += won
         tied += draw
-        if pair.low == 0 and run.has_normal:
+        if pair.low == 0:
             normal_won += won
             normal_tied += draw
     totals = np.stack([w.sum(axis=1) for w in by_level], axis=1) if by_level else np.zeros((rows, 0))
+    if run.runs < run.n:  # some scores tie: weight per run of equal scores
+        score_ties = _within(np.add.reduceat(weights[:, run.cell_order], run.run_starts, axis=1))
+    else:
+        score_ties = _within(weights)
+    return concordant, tied, normal_won, normal_tied, totals, score_ties
+
+
+def _counts_by_cells(run: RankedRun, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """With few distinct scores: M[b, r, g] = weight of level g at the r-th score (one reduceat).
+    Rows of level g at score r beat the weight of lower levels at lower scores (two exclusive
+    cumulative sums, over scores then levels) and tie with lower levels at the same score."""
+    cells = _by_score(run, np.add.reduceat(weights[:, run.cell_order], run.cell_starts, axis=1))
+    below = np.cumsum(cells, axis=1) - cells  # same level, lower scores
+    lower = np.cumsum(below, axis=2) - below  # lower levels, lower scores
+    same_score = np.cumsum(cells, axis=2) - cells  # lower levels, same score
+    concordant = np.einsum("brg,brg->b", cells, lower)
+    tied = np.einsum("brg,brg->b", cells, same_score)
+    normal_won = np.einsum("brg,br->b", cells[:, :, 1:], below[:, :, 0])
+    normal_tied = np.einsum("brg,br->b", cells[:, :, 1:], cells[:, :, 0])
+    return concordant, tied, normal_won, normal_tied, cells.sum(axis=1), _within(cells.sum(axis=2))
+
+
+def _by_score(run: RankedRun, per_cell: np.ndarray) -> np.ndarray:
+    """Per-cell sums (B x non-empty cells) spread into B x scores x levels."""
+    full = np.zeros((per_cell.shape[0], run.runs * run.levels))
+    full[:, run.cells] = per_cell
+    return full.reshape(per_cell.shape[0], run.runs, run.levels)
+
+
+def _within(weights: np.ndarray) -> np.ndarray:
+    """Pairs inside each group of total weight t: t(t - 1)/2, summed per row."""
+    return (weights * (weights - 1) / 2).sum(axis=1)
+
+
+def _finish(run: RankedRun, concordant, tied, normal_won, normal_tied, totals, score_ties, ties: str):
+    """The three ratios from the weighted pair counts (totals per level, tau-b's tie totals)."""
+    rows = concordant.shape[0]
     total = totals.sum(axis=1)
     all_pairs = total * (total - 1) / 2
-    level_ties = (totals * (totals - 1) / 2).sum(axis=1)
+    level_ties = _within(totals)
     cross = (total * total - (totals * totals).sum(axis=1)) / 2
-    if run.tie_order is not None:
-        runs = np.add.reduceat(weights[:, run.tie_order], run.tie_starts, axis=1)
-    else:
-        runs = weights
-    score_ties = (runs * (runs - 1) / 2).sum(axis=1)
     half = 0.5 if ties == "half" else 0.0
     normal = totals[:, 0] if run.has_normal else np.zeros(rows)
     with np.errstate(divide="ignore", invalid="ignore"):

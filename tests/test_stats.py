@@ -11,14 +11,16 @@ from scipy import stats as scipy_stats
 from mmad import metrics, stats
 
 
-def _fixture(seed: int = 0, n_levels: int = 4, per_level: int = 12, tied: bool = True):
+def _fixture(seed: int = 0, n_levels: int = 4, per_level: int = 12, tied: str = "many"):
     rng = np.random.default_rng(seed)
     levels = np.repeat(np.arange(n_levels), per_level + rng.integers(0, 5, n_levels))
     shared = rng.normal(0, 1, levels.size)
     a = levels * 0.7 + shared + rng.normal(0, 1, levels.size)
     b = levels * 0.7 + shared + rng.normal(0, 1, levels.size)
-    if tied:  # MLLM-like: 0-100 in steps of 10, many ties within and across levels
+    if tied == "many":  # MLLM-like: 0-100 in steps of 10, many ties within and across levels
         a, b = (np.clip(np.round((x * 12 + 30) / 10) * 10, 0, 100) for x in (a, b))
+    elif tied == "some":
+        a, b = np.round(a, 1), np.round(b, 1)
     return levels, a, b
 
 
@@ -31,9 +33,14 @@ def _slow(levels, scores, ties):
 
 
 @pytest.mark.parametrize("ties", ["half", "strict"])
-@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("tied", ["many", "some", "none"])
 def test_paired_bootstrap_equals_slow_loop_over_explicit_copies(ties, tied):
     levels, a, b = _fixture(seed=3, tied=tied)
+    ranked = stats.rank_run(levels, a)
+    # "many": few distinct scores, counted per (score, level) cell; otherwise per pair of levels,
+    # with ("some") and without ("none") scores shared across levels
+    assert (ranked.runs * ranked.levels <= ranked.n) == (tied == "many")
+    assert any(p.upto is not None for p in ranked.pairs) == (tied != "none")
     n_boot, seed = 60, 11
     result = stats.paired_bootstrap(levels, a, b, n_boot=n_boot, seed=seed, ties=ties)
     index = stats.stratified_indices(levels, n_boot, seed)  # the same resamples, as row indices
