@@ -11,7 +11,10 @@ from pathlib import Path
 from rich.table import Table
 
 from mmad.cli_output import console, err_console, percent, tau
+from mmad.compare_text import METRIC_NAMES, format_difference, format_p
 from mmad.errors import ConfigError
+from mmad.noise import scope_name
+from mmad.stats import METRICS
 
 MIN_RESAMPLES = 100
 
@@ -119,16 +122,15 @@ def _value(metric: str, value: float) -> str:
 
 
 def _diff(metric: str, r) -> str:
-    from mmad.compare import format_difference
     return (f"{format_difference(metric, r.diff, digits=2)} [{format_difference(metric, r.low, digits=2)}, "
             f"{format_difference(metric, r.high, digits=2)}]")
 
 
 SHORT = {"auroc": "AUC", "c_index": "C", "kendall_tau_b": "tau"}
+UNIT = {"auroc": " pts", "c_index": " pts", "kendall_tau_b": ""}
 
 
 def subset_rows(comparison) -> tuple[list[str], list[list[str]]]:
-    from mmad.compare import METRIC_NAMES, format_p
     header = ["dataset", "subset", "n", "metric", "base", "other", "Δ [95% CI]", "p", "p Holm", "noise band"]
     rows = []
     for result in comparison.subsets:
@@ -140,7 +142,6 @@ def subset_rows(comparison) -> tuple[list[str], list[list[str]]]:
 
 
 def _band(metric: str, r) -> str:
-    from mmad.compare import format_difference
     if r.noise is None:
         return "—"
     mark = "exceeded" if r.noise.exceeded_by(r.diff) else "within"
@@ -148,8 +149,6 @@ def _band(metric: str, r) -> str:
 
 
 def pooled_rows(comparison) -> tuple[list[str], list[list[str]]]:
-    from mmad.compare import METRIC_NAMES, format_difference, format_p
-    from mmad.noise import scope_name
     header = ["scope", "metric", "subsets", "base", "other", "Δ [95% CI]", "p Holm", "Wilcoxon p Holm",
               "sign p Holm", "W/T/L", "noise band"]
     rows = []
@@ -184,8 +183,8 @@ def run_rows(runs) -> tuple[list[str], list[list[str]]]:
         statuses = ", ".join(f"{name} {count}" for name, count in sorted(run.statuses.items()))
         cost = f"{run.cost_usd:.4f}" if run.cost_usd is not None else f"— ({run.cost_note})"
         rows.append([run.label, str(run.items), _share(run.failure_rate), statuses,
-                     f"{run.tokens['input_tokens']:,}", f"{run.tokens['output_tokens']:,}",
-                     f"{run.tokens['cached_input_tokens']:,}", cost,
+                     *(f"{run.tokens[k]:,}" if run.tokens else "—"
+                       for k in ("input_tokens", "output_tokens", "cached_input_tokens")), cost,
                      "—" if run.median_latency_s is None else f"{run.median_latency_s:.2f}"])
     return header, rows
 
@@ -220,10 +219,8 @@ def cmd_noise(args: argparse.Namespace) -> int:
 
 
 def noise_rows(group) -> tuple[list[str], list[list[str]]]:
-    from mmad.compare import format_difference
-    from mmad.stats import METRICS
     header = ["scope", "items", "dropped", "changed", "mean item SD", "median item SD", "max range"] + \
-             [f"{SHORT[m]} SD" for m in METRICS] + [f"{SHORT[m]} range" for m in METRICS]
+             [f"{SHORT[m]} SD{UNIT[m]}" for m in METRICS] + [f"{SHORT[m]} range{UNIT[m]}" for m in METRICS]
     rows = []
     for scope, item in group.scope_items():
         spreads = group.metrics[scope]
@@ -236,7 +233,6 @@ def noise_rows(group) -> tuple[list[str], list[list[str]]]:
 
 
 def _scope(scope: Sequence) -> str:
-    from mmad.noise import scope_name
     return scope_name(tuple(scope))
 
 

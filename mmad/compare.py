@@ -9,7 +9,8 @@ one comparison (base vs one other) is Holm-corrected as one family:
 
     the 3 metrics x every subset with a defined difference (bootstrap p), plus, for each dataset
     with at least 2 such subsets and for the overall mean, per metric: the two-level bootstrap p,
-    the Wilcoxon p and the sign-test p. (A one-subset dataset's mean is that subset: not retested.)
+    the Wilcoxon p and the sign-test p. (A one-subset dataset's mean is that subset, and a
+    one-dataset overall mean is that dataset's: neither is tested twice.)
 
 A subset difference is a tie when it is 0 after rounding to 12 decimals (float noise between equal
 metrics is not a win); ties are dropped by both rank tests, as scipy does by default.
@@ -30,15 +31,14 @@ import numpy as np
 from mmad import metrics, stats
 from mmad.errors import DataError
 from mmad.noise import GroupNoise, NoiseBand, Scope, group_noise, is_repeat_of, noise_band, order_repeats, scope_name
+from mmad.compare_text import verdict_lines
 from mmad.run_data import RunData, RunSummary, SubsetKey, load_runs, summarize_run
 
-METRIC_NAMES = {"auroc": "AUROC", "c_index": "C-index", "kendall_tau_b": "Kendall tau-b"}
 INTERVAL_METHOD = ("percentile 95% interval of the paired stratified bootstrap (n-1 draws per level); "
                    "pooled: two-level bootstrap with shrunken subset effects")
 P_METHOD = "two-sided bootstrap z-test: 2 * Phi(-|diff| / sd of the resampled differences)"
 HOLM_FAMILY = ("one comparison: every subset x metric bootstrap p, plus per metric the bootstrap, Wilcoxon "
                "and sign-test p of each dataset with >= 2 subsets and of the overall mean")
-ALPHA = 0.05
 TIE_DECIMALS = 12
 
 
@@ -277,6 +277,9 @@ def _pooled(subsets: list[ScopeResult], resampled: dict[SubsetKey, dict[str, np.
         if not parts:
             overall[metric] = _undefined(metric)
             continue
+        if len(by_dataset) == 1:  # one dataset: the overall mean is its mean (not retested)
+            overall[metric] = pooled[0].metrics[metric]
+            continue
         draws = np.mean([d for _, d in parts], axis=0)
         means = [_means(defined, metric) for defined, _ in parts]
         everything = [r for defined, _ in parts for r in defined]
@@ -352,55 +355,3 @@ def _attach_noise(comparison: Comparison, groups: list[GroupNoise]) -> None:
     for result in comparison.subsets + comparison.pooled:
         for metric, r in result.metrics.items():
             r.noise = noise_band(groups, result.scope, metric) if groups else None
-
-
-# --------------------------------------------------------------------------- verdicts
-
-def format_difference(metric: str, value: float, signed: bool = True, digits: int = 1) -> str:
-    """AUROC and C-index in points (x100, `digits` decimals), tau-b with `digits` + 2 decimals."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    scaled, places = (value, digits + 2) if metric == "kendall_tau_b" else (100 * value, digits)
-    return f"{scaled:+.{places}f}" if signed else f"{scaled:.{places}f}"
-
-
-def format_p(p: float) -> str:
-    if not math.isfinite(p):
-        return "—"
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def verdict_lines(comparison: Comparison) -> list[str]:
-    """One line per metric and dataset (and overall): the difference, its interval, the Holm p,
-    subsets and wins, what it means at 5%, and how it stands against run-to-run noise."""
-    lines = []
-    for result in comparison.pooled:
-        for metric, r in result.metrics.items():
-            if not math.isfinite(r.diff):
-                continue
-            unit = "" if metric == "kendall_tau_b" else " points"
-            test = r.bootstrap
-            sign = r.sign
-            record = f"{sign.wins} win{'s' * (sign.wins != 1)}" if sign else ""
-            if sign and sign.ties:
-                record += f", {sign.ties} tie{'s' * (sign.ties != 1)}"
-            if sign and sign.losses:
-                record += f", {sign.losses} loss{'es' * (sign.losses != 1)}"
-            if math.isfinite(test.p_holm) and test.p_holm < ALPHA:
-                meaning = f"{comparison.other} is {'higher' if r.diff > 0 else 'lower'}"
-            else:
-                meaning = "no significant difference"
-            lines.append(f"{comparison.other} vs {comparison.base}, {scope_name(result.scope)}: "
-                         f"{METRIC_NAMES[metric]} {format_difference(metric, r.diff)}{unit} "
-                         f"[{format_difference(metric, r.low)}, {format_difference(metric, r.high)}], "
-                         f"p = {format_p(test.p_holm)} (Holm), {result.subsets} subset"
-                         f"{'s' * (result.subsets != 1)}, {record}: {meaning}; {_noise_clause(metric, r)}")
-    return lines
-
-
-def _noise_clause(metric: str, r: MetricResult) -> str:
-    if r.noise is None:
-        return "run-to-run noise not measured"
-    band = format_difference(metric, r.noise.band, signed=False)
-    where = "exceeds" if r.noise.exceeded_by(r.diff) else "within"
-    return f"{where} run-to-run noise (±{band}, {r.noise.repeats} runs, df {r.noise.df})"

@@ -116,7 +116,7 @@ class RunSummary:
     label: str
     items: int
     statuses: dict[str, int]
-    tokens: dict[str, int]
+    tokens: dict[str, int] | None  # None when no record reports usage (detectors, reference folders)
     cost_usd: float | None
     cost_note: str
     median_latency_s: float | None
@@ -157,7 +157,9 @@ def summarize_run(run: RunData, prices=None) -> RunSummary:
                 tokens[name] += int(value)
     latencies = [float(r["latency_s"]) for r in finals if isinstance(r.get("latency_s"), (int, float))]
     cost, note = _cost(run, finals, prices)
-    return RunSummary(run.label, sum(len(t.paths) for t in run.tables.values()), dict(statuses), dict(tokens),
+    reported = any(isinstance(r.get("usage"), dict) and r["usage"] for r in finals)
+    return RunSummary(run.label, sum(len(t.paths) for t in run.tables.values()), dict(statuses),
+                      dict(tokens) if reported else None,
                       cost, note, statistics.median(latencies) if latencies else None)
 
 

@@ -2,12 +2,15 @@
 
 numpy/scipy only; of ours it imports `mmad.metrics` alone.
 
-Paired, stratified bootstrap. A resample draws, within each severity level, as many images as the
-level has, with replacement (every level stays present), and the *same* resample is applied to
-every run being compared, so image difficulty cancels out of the difference. A resample is a row of
-a count matrix W (B x n): W[b, i] = how many times image i was drawn. No data is copied: each run is
-sorted by score once, and the weighted pair counts of every resample come from weighted cumulative
-sums along that one order (see `_weighted_metrics`). A drawn-twice image is two rows tied in both
+Paired, stratified bootstrap. A resample draws images with replacement within each severity level
+(every level stays present), and the *same* resample is applied to every run being compared, so
+image difficulty cancels out of the difference. A level of n images gets n - 1 draws (the "n - 1
+bootstrap"): n draws underestimate a level's variance by (n - 1)/n, which matters for MAD-Bench's
+small levels (6-20 images) and showed as coverage below 95% on null pairs. A resample is a row of a
+count matrix W (B x n): W[b, i] = how many times image i was drawn. No data is copied: each run is
+sorted by score once and the weighted pair counts of every resample come from weighted cumulative
+sums along that order (`_counts_by_pairs`), or, when scores take few values (MLLM answers), from
+per-(score, level) cell totals (`_counts_by_cells`). A drawn-twice image is two rows tied in both
 level and score, exactly as a copied row would be (it counts in tau-b's tie totals).
 
 Intervals and p-values (decisions documented in docs/compare.md, checked for calibration in
@@ -38,9 +41,9 @@ _CHUNK_CELLS = 1 << 19  # resample rows are processed in blocks of about this ma
 # --------------------------------------------------------------------------- resampling
 
 def stratified_indices(levels: np.ndarray, n_boot: int, seed: int | Sequence[int]) -> np.ndarray:
-    """Row indices of each resample (B x n): per level in ascending order, `rng.integers` draws
-    as many of that level's rows as it has. This is *the* definition of a resample; the count
-    matrix below is derived from it."""
+    """Row indices of each resample (B x (n - levels)): per level in ascending order, `rng.integers`
+    draws max(size - 1, 1) of that level's rows. This is *the* definition of a resample; the
+    count matrix below is derived from it (and the tests copy rows by it)."""
     levels = np.asarray(levels)
     rng = np.random.default_rng(seed)
     blocks = []
@@ -276,7 +279,8 @@ def percentile_interval(resampled: np.ndarray, confidence: float = 0.95) -> tupl
 
 
 def z_test_p(observed: float, resampled: np.ndarray) -> float:
-    """Two-sided p of observed / sd(resampled) against a standard normal (0 difference = p 1)."""
+    """Two-sided p of observed / sd(resampled) against a standard normal (0 difference = p 1).
+    Resamples that never vary (a level of one image, identical runs) give NaN: not testable."""
     finite = resampled[np.isfinite(resampled)]
     if not math.isfinite(observed) or finite.size < 2:
         return math.nan
@@ -284,7 +288,7 @@ def z_test_p(observed: float, resampled: np.ndarray) -> float:
         return 1.0
     sd = float(np.std(finite, ddof=1))
     if sd == 0:
-        return 0.0
+        return math.nan
     return math.erfc(abs(observed) / sd / math.sqrt(2))
 
 

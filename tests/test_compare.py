@@ -189,3 +189,14 @@ def test_terminal_output_has_tables_verdicts_and_run_costs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Per subset: industrial-paper vs industrial" in out and "median latency s" in out
     assert "note: run-to-run noise not measured" in out
+
+
+def test_one_dataset_overall_is_that_dataset_and_not_tested_twice(tmp_path):
+    shape = {key: SHAPE[key] for key in SHAPE if key[0] == "mvtec"}
+    base = simulated_run(tmp_path / "a", "a", shape, signal=0.8, seed=1)
+    other = simulated_run(tmp_path / "b", "b", shape, signal=1.2, seed=2)
+    comparison = compare_runs(base, [other], n_boot=100).comparisons[0]
+    dataset, overall = comparison.pooled
+    assert overall.metrics["auroc"] is dataset.metrics["auroc"]
+    assert comparison.family == 3 * 3 + 3 * 3  # subsets x metrics + the dataset's 3 tests x metrics
+    assert not [v for v in comparison.verdicts if ", overall:" in v]
