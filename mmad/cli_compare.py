@@ -39,7 +39,9 @@ def register(sub) -> None:
     nz = sub.add_parser("noise", help="run-to-run noise between repeats of one run (item and metric spread)")
     nz.add_argument("runs", nargs="+", metavar="RUN", help="two or more repeat folders of the same settings")
     nz.add_argument("--ties", choices=("half", "strict"), default="half")
-    nz.add_argument("--json", action="store_true")
+    nz_fmt = nz.add_mutually_exclusive_group()
+    nz_fmt.add_argument("--markdown", action="store_true")
+    nz_fmt.add_argument("--json", action="store_true")
     nz.set_defaults(func=cmd_noise)
 
 
@@ -127,7 +129,6 @@ def _diff(metric: str, r) -> str:
 
 
 SHORT = {"auroc": "AUC", "c_index": "C", "kendall_tau_b": "tau"}
-UNIT = {"auroc": " pts", "c_index": " pts", "kendall_tau_b": ""}
 
 
 def subset_rows(comparison) -> tuple[list[str], list[list[str]]]:
@@ -149,14 +150,15 @@ def _band(metric: str, r) -> str:
 
 
 def pooled_rows(comparison) -> tuple[list[str], list[list[str]]]:
-    header = ["scope", "metric", "subsets", "base", "other", "Δ [95% CI]", "p Holm", "Wilcoxon p Holm",
+    header = ["scope", "metric", "subsets", "base", "other", "Δ [95% CI]", "p", "p Holm", "Wilcoxon p Holm",
               "sign p Holm", "W/T/L", "noise band"]
     rows = []
     for result in comparison.pooled:
         for metric, r in result.metrics.items():
             sign = r.sign
             rows.append([scope_name(result.scope), METRIC_NAMES[metric], str(result.subsets), _value(metric, r.base),
-                         _value(metric, r.other), _diff(metric, r), format_p(r.bootstrap.p_holm),
+                         _value(metric, r.other), _diff(metric, r), format_p(r.bootstrap.p),
+                         format_p(r.bootstrap.p_holm),
                          format_p(r.wilcoxon.p_holm) if r.wilcoxon else "—",
                          format_p(r.sign_test.p_holm) if r.sign_test else "—",
                          f"{sign.wins}/{sign.ties}/{sign.losses}" if sign else "—", _band(metric, r)])
@@ -213,14 +215,15 @@ def cmd_noise(args: argparse.Namespace) -> int:
         return 0
     for group in groups:
         repeats = ", ".join(f"{label} (repeat {index})" for label, index in zip(group.runs, group.repeats))
-        _emit(False, f"Run-to-run noise of {group.label}: {repeats}", *noise_rows(group))
-    err_console.print("note: metric SDs come from as many values as there are repeats (df = repeats - 1)")
+        _emit(args.markdown, f"Run-to-run noise of {group.label}: {repeats}. Item scores: SD and range "
+                             f"across repeats; AUC and C in points", *noise_rows(group))
+    err_console.print("note: each metric SD comes from as many values as there are repeats (df = repeats - 1)")
     return 0
 
 
 def noise_rows(group) -> tuple[list[str], list[list[str]]]:
-    header = ["scope", "items", "dropped", "changed", "mean item SD", "median item SD", "max range"] + \
-             [f"{SHORT[m]} SD{UNIT[m]}" for m in METRICS] + [f"{SHORT[m]} range{UNIT[m]}" for m in METRICS]
+    header = ["scope", "items", "dropped", "changed", "mean SD", "median SD", "max range"] + \
+             [f"{SHORT[m]} SD" for m in METRICS] + [f"{SHORT[m]} range" for m in METRICS]
     rows = []
     for scope, item in group.scope_items():
         spreads = group.metrics[scope]

@@ -85,13 +85,17 @@ def write_run(folder: Path, label: str, subsets: Mapping[tuple[str, str], tuple[
 
 def simulated_run(folder: Path, label: str, shape: Mapping[tuple[str, str], Sequence[int]], *, signal: float,
                   noise: float = 1.0, seed: int = 0, settings: dict | None = None, fail_every: int = 0,
-                  mllm: bool = True) -> Path:
-    """A whole run on the given subsets; every `fail_every`-th image fails (0 = none)."""
+                  mllm: bool = True, repeat: int = 0, jitter: float = 0.0) -> Path:
+    """A whole run on the given subsets; every `fail_every`-th image fails (0 = none). Repeats of
+    one setting share `seed` (its answers) and differ by `jitter` x N(0, 1) drawn per `repeat`
+    (a hosted model at temperature 0 that still changes some answers)."""
     rng = np.random.default_rng(seed)
+    wobble = np.random.default_rng([seed, repeat, 7])
     subsets = {}
     for key, levels_shape in shape.items():
         paths, severity = subset_rows(levels_shape)
-        scores = simulate_scores(severity, difficulty(key, len(paths)), signal=signal, noise=noise, rng=rng, mllm=mllm)
+        shared = difficulty(key, len(paths)) + (jitter * wobble.normal(0, 1, len(paths)) if repeat else 0.0)
+        scores = simulate_scores(severity, shared, signal=signal, noise=noise, rng=rng, mllm=mllm)
         if fail_every:
             scores[fail_every - 1::fail_every] = np.nan
         subsets[key] = (paths, severity, scores)
@@ -104,18 +108,18 @@ DEMO_SHAPE = {key: MADBENCH_SHAPE[key] for key in (
 
 
 def write_demo(out: Path) -> None:
-    """The docs' demo: `industrial` (repeat 0, 1, 2) and `industrial-paper`, whose scores carry more
-    severity signal, both 'gpt-4o'; plus repeats of the paper prompt."""
+    """The docs' demo: `industrial` (repeats 0, 1, 2) and `industrial-paper` (repeats 0, 1), whose
+    scores carry more severity signal, both 'gpt-4o'."""
     settings = {"provider": "openai", "model": "gpt-4o", "prompt": "industrial", "refs": 3, "temperature": 0}
     for repeat in range(3):
         name = "industrial" + (f"+r{repeat}" if repeat else "")
-        simulated_run(out / name, name, DEMO_SHAPE, signal=0.8, seed=10 + repeat, fail_every=97,
-                      settings={**settings, "repeat": repeat})
+        simulated_run(out / name, name, DEMO_SHAPE, signal=0.8, seed=10, fail_every=97, repeat=repeat,
+                      jitter=0.3, settings={**settings, "repeat": repeat})
     paper = {**settings, "prompt": "industrial-paper"}
     for repeat in range(2):
         name = "industrial-paper" + (f"+r{repeat}" if repeat else "")
-        simulated_run(out / name, name, DEMO_SHAPE, signal=0.95, seed=20 + repeat, fail_every=61,
-                      settings={**paper, "repeat": repeat})
+        simulated_run(out / name, name, DEMO_SHAPE, signal=0.95, seed=20, fail_every=61, repeat=repeat,
+                      jitter=0.3, settings={**paper, "repeat": repeat})
 
 
 if __name__ == "__main__":
