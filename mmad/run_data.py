@@ -138,7 +138,6 @@ def summarize_run(run: RunData, prices=None) -> RunSummary:
     tokens summed over the final records, $ when run.json names a priced model (batch answers at
     the batch price), median `latency_s`. `prices` is a `mmad.cost.PriceTable` (loaded when None)."""
     statuses: Counter = Counter()
-    tokens: Counter = Counter({name: 0 for name in TOKEN_FIELDS})
     finals: list[dict] = []
     for key, table in run.tables.items():
         recorded = run.records.get(key, {})
@@ -149,21 +148,15 @@ def summarize_run(run: RunData, prices=None) -> RunSummary:
             else:
                 statuses[str(record.get("status", "unknown"))] += 1
                 finals.append(record)
-    for record in finals:
-        usage = record.get("usage") or {}
-        for name in TOKEN_FIELDS:
-            value = usage.get(name) if isinstance(usage, dict) else None
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                tokens[name] += int(value)
+    usage = _usage_totals(finals)
+    tokens = {name: sum(total[name] for total in usage.values()) for name in TOKEN_FIELDS} if usage else None
     latencies = [float(r["latency_s"]) for r in finals if isinstance(r.get("latency_s"), (int, float))]
-    cost, note = _cost(run, finals, prices)
-    reported = any(isinstance(r.get("usage"), dict) and r["usage"] for r in finals)
-    return RunSummary(run.label, sum(len(t.paths) for t in run.tables.values()), dict(statuses),
-                      dict(tokens) if reported else None,
+    cost, note = _cost(run, finals, usage, prices)
+    return RunSummary(run.label, sum(len(t.paths) for t in run.tables.values()), dict(statuses), tokens,
                       cost, note, statistics.median(latencies) if latencies else None)
 
 
-def _cost(run: RunData, finals: Sequence[dict], prices) -> tuple[float | None, str]:
+def _cost(run: RunData, finals: Sequence[dict], usage: dict[bool, Counter], prices) -> tuple[float | None, str]:
     model = (run.settings or {}).get("model")
     if not model:
         return None, "no model in run.json" if run.info is not None else "no run.json"
@@ -175,27 +168,31 @@ def _cost(run: RunData, finals: Sequence[dict], prices) -> tuple[float | None, s
     price = prices.lookup(str(model))
     if price is None:
         return None, f"model {model!r} is not in the price table"
-    total = sum(price.cost(usage, batch=batch) for batch, usage in _usage_totals(finals).items())
+    total = 0.0
+    for batch, sums in usage.items():
+        # ModelPrice.cost is linear but for uncached input = max(input - cached - written, 0) per
+        # answer; feeding it the per-answer sum of that keeps the total exact
+        billed = {"input_tokens": sums["uncached"] + sums["cached_input_tokens"] + sums["cache_write_tokens"],
+                  "cached_input_tokens": sums["cached_input_tokens"],
+                  "cache_write_tokens": sums["cache_write_tokens"], "output_tokens": sums["output_tokens"]}
+        total += price.cost(billed, batch=batch)
     return total, f"{price.name} prices"
 
 
-def _usage_totals(finals: Sequence[dict]) -> dict[bool, dict[str, int]]:
-    """Usage summed per pricing (batch or not). `ModelPrice.cost` is linear except that uncached
-    input is max(input - cached - written, 0) per answer, so that part is summed per answer."""
+def _usage_totals(finals: Sequence[dict]) -> dict[bool, Counter]:
+    """Token fields summed per pricing (batch or not), plus `uncached` input summed per answer.
+    Records without usage are skipped; non-numeric fields count as 0 (never a crash)."""
     totals: dict[bool, Counter] = {}
     for record in finals:
-        usage = _numeric_usage(record.get("usage"))
+        usage = record.get("usage")
+        if not isinstance(usage, dict) or not usage:
+            continue
+        fields = {name: _tokens(usage.get(name)) for name in (*TOKEN_FIELDS, "cache_write_tokens")}
         total = totals.setdefault(record.get("source") == "batch", Counter())
-        cached, written = usage.get("cached_input_tokens", 0), usage.get("cache_write_tokens", 0)
-        total["input_tokens"] += max(usage.get("input_tokens", 0) - cached - written, 0) + cached + written
-        total["cached_input_tokens"] += cached
-        total["cache_write_tokens"] += written
-        total["output_tokens"] += usage.get("output_tokens", 0)
-    return {batch: dict(total) for batch, total in totals.items()}
+        total.update(fields)
+        total["uncached"] += max(fields["input_tokens"] - fields["cached_input_tokens"] - fields["cache_write_tokens"], 0)
+    return totals
 
 
-def _numeric_usage(usage) -> dict[str, int]:
-    """The numeric token fields of a usage record (anything else is ignored, never a crash)."""
-    if not isinstance(usage, dict):
-        return {}
-    return {k: int(v) for k, v in usage.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+def _tokens(value) -> int:
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0

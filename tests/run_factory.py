@@ -94,7 +94,7 @@ def simulated_run(folder: Path, label: str, shape: Mapping[tuple[str, str], Sequ
     subsets = {}
     for key, levels_shape in shape.items():
         paths, severity = subset_rows(levels_shape)
-        shared = difficulty(key, len(paths)) + (jitter * wobble.normal(0, 1, len(paths)) if repeat else 0.0)
+        shared = difficulty(key, len(paths)) + jitter * wobble.normal(0, 1, len(paths))
         scores = simulate_scores(severity, shared, signal=signal, noise=noise, rng=rng, mllm=mllm)
         if fail_every:
             scores[fail_every - 1::fail_every] = np.nan
