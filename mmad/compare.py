@@ -344,8 +344,8 @@ def _repeat_groups(runs: list[RunData], noise_runs: list[RunData], ties: str) ->
     for extra in noise_runs:
         owner = next((i for i, run in enumerate(runs) if is_repeat_of(run, extra)), None)
         if owner is None:
-            raise DataError(f"{extra.source}: not a repeat of any compared run (its run.json settings, "
-                            f"apart from `repeat`, match none of them)")
+            raise DataError(f"{extra.source}: not a repeat of any compared run (neither its run.json settings "
+                            f"apart from `repeat` nor a `<run>+rN` name match one)")
         members.setdefault(owner, [runs[owner]]).append(extra)
     return [group_noise(order_repeats(group), ties=ties, label=group[0].label) for _, group in sorted(members.items())]
 
