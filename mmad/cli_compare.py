@@ -30,7 +30,8 @@ def register(sub) -> None:
                     help=f"resamples of the paired bootstrap (default 2000, at least {MIN_RESAMPLES})")
     cp.add_argument("--seed", type=_non_negative, default=0)
     cp.add_argument("--noise", nargs="+", default=[], metavar="RUN",
-                    help="repeat folders of the base and/or the others (same settings, another settings.repeat)")
+                    help="repeat folders of the base and/or the others (same settings, another settings.repeat); "
+                         "give it after the runs")
     fmt = cp.add_mutually_exclusive_group()
     fmt.add_argument("--markdown", action="store_true")
     fmt.add_argument("--json", action="store_true")
