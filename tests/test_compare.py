@@ -105,7 +105,7 @@ def test_duplicate_paths_a_subset_twice_and_mixed_runs_are_refused(tmp_path):
     paths, severity = subset_rows((3, 3))
     write_result_csv(tmp_path / "dup" / "m_mvtec_bottle.csv", [(p, s, 1.0) for p, s in zip(paths + paths[:1],
                                                                                              list(severity) + [0])])
-    with pytest.raises(DataError, match=r"duplicate path\(s\) level_0/img00000.png"):
+    with pytest.raises(DataError, match=r"duplicate path\(s\) 'level_0/img00000.png'"):
         load_run(tmp_path / "dup")
     for name in ("m_mvtec_bottle.csv", "sub/m_mvtec_bottle.csv"):
         write_result_csv(tmp_path / "twice" / name, [(p, s, 1.0) for p, s in zip(paths, severity)])
