@@ -139,7 +139,9 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
     for subset, template, train in loaded:
         csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
         if resume and already_done(csv_path, jsonl_path, template.paths):
-            timing = SubsetTiming(subset.label, len(train), len(template), 0.0, 0.0, str(device), 0.0, skipped=True)
+            broken = sum(1 for r in JsonlLog.read(jsonl_path) if r.get("status") == "error")
+            timing = SubsetTiming(subset.label, len(train), len(template), 0.0, 0.0, str(device), 0.0, skipped=True,
+                                  broken=broken)
             report.csv_paths.append(csv_path)
             report.timings.append(timing)
             if on_subset:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from mmad import config
 from mmad.cli_output import err_console
-from mmad.cli_options import (HelpFormatter, add_data_options, add_detector_options, add_engine_options,
+from mmad.cli_options import (HelpFormatter, Parser, add_data_options, add_detector_options, add_engine_options,
                               add_job_options, bootstrap_count, corruption, listed, nonneg_int, positive_int,
                               refs_count)
 from mmad.errors import MmadError
@@ -31,7 +31,7 @@ def _data_parsers(sub) -> None:
         p.set_defaults(func=func)
         if name == "check":
             add_data_options(p)
-            p.add_argument("--refs", type=refs_count, default=3)
+            p.add_argument("--refs", type=refs_count, default=3, help="reference images to check per subset")
             p.add_argument("--workers", type=positive_int, default=4, help="decoding threads")
             continue
         p.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
@@ -94,7 +94,7 @@ def _eval_parsers(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from mmad.cli_detect import cmd_baseline
     from mmad.cli_score import cmd_score
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mmad", description="Measure how well anomaly scores follow anomaly severity (MAD-Bench): "
                                  "score datasets with MLLMs or conventional detectors, then evaluate.",
         formatter_class=HelpFormatter)

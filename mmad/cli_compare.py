@@ -39,7 +39,8 @@ def register(sub) -> None:
 
     nz = sub.add_parser("noise", help="run-to-run noise between repeats of one run (item and metric spread)")
     nz.add_argument("runs", nargs="+", metavar="RUN", help="two or more repeat folders of the same settings")
-    nz.add_argument("--ties", choices=("half", "strict"), default="half")
+    nz.add_argument("--ties", choices=("half", "strict"), default="half",
+                    help="tied scores across levels: half credit (reference stack) or none (paper)")
     nz_fmt = nz.add_mutually_exclusive_group()
     nz_fmt.add_argument("--markdown", action="store_true")
     nz_fmt.add_argument("--json", action="store_true")

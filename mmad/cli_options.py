@@ -11,6 +11,13 @@ import math
 from mmad import config, datasets
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad arguments are one line (and exit 2), not a page of usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Shows every option's default: the value, or the help text's own words for computed ones."""
 
@@ -167,7 +174,7 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
     sc.add_argument("--temperature", action="append", type=listed(temperature),
                     help="sampling temperature(s), grid (default: 0)")
-    sc.add_argument("--max-tokens", type=positive_int, default=300)
+    sc.add_argument("--max-tokens", type=positive_int, default=300, help="answer length cap sent with each request")
     sc.add_argument("--max-height", action="append", type=listed(max_height),
                     help="image preparation, grid: auto (the scripts' rule per family: 512 px for industrial and "
                          "medical, the original bytes for multidog), original, or a height in pixels (default: auto)")
@@ -179,7 +186,8 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--repeats", type=positive_int, default=1,
                     help="independent answers per job at identical settings (noise floor; every repeat is paid)")
     sc.add_argument("--sample", type=positive_int, help="score a stratified sample of N images per subset")
-    sc.add_argument("--seed", type=int, default=0, help="seed of --sample (and of the detectors)")
+    sc.add_argument("--seed", type=int, default=0,
+                    help="seed of --sample" + (" and of the detectors" if detectors else ""))
     sc.add_argument("--experiment", help="an experiment file of variants ([[variant]] tables or a [grid])")
     sc.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     sc.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
@@ -212,9 +220,10 @@ def add_engine_options(sc: argparse.ArgumentParser) -> None:
 
 def add_detector_options(parser: argparse.ArgumentParser, *, with_seed: bool = True) -> None:
     group = parser.add_argument_group("conventional detectors (patchcore, padim, rd)")
-    group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                       help="auto = CUDA when present, else CPU")
     group.add_argument("--image-size", type=image_size, default=224, help="images are resized to this square size")
-    group.add_argument("--batch-size", type=positive_int, default=16)
+    group.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     if with_seed:
         group.add_argument("--seed", type=int, default=0)
     group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),

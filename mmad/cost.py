@@ -127,14 +127,17 @@ def estimate_plans(plans: list, provider: str, model: str, price: ModelPrice | N
 class CostMeter:
     """Spend so far, worst cases reserved by requests in flight, and the --max-cost stop.
 
-    A request reserves its *worst case* (every input token at the dearer of the plain and
-    cache-write prices, and `max_tokens` of output) right before it is sent, and is sent only if
-    spent + reserved + that worst case stays within the budget: the budget can never be passed.
-    Near the budget, requests wait for those in flight to settle (their reservations turn into
-    actual, smaller costs) rather than stop; the run stops when nothing is in flight and the next
-    worst case does not fit. It may therefore stop up to one worst-case request short of the
-    budget. The *expected* cost (with the prompt caching it will get, outputs at the running mean
-    of observed ones after three answers) is what the summary compares the actual spend with.
+    A request reserves its *worst case* right before it is sent, and is sent only if spent +
+    reserved + that worst case stays within the budget. The worst case prices the input exactly
+    (its tokens are counted as the provider bills them; with Anthropic prompt caching the prefix
+    at the cache-write price, in case it is not served from the cache) and the output at
+    `max_tokens` until the first answer arrives, then at twice the longest answer so far (never
+    above `max_tokens`). Near the budget, requests wait for those in flight to settle
+    (their reservations turn into actual, smaller costs) rather than stop; the run stops when
+    nothing is in flight and the next worst case does not fit, so it stops at most one worst
+    case short of the budget, and passes it only if a last answer is more than twice as long as
+    every earlier one. The *expected* cost (with the prompt caching it will get, outputs at the
+    running mean after three answers) is what the summary compares the actual spend with.
     """
 
     price: ModelPrice | None
@@ -171,12 +174,18 @@ class CostMeter:
         total, _ = self.counter.request(request, sizes)
         return self.price.cost({"input_tokens": total, "output_tokens": self._output(family)}, batch=self.batch)
 
+    def output_bound(self, max_tokens: int) -> int:
+        """`max_tokens` until an answer is seen, then twice the longest answer so far (capped)."""
+        return min(max_tokens, 2 * max(self._outputs)) if self._outputs else max_tokens
+
     def worst_case(self, request: Request, sizes: Mapping[str, tuple[int, int]]) -> float:
         if self.price is None:
             return 0.0
-        total, _ = self.counter.request(request, sizes)
-        per_input = max(self.price.input, self.price.cache_write)
-        dollars = (total * per_input + request.max_tokens * self.price.output) / 1e6
+        total, prefix = self.counter.request(request, sizes)
+        provider = self.provider or self.counter.provider
+        written = cacheable(prefix, provider, request.model) if self.caching and provider == "anthropic" else 0
+        dollars = ((total - written) * self.price.input + written * max(self.price.input, self.price.cache_write)
+                   + self.output_bound(request.max_tokens) * self.price.output) / 1e6
         return dollars * (self.price.batch if self.batch else 1.0)
 
     def fits(self, worst: float) -> bool:

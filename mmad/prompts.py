@@ -51,11 +51,16 @@ class PromptTemplate:
 def load_prompt(name_or_file: str, prompts_dir: Path) -> PromptTemplate:
     """A prompt by name (`prompts/<name>.toml`) or by file path."""
     path = Path(name_or_file)
-    if path.suffix != ".toml" or not path.exists():
+    if path.suffix == ".toml":  # a file of your own
+        if not path.is_file():
+            raise ConfigError(f"prompt file {path} not found")
+    else:
+        if not prompts_dir.is_dir():
+            raise ConfigError(f"prompt folder {prompts_dir} does not exist (--prompts-dir or $MMAD_PROMPTS_DIR)")
         path = prompts_dir / f"{name_or_file}.toml"
-    if not path.is_file():
-        names = ", ".join(sorted(p.stem for p in prompts_dir.glob("*.toml")))
-        raise ConfigError(f"unknown prompt {name_or_file!r}: no file {path}; available: {names}")
+        if not path.is_file():
+            names = ", ".join(sorted(p.stem for p in prompts_dir.glob("*.toml"))) or "none"
+            raise ConfigError(f"unknown prompt {name_or_file!r}: no file {path}; available: {names}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

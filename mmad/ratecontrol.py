@@ -92,7 +92,7 @@ class RateControl:
         self.rate_limited = 0  # 429s seen
         self._last_decrease = -math.inf
         self._last_429 = -math.inf
-        self._last_recovery = None
+        self._last_recovery = -math.inf
         self._sends: deque[float] = deque()
         self._requests = Pacer(1.0)
         self._tokens = Pacer(1.0)
@@ -253,11 +253,14 @@ class RateControl:
         self.pause(seconds, "rate limited (429)")
 
     def _recover(self) -> None:
+        """Linear recovery for the time since the last recovery step, counting from one second
+        after the last 429."""
         now = self._clock()
-        last = self._last_recovery if self._last_recovery is not None else now
+        if self.factor < 1.0:
+            since = max(self._last_recovery, self._last_429 + 1.0)
+            if now > since:
+                self.factor = min(1.0, self.factor + RECOVERY_PER_S * (now - since))
         self._last_recovery = now
-        if self.factor < 1.0 and now - self._last_429 > 1.0:
-            self.factor = min(1.0, self.factor + RECOVERY_PER_S * (now - last))
 
     def _learn(self, limits: RateLimitInfo) -> None:
         """Adopt the provider's announced limits; pause until reset when one is exhausted."""
