@@ -17,7 +17,7 @@ def _usd(value) -> str:
 
 def estimate(args, provider, cache, runs) -> int:
     from mmad.cli_score import make_meter
-    from mmad.cost import Estimate, estimate_plan, load_prices
+    from mmad.cost import Estimate, TokenCounter, estimate_plan, load_prices
 
     prices = load_prices(args.prices)
 
@@ -27,12 +27,13 @@ def estimate(args, provider, cache, runs) -> int:
             return meter.counter
         finally:
             await provider.aclose()
-    counter = asyncio.run(counted())
+    calibrated = asyncio.run(counted())
     per_variant = []
     total = Estimate(label="total")
     for run in runs:
         model = run.variant.model
-        counter.model = model
+        counter = TokenCounter(provider.name, model, "high")
+        counter.text_scale = calibrated.text_scale
         price = prices.lookup(model)
         subsets = [estimate_plan(plan, provider.name, model, price, cache, counter) for plan in run.plans]
         variant_total = Estimate(label=run.run_name)

@@ -450,8 +450,8 @@ class Engine:
                                     cause="image: cannot be decoded")
             sizes = {sha: (image.width, image.height) for sha, image in images.items()}
             tokens = None
-            if meter is not None:
-                tokens, _ = meter.counter.request(job.request, sizes)
+            if meter is not None and (meter.price is not None or control.tokens_per_minute()):
+                tokens, _ = meter.counter.request(job.request, sizes)  # for token pacing and the budget
                 if meter.price is not None:
                     await self._reserve(job, sizes)
                     reserved = True

@@ -62,14 +62,15 @@ class TokenCounter:
         self.model = model
         self.detail = detail
         self.text_scale = 1.0  # set by calibrate_text from a provider-side count
-        self._encoding = None
-        if provider == "openai":
-            import quicktok
-            name = "cl100k_base" if model.startswith(("gpt-4-", "gpt-3.5")) or model == "gpt-4" else "o200k_base"
-            self._encoding = quicktok.get_encoding(name)
+        self._encoding = None  # loaded on first use (~1 s)
 
     def text(self, text: str) -> int:
-        if self._encoding is not None:
+        if self.provider == "openai":
+            if self._encoding is None:
+                import quicktok
+                name = ("cl100k_base" if self.model.startswith(("gpt-4-", "gpt-3.5")) or self.model == "gpt-4"
+                        else "o200k_base")
+                self._encoding = quicktok.get_encoding(name)
             return len(self._encoding.encode_ordinary(text))
         return math.ceil(len(text) / 3.5 * self.text_scale)
 

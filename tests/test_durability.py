@@ -57,18 +57,7 @@ def test_after_sigterm_no_request_leaves_and_nothing_becomes_a_failure(setup):
     server.latency = 0.3
     # every request after the 6th is rate limited: a stop must leave those jobs to-do, not failed
     server.fault_rule = lambda received, n: Fault("429", retry_after_ms=200) if n > 7 else None
-    arrivals = []
-    answer = server.answer
-
-    def stamped(received):
-        return answer(received)
-    server.answer = stamped
-    original_handle = server._handle
-
-    def handle(handler, received):
-        arrivals.append(time.monotonic())
-        return original_handle(handler, received)
-    server._handle = handle
+    arrivals = server.arrivals  # receipt times of every request
     out = tmp / "out"
     proc = subprocess.Popen(score_cmd(server.openai_url, out, "--concurrency", "4"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

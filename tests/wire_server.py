@@ -83,6 +83,8 @@ class WireServer:
     answer: Callable[[Received], str] = default_answer
     limit_headers: dict = field(default_factory=dict)  # e.g. {"requests": 600, "tokens": 100000}
     enforce_rpm: float | None = None  # answer 429 past this many requests in any 60 s window
+    bucket_rpm: float | None = None  # or: a token bucket refilled at this rate per minute ...
+    bucket_burst_s: float = 2.0  # ... holding this many seconds of it (600/min, 2 s: 20 requests)
     fault_rule: Callable[[Received, int], Fault | None] | None = None
 
     def __post_init__(self) -> None:
@@ -91,6 +93,9 @@ class WireServer:
         self.paid: list[Received] = []  # requests answered 200 with an answer
         self._lock = threading.Lock()
         self._window: deque[float] = deque()
+        self._bucket: tuple[float, float] | None = None  # (tokens, time)
+        self.arrivals: list[float] = []  # time.monotonic() of every job request, as received
+        self.rate_limited = 0
         self._prompt_cache: set[str] = set()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -158,7 +163,22 @@ class WireServer:
                 return None if fault.kind == "ok" else fault
         return self.fault_rule(received, number) if self.fault_rule else None
 
+    def _over_bucket(self) -> float | None:
+        rate = self.bucket_rpm / 60.0
+        capacity = max(1.0, rate * self.bucket_burst_s)
+        with self._lock:
+            now = time.monotonic()
+            tokens, then = self._bucket if self._bucket is not None else (capacity, now)
+            tokens = min(capacity, tokens + (now - then) * rate)
+            if tokens < 1.0:
+                self._bucket = (tokens, now)
+                return (1.0 - tokens) / rate
+            self._bucket = (tokens - 1.0, now)
+            return None
+
     def _over_rpm(self) -> float | None:
+        if self.bucket_rpm:
+            return self._over_bucket()
         if not self.enforce_rpm:
             return None
         with self._lock:
@@ -183,10 +203,15 @@ class WireServer:
         if received.route.rstrip("/").endswith("/messages/count_tokens"):
             total = self.usage(received, True)["input_tokens"]
             return self._send(handler, 200, json.dumps({"input_tokens": total}).encode(), {})
+        with self._lock:
+            self.arrivals.append(time.monotonic())
         fault = self._next_fault(received, number)
         wait = self._over_rpm()
         if wait is not None and fault is None:
             fault = Fault("429", retry_after_ms=int(wait * 1000) + 1)
+        if fault is not None and fault.kind == "429":
+            with self._lock:
+                self.rate_limited += 1
         if self.latency:
             time.sleep(self.latency)
         if fault is not None:
@@ -321,7 +346,14 @@ class WireServer:
             view["error_file_id"] = f"{batch['id']}-errors"
         return view
 
+    def stats(self) -> dict:
+        with self._lock:
+            return {"requests": len(self.requests), "paid": len(self.paid), "rate_limited": self.rate_limited,
+                    "arrivals": list(self.arrivals)}
+
     def _get(self, handler, path: str) -> None:
+        if path == "/_stats":  # for benchmarks with the server in its own process
+            return self._send(handler, 200, json.dumps(self.stats()).encode(), {})
         parts = path.split("/")
         if "batches" in parts and parts[-1] != "results":
             batch = self.batches[parts[-1]]
@@ -456,7 +488,11 @@ if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tes
     import argparse
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--bucket-rpm", type=float, help="rate limit as a token bucket (requests/min)")
+    parser.add_argument("--burst-seconds", type=float, default=2.0)
+    parser.add_argument("--limit-header", type=int, help="announce this requests/min limit in the headers")
     args = parser.parse_args()
-    standalone = WireServer(latency=args.latency).start()
+    standalone = WireServer(latency=args.latency, bucket_rpm=args.bucket_rpm, bucket_burst_s=args.burst_seconds,
+                            limit_headers={"requests": args.limit_header} if args.limit_header else {}).start()
     print(standalone.port, flush=True)
     threading.Event().wait()

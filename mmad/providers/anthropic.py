@@ -8,7 +8,9 @@ read from the JSON directly. The SDK has no `temperature` argument: it is in the
 
 from __future__ import annotations
 
+import itertools
 import os
+import uuid
 from collections.abc import Mapping
 
 import anthropic
@@ -18,7 +20,7 @@ from mmad.errors import ConfigError
 from mmad.images import EncodedImage, ImageRef
 from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, json_answer,
                                  rate_limit_info, sdk_failure)
-from mmad.providers.openai import JSON_HEADERS, dumps
+from mmad.providers.openai import JSON_HEADERS, encode_body
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 
@@ -39,6 +41,7 @@ class AnthropicProvider(Provider):
             self._key = "placeholder"
         self._client = client or anthropic.AsyncAnthropic(api_key=self._key, base_url=base_url,
                                                           max_retries=0, timeout=timeout)
+        self._keys = (f"mmad-{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())  # idempotency keys
 
     def identity(self) -> dict[str, str]:
         ident = {"provider": self.name}
@@ -74,12 +77,12 @@ class AnthropicProvider(Provider):
                 "messages": self.messages(request, images), "temperature": request.temperature}
 
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
-        return await self.post_body(dumps(self.body(request, images)))
+        return await self.post_body(encode_body(lambda stand_ins: self.body(request, stand_ins), images))
 
     async def post_body(self, content: bytes) -> Completion:
         try:
             response = await self._client.post("/v1/messages", cast_to=httpx2.Response, content=content,
-                                               options={"headers": JSON_HEADERS})
+                                               options={"headers": JSON_HEADERS, "idempotency_key": next(self._keys)})
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
             raise self._failure(exc) from None
         data = json_answer(response, self.url)
