@@ -63,8 +63,8 @@ def build_variants(args: argparse.Namespace, provider_name: str) -> list:
                    corrupt_references=args.corrupt_references, sample=args.sample, sample_seed=args.seed)
     if "detail" in grid and provider_name != "openai":
         raise ConfigError("--detail is an OpenAI option (Anthropic has no image detail setting)")
-    if args.experiment:
-        variants = load_experiment(Path(args.experiment), base)
+    if args.experiment:  # the file's variants over every combination the flags give
+        variants = [variant for flags in expand(base, grid) for variant in load_experiment(Path(args.experiment), flags)]
         variants = [replace(v, repeat=r) for v in variants for r in range(args.repeats)]
     else:
         explicit_refs = "refs" in grid
@@ -82,6 +82,9 @@ def prepare_runs(args: argparse.Namespace, provider, memo) -> list[VariantRun]:
     subsets = datasets.resolve(root, args.dataset, args.subset, prompt_family=args.prompt_family,
                                subject=args.subject)
     variants = build_variants(args, provider.name)
+    families = {subset.prompt_family for subset in subsets}
+    if len(families) == 1:  # naming the family's own default prompt is the default, not a variant
+        variants = [replace(v, prompt=None) if v.prompt in families else v for v in variants]
     prompts_dir = config.prompts_dir(args.prompts_dir)
     runs = []
     for variant in variants:

@@ -176,7 +176,8 @@ def build_plans(subsets: list[datasets.Subset], opts: PlanOptions, *, out_dir: P
             template = datasets.Template(template.source, tuple(template.paths[i] for i in keep),
                                          template.severity[keep])
         prompt = prompt_for(subset.prompt_family, opts.refs, opts.prompt_choice, opts.prompts_dir)
-        system, instruction = prompt.render(subject=subset.subject, dataset=subset.dataset, subset=subset.subset)
+        system, instruction = prompt.render(refs=opts.refs, subject=subset.subject, dataset=subset.dataset,
+                                            subset=subset.subset)
         queries = [subset.test_root / rel for rel in template.paths]
         chosen = references.choose(subset, opts.refs, opts.reference_choice, queries)
         prepared.append((subset, template, queries, chosen, prompt.name, system, instruction))

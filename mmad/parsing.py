@@ -32,7 +32,8 @@ LENIENT = (
     re.compile(r"(?:anomaly[ _-]?)?score\b[^0-9\n]{0,12}" + NUMBER + r"\s*/\s*100\b", re.IGNORECASE),
 )
 SCALE = re.compile(r"\s*(?:/|out of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
-REASON = re.compile(r"reason(?:ing)?[\s*_]*:[\s*_]*(.+)", re.IGNORECASE | re.DOTALL)
+# The reason runs to the end, or to an "Anomaly Score" line when the reason comes first.
+REASON = re.compile(r"reason(?:ing)?[\s*_]*:[\s*_]*(.+?)(?=\n[\s*_#>-]*anomaly[ _-]?score|\Z)", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,14 @@
-"""Prompt templates are data: `prompts/<name>.toml` with `system`, `instruction`, `family`, `refs`.
+"""Prompt templates are data: `<name>.toml` (packaged in mmad/assets/prompts, or your own file) with
+`system`, `instruction`, `family`, `refs` (the number of references the text is written for, the
+default for --refs) and optionally `zeroshot` (the prompt sent instead when --refs is 0).
 
 Variables use `$name` (string.Template). Rendering is strict: a variable the template uses but the
 caller does not supply is an error before anything is sent; so is an unknown `$` placeholder.
+Besides `$subject`, `$dataset`, `$subset`, a text can adapt to the number of references k:
+`$count` (images in all, in words: "four" for k = 3), `$ref_list` ("1, 2, 3"), `$query_number`
+("4") and `$ref_lines` (the scripts' novelty lines: "Image 1: Belongs to the normal class X." then
+"Image 2: Also belongs ..."). The packaged prompts use them, so they take any k from 1 to 5 and
+render byte-identically to the scripts' text for k = 3.
 """
 
 from __future__ import annotations
@@ -13,7 +20,17 @@ from pathlib import Path
 
 from mmad.errors import ConfigError
 
-VARIABLES = frozenset({"subject", "dataset", "subset"})
+VARIABLES = frozenset({"subject", "dataset", "subset", "count", "ref_list", "query_number", "ref_lines"})
+REFERENCE_VARIABLES = frozenset({"count", "ref_list", "query_number", "ref_lines"})
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def reference_variables(k: int, subject: str | None) -> dict[str, str]:
+    """The values of the reference-count variables for k references."""
+    lines = [f"Image 1: Belongs to the normal class {subject}."] + [
+        f"Image {i}: Also belongs to the normal class {subject}." for i in range(2, k + 1)]
+    return {"count": NUMBER_WORDS.get(k + 1, str(k + 1)), "ref_list": ", ".join(str(i) for i in range(1, k + 1)),
+            "query_number": str(k + 1), "ref_lines": "\n".join(lines) if k else ""}
 
 
 @dataclass(frozen=True)
@@ -27,6 +44,12 @@ class PromptTemplate:
     family: str | None  # which dataset family it was written for
     refs: int | None  # how many reference images the text describes (None: any)
     description: str = ""
+    zeroshot: str | None = None  # the prompt sent instead with --refs 0
+
+    @property
+    def adapts(self) -> bool:
+        """The text adapts to any number of references (it uses the reference variables)."""
+        return bool(self.variables() & REFERENCE_VARIABLES)
 
     def variables(self) -> set[str]:
         found = set()
@@ -39,8 +62,12 @@ class PromptTemplate:
                     raise ConfigError(f"{self.source}: stray '$' in prompt text; write '$$' for a literal dollar")
         return found
 
-    def render(self, **values: str) -> tuple[str, str]:
-        """(system, instruction) with every variable filled; missing ones are a ConfigError."""
+    def render(self, *, refs: int | None = None, **values: str) -> tuple[str, str]:
+        """(system, instruction) with every variable filled; missing ones are a ConfigError.
+        `refs` fills the reference-count variables (default: the prompt's own count)."""
+        k = refs if refs is not None else self.refs
+        if k is not None:
+            values = {**reference_variables(k, values.get("subject")), **values}
         missing = self.variables() - {k for k, v in values.items() if v is not None}
         if missing:
             raise ConfigError(f"{self.source}: prompt needs variable(s) {', '.join(sorted(missing))}")
@@ -71,8 +98,11 @@ def load_prompt(name_or_file: str, prompts_dir: Path) -> PromptTemplate:
     refs = data.get("refs")
     if refs is not None and (not isinstance(refs, int) or refs < 0):
         raise ConfigError(f"{path}: field 'refs' must be a non-negative integer")
+    zeroshot = data.get("zeroshot")
+    if zeroshot is not None and not isinstance(zeroshot, str):
+        raise ConfigError(f"{path}: field 'zeroshot' must name a prompt")
     prompt = PromptTemplate(path.stem, path, data["system"], data["instruction"], data.get("family"),
-                            refs, data.get("description", ""))
+                            refs, data.get("description", ""), zeroshot)
     unknown = prompt.variables() - VARIABLES
     if unknown:
         raise ConfigError(f"{path}: unknown variable(s) {', '.join(sorted(unknown))}; "
@@ -81,14 +111,17 @@ def load_prompt(name_or_file: str, prompts_dir: Path) -> PromptTemplate:
 
 
 def prompt_for(family: str | None, refs: int, choice: str | None, prompts_dir: Path) -> PromptTemplate:
-    """The prompt a subset uses: `choice` if given, else its family's (zero-shot when refs == 0)."""
+    """The prompt a subset uses: `choice` if given, else its family's; with --refs 0 the prompt's
+    zero-shot counterpart; a text that adapts to the number of references takes any k of 1-5."""
     if choice is None:
         if family is None:
             raise ConfigError("the prompt family cannot be inferred for this dataset; "
                               "pass --prompt-family or --prompt")
-        choice = family if refs else f"{family}-zeroshot"
+        choice = family
     prompt = load_prompt(choice, prompts_dir)
-    if prompt.refs is not None and prompt.refs != refs:
+    if refs == 0 and prompt.refs not in (None, 0) and prompt.zeroshot:
+        prompt = load_prompt(prompt.zeroshot, prompts_dir)
+    if prompt.refs is not None and prompt.refs != refs and not (refs > 0 and prompt.adapts):
         raise ConfigError(f"prompt {prompt.name!r} describes {prompt.refs} reference image(s) but "
                           f"--refs is {refs}; pick a matching prompt (e.g. {family or 'industrial'}"
                           f"{'-zeroshot' if refs == 0 else ''})")

@@ -106,11 +106,29 @@ def test_prompt_errors(tmp_path):
     bad.write_text('system = "s"\n')
     with pytest.raises(ConfigError, match="'instruction' is missing"):
         load_prompt(str(bad), PROMPTS)
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text('system = "s"\ninstruction = "Three references: Image 1, 2, 3."\nrefs = 3\n')
     with pytest.raises(ConfigError, match="describes 3 reference"):
-        prompt_for("industrial", 0, "industrial", PROMPTS)
+        prompt_for("industrial", 2, str(fixed), PROMPTS)  # a fixed text does not adapt
+    assert prompt_for("industrial", 3, str(fixed), PROMPTS).name == "fixed"
+    with pytest.raises(ConfigError, match="describes 0 reference"):
+        prompt_for("industrial", 2, "industrial-zeroshot", PROMPTS)
     assert prompt_for("drd", 0, None, PROMPTS).name == "drd-zeroshot"
+    assert prompt_for("industrial", 0, "industrial-paper", PROMPTS).name == "industrial-zeroshot"
     with pytest.raises(ConfigError, match="prompt family cannot be inferred"):
         prompt_for(None, 3, None, PROMPTS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("k", [1, 2, 4, 5])
+def test_packaged_prompts_adapt_to_the_number_of_references(family, k):
+    for name in (family, f"{family}-paper"):
+        text = prompt_for(family, k, name, PROMPTS).render(refs=k, subject="widget")[1]
+        words = {2: "two", 3: "three", 5: "five", 6: "six"}
+        assert f"You are given {words[k + 1]} " in text and f"Image {k + 1}: The inference image" in text
+        assert f"Image {k + 2}" not in text and "Image 1" in text
+        if k > 1 and "Also belongs" not in text:
+            assert f"Image {', '.join(str(i) for i in range(1, k + 1))}:" in text
 
 
 # --------------------------------------------------------------------------- images
