@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from mmad.cli_options import HelpFormatter
 from mmad.cli_output import console, err_console, percent, tau
 from mmad.compare_text import METRIC_NAMES, format_difference, format_p
 from mmad.errors import ConfigError
@@ -21,7 +23,7 @@ MIN_RESAMPLES = 100
 
 def register(sub) -> None:
     """Add the two commands to the `mmad` subparsers."""
-    cp = sub.add_parser("compare", help="is a difference between runs real? paired bootstrap, rank tests, Holm")
+    cp = sub.add_parser("compare", formatter_class=HelpFormatter, help="is a difference between runs real? paired bootstrap, rank tests, Holm")
     cp.add_argument("base", help="the reference run: a run folder or a result CSV")
     cp.add_argument("others", nargs="+", metavar="other", help="runs compared with the base, each on its own")
     cp.add_argument("--ties", choices=("half", "strict"), default="half",
@@ -37,7 +39,7 @@ def register(sub) -> None:
     fmt.add_argument("--json", action="store_true")
     cp.set_defaults(func=cmd_compare)
 
-    nz = sub.add_parser("noise", help="run-to-run noise between repeats of one run (item and metric spread)")
+    nz = sub.add_parser("noise", formatter_class=HelpFormatter, help="run-to-run noise between repeats of one run (item and metric spread)")
     nz.add_argument("runs", nargs="+", metavar="RUN", help="two or more repeat folders of the same settings")
     nz.add_argument("--ties", choices=("half", "strict"), default="half",
                     help="tied scores across levels: half credit (reference stack) or none (paper)")
@@ -70,11 +72,27 @@ def _integer(text: str) -> int:
 
 # --------------------------------------------------------------------------- compare
 
+def repeats_beside(folders: list[Path]) -> list[Path]:
+    """Repeat folders (`<run>+r1`, `<run>+r2`, ...) found beside the compared run folders."""
+    found = []
+    for folder in folders:
+        if folder.is_dir():
+            found.extend(sorted(p for p in folder.parent.glob(f"{glob.escape(folder.name)}+r*")
+                                if p.is_dir() and p.name[len(folder.name) + 2:].isdigit()))
+    return found
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from mmad.compare import compare_runs
 
+    noise = [Path(p) for p in args.noise]
+    if not noise:  # repeats made with --repeats sit beside their run: use them
+        noise = repeats_beside([Path(args.base)] + [Path(p) for p in args.others])
+        if noise:
+            err_console.print(f"note: run-to-run noise from the repeats beside the runs: "
+                              f"{', '.join(p.name for p in noise)}", markup=False, highlight=False)
     report = compare_runs(Path(args.base), [Path(p) for p in args.others], ties=args.ties, n_boot=args.bootstrap,
-                          seed=args.seed, noise=[Path(p) for p in args.noise])
+                          seed=args.seed, noise=noise)
     if args.json:
         print(json.dumps(report_json(report), indent=2))
         return 0

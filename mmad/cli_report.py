@@ -20,6 +20,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = build_report([Path(p) for p in args.paths], data_root=config.data_root(args.root),
                         masks_dir=Path(args.masks) if args.masks else None, ties=args.ties,
                         prices=args.prices, title=args.title)
+    if args.compare and args.bootstrap and data.variants:
+        from mmad.report_compare import variant_verdicts
+        data.verdicts = variant_verdicts(data.runs, ties=args.ties, n_boot=args.bootstrap, seed=args.seed)
     if args.json:
         text = json.dumps(json_safe(data.as_json()), indent=2, allow_nan=False) + "\n"
         if args.out:
@@ -62,7 +65,8 @@ def _gaps(data) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    rp = sub.add_parser("report", help="one self-contained HTML page (or --json) with the paper's analyses "
+    from mmad.cli_options import HelpFormatter, bootstrap_count
+    rp = sub.add_parser("report", formatter_class=HelpFormatter, help="one self-contained HTML page (or --json) with the paper's analyses "
                                        "(Tables 3-5, Figures 3-4) for your runs")
     rp.add_argument("paths", nargs="+", metavar="RUN", help="run folders, result CSV files, or folders of runs")
     rp.add_argument("-o", "--out", help="output file (default report.html; with --json, standard output)")
@@ -73,4 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="tied scores across levels: half credit (reference stack, default) or none (paper)")
     rp.add_argument("--prices", help="price file for spend (default $MMAD_PRICES or the packaged prices)")
     rp.add_argument("--title", help="page title")
+    rp.add_argument("--no-compare", dest="compare", action="store_false",
+                    help="do not run `mmad compare` on runs that are variants of one another")
+    rp.add_argument("--bootstrap", type=bootstrap_count, default=1000, help="paired resamples per comparison")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the comparisons")
     rp.set_defaults(func=cmd_report)
