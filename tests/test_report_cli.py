@@ -54,9 +54,17 @@ def test_html_says_why_sections_are_empty(tmp_path, capsys):
     page = out.read_text()
     assert "No ground-truth masks were found" in page
     assert "No corrupted runs among the inputs" in page
-    assert "No verdicts were passed to this report" in page
+    assert "b vs a, mvtec: C-index" in page  # mmad compare ran on the variant pair
     assert "http://" not in page and "https://" not in page  # nothing to fetch
     assert page.count("<img ") >= 3
+
+
+def test_without_compare_the_variants_are_listed(tmp_path):
+    folders = three_runs(tmp_path)
+    out = tmp_path / "r.html"
+    assert cli.main(["report", *map(str, folders), "-o", str(out), "--root", str(tmp_path / "none"),
+                     "--no-compare"]) == 0
+    assert "No verdicts were passed to this report" in out.read_text()
 
 
 def test_verdicts_are_shown(tmp_path):
