@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(func=cmd_baseline)
     from mmad.cli_report import register as register_report
     register_report(sub)
+    from mmad.qa.cli import register as register_qa
+    register_qa(sub)
     return parser
 
 
