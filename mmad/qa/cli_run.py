@@ -138,6 +138,8 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
         try:
             with view:
                 for number in range(rounds):
+                    if state["interrupts"]:
+                        break
                     events = _QuestionEvents(view, before.questions, answered)
                     engine = Engine(provider, cache, replace(settings, retry_failed=args.retry_failed and number == 0),
                                     on_event=events, meter=meter, batch=batch)
