@@ -235,6 +235,29 @@ def test_a_failed_turn_ends_the_chain_and_retry_failed_goes_on(generated, env):
     assert all(row.status == "ok" for row in rows_of(out).values())
 
 
+def test_a_parse_failed_turn_stays_in_the_conversation_and_retry_rereads_it_free(generated, env):
+    class Garbled(Replies):
+        def __call__(self, received):
+            text = super().__call__(received)
+            return "hmm, hard to say" if asked(received).number == 2 else text
+    server = start(Garbled())
+    out = env / "out"
+    args = ("--mode", "cumulative", "--dataset", "Synth-Gravel")
+    try:
+        assert qa_run(server, generated, out, *args) == 6
+        third = [r for r in questions_sent(server) if asked(r).number == 3]
+        assert len(third) == 5 and all(message_text(r.body["messages"][-2]) == "hmm, hard to say" for r in third)
+        records_before = sum(len(JsonlLog.read(p)) for p in out.glob("*.jsonl"))
+        server.requests.clear()
+        assert qa_run(server, generated, out, *args, "--retry-failed") == 6  # the same replies, read again
+        assert not questions_sent(server)  # from the response cache: nothing paid again
+    finally:
+        server.stop()
+    assert sum(len(JsonlLog.read(p)) for p in out.glob("*.jsonl")) == records_before + 5  # only the 5 turns 2
+    failed = [r for r in rows_of(out).values() if r.status != "ok"]
+    assert len(failed) == 5 and all(r.question_id.endswith("#2") and r.status == "parse_failed" for r in failed)
+
+
 def test_killed_cumulative_run_resumes_without_paying_twice(generated, env):
     server = start(Replies(), latency=0.05)
     out = env / "out"

@@ -235,3 +235,57 @@ def test_images_fit_a_512_box_with_aspect_kept(size, expected):
     fitted = resized_size(width, height, box_height(width, height))
     assert fitted == expected and max(fitted) <= 512
     assert abs(fitted[0] / fitted[1] - width / height) < 2 / min(fitted)  # aspect kept to a pixel
+
+
+# --------------------------------------------------------------------------- result files and the CLI
+
+def write_run(folder, name, rows):
+    import json as _json
+
+    from mmad.qa.results import write_qa_csv
+    from mmad.runinfo import make_run_info
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(_json.dumps(make_run_info(name, "mllm", {"task": "qa"})))
+    write_qa_csv(folder / f"{name}_D.csv", rows)
+
+
+def test_qa_compare_cli_on_two_run_folders(tmp_path, capsys):
+    import json as _json
+
+    from mmad import cli
+    rng = np.random.default_rng(4)
+    base, other = synthetic_runs(rng, p_base=0.5, p_other=0.9)
+    write_run(tmp_path / "a", "run-a", base)
+    write_run(tmp_path / "b", "run-b", other)
+    assert cli.main(["qa", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", "--bootstrap", "200"]) == 0
+    report = _json.loads(capsys.readouterr().out)
+    assert (report["base"], report["other"], report["paired"]) == ("run-a", "run-b", 90)
+    everything = next(r for r in report["rows"] if r["label"] == "all questions")
+    assert everything["diff"] == pytest.approx(everything["other"] - everything["base"], abs=1e-6)
+    assert everything["diff"] > 0 and everything["p_mcnemar"] < 0.01 and everything["ci"][0] > 0
+    assert [r["label"] for r in report["rows"]][-1] == "benchmark average"
+
+
+def test_reference_answers_json_is_read_with_its_failures(tmp_path, capsys):
+    import json as _json
+
+    from mmad import cli
+    answers = [{"image": "VisA/pcb1/test/good/0.png", "question_type": "Anomaly Detection", "correct_answer": "B",
+                "gpt_answer": "B"},
+               {"image": "VisA/pcb1/test/bad/1.png", "question_type": "Anomaly Detection", "correct_answer": "A",
+                "gpt_answer": "A"},
+               {"image": "VisA/pcb1/test/bad/1.png", "question_type": "Defect Classification", "correct_answer": "C",
+                "gpt_answer": "The defect is a bent lead"}]
+    path = tmp_path / "answers_1_shot_gpt-4o.json"
+    path.write_text(_json.dumps(answers))
+    assert cli.main(["eval", "--task", "qa", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    visa = _json.loads(captured.out)["runs"]["answers_1_shot_gpt-4o"][0]
+    assert visa["subtasks"]["Anomaly Detection"]["accuracy"] == 1.0 and visa["failed"] == {"parse_failed": 1}
+    assert "1 failed answer(s)" in captured.err
+
+
+def test_anthropic_has_no_image_detail(tmp_path, capsys):
+    from mmad import cli
+    assert cli.main(["qa", "estimate", "--provider", "anthropic", "--detail", "low", "--root", str(tmp_path)]) == 2
+    assert "--detail is an OpenAI option" in capsys.readouterr().err

@@ -152,12 +152,15 @@ class TurnBuilder:
         jobs, resolved, history = [], [], ()
         for index in range(count):
             job = self.job(chain, index, history)
-            jobs.append(job)
             record = best.get(job.key)
             resolved.append(record)
             if record is not None and continues(record):
+                # answered: the walk itself holds the next turn, so no follow-up (a --retry-failed
+                # re-read of this turn from the cache must not re-record every later turn)
+                jobs.append(replace(job, follow_up=None))
                 history = self._extend(chain, index, history, record["raw"])
                 continue
+            jobs.append(job)
             if record is not None and not retry_failed:
                 for later in range(index + 1, count):
                     blocked = self.not_asked(chain, later, job.key, chained=False)

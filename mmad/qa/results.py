@@ -137,9 +137,15 @@ def load_runs(inputs: Sequence[Path]) -> dict[str, list[QARow]]:
         else:
             raise DataError(f"{source}: no such file or folder")
     runs: dict[str, list[QARow]] = {}
+    homes: dict[str, Path] = {}  # label -> the folder (or answers file) it came from
     for path in files:
         rows = read_reference_answers(path) if path.suffix == ".json" else read_qa_csv(path)
-        runs.setdefault(run_label(path), []).extend(rows)
+        home = path if path.suffix == ".json" else path.parent
+        label = run_label(path)
+        if homes.setdefault(label, home) != home:  # two runs of one name: tell them apart by folder
+            label = f"{label} ({home})"
+            homes.setdefault(label, home)
+        runs.setdefault(label, []).extend(rows)
     for label, rows in runs.items():
         ids = [row.question_id for row in rows]
         if len(set(ids)) != len(ids):
