@@ -300,6 +300,23 @@ def test_batch_mode_asks_turn_i_of_every_image_in_round_i(generated, env):
     assert [len(b["keys"]) for b in states] == [5, 5, 5, 3, 3, 3, 3]  # 2 normal images have 3 questions
 
 
+def test_batch_mode_records_a_chain_end_without_sending_it(generated, env):
+    server = start(Replies(refuse={2}))
+    server.batch_polls_until_done = 1
+    out = env / "out"
+    try:
+        assert qa_run(server, generated, out, "--mode", "cumulative", "--dataset", "Synth-Gravel", "--batch",
+                      "--poll-interval", "0.01") == 6
+    finally:
+        server.stop()
+    assert {asked(r).number for r in server.requests if asked(r).number} == {1, 2}
+    assert not any("(not asked)" in message_text(m) for r in server.requests for m in r.body.get("messages", []))
+    rows = rows_of(out)
+    assert Counter(r.status for r in rows.values()) == {"ok": 5, "refused": 5, "error": 17}  # no re-asks in a batch
+    states = json.loads((out / "batches.json").read_text())["batches"]
+    assert [len(b["keys"]) for b in states] == [5, 5]
+
+
 # --------------------------------------------------------------------------- estimate and dry run
 
 def test_estimate_and_dry_run_send_nothing_and_count_what_is_left(generated, env, capsys):

@@ -5,8 +5,9 @@ The engine runs in rounds: round 1 holds every question that can be built (in cu
 each image's next turn, whose follow-ups the engine builds as replies arrive); after it the plans
 are rebuilt from the records and another round runs while questions are left and the previous
 round answered something. Batch mode needs this (batches carry no follow-ups: turn i of every
-image goes in round i), and it also picks up any chain the engine did not continue. Only round 1
-honours --retry-failed, so a failure is retried once per command, not once per round.
+image goes in round i; the not-asked records of a chain that ended are written by a live engine
+first, since they need no request), and it also picks up any chain the engine did not continue.
+Only round 1 honours --retry-failed, so a failure is retried once per command, not once per round.
 """
 
 from __future__ import annotations
@@ -141,12 +142,19 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
                     if state["interrupts"]:
                         break
                     events = _QuestionEvents(view, before.questions, answered)
-                    engine = Engine(provider, cache, replace(settings, retry_failed=args.retry_failed and number == 0),
-                                    on_event=events, meter=meter, batch=batch)
+                    recorded = sum(total.statuses.values())
+                    round_settings = replace(settings, retry_failed=args.retry_failed and number == 0)
+                    if batch is not None:  # batches would send the not-asked records: record them first
+                        local = [replace(p, jobs=tuple(j for j in p.jobs if j.local)) for p in plans]
+                        if any(p.jobs for p in local):
+                            _merge(total, await Engine(provider, cache, round_settings, on_event=events,
+                                                       meter=meter).run(local, locked=True))
+                        plans = [replace(p, jobs=tuple(j for j in p.jobs if not j.local)) for p in plans]
+                    engine = Engine(provider, cache, round_settings, on_event=events, meter=meter, batch=batch)
                     state["engine"] = engine
                     part = await engine.run(plans, locked=True)
                     _merge(total, part)
-                    if engine.stopping or state["interrupts"] or not part.statuses:
+                    if engine.stopping or state["interrupts"] or sum(total.statuses.values()) == recorded:
                         break
                     plans = rebuild()
                     now = progress_of(plans)
