@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from mmad.cli_output import console, err_console
 from mmad.qa.jobs import QAPlan
+from mmad.qa.task import QATask
 from mmad.records import RunLogs, best_records
 
 
@@ -191,8 +192,10 @@ def estimate_qa(args: argparse.Namespace, provider, cache, run, pending: list) -
     estimate(args, provider, cache, [VariantRun(run.variant, run.run_name, run.out_dir, pending, run.run_info)])
     so_far = progress_of(run.plans)
     note = err_console.print if args.json else console.print
-    note(f"re-asks: a refused reply is asked again up to 5 times, each a new paid request; the figures above "
-         f"assume none, so at most 6x them (every question refused 5 times)", markup=False, highlight=False)
+    reasks = QATask.max_reasks
+    note(f"re-asks: a refused reply is asked again up to {reasks} times, each a new paid request; the figures "
+         f"above assume none, so at most {reasks + 1}x them (every question refused {reasks} times)",
+         markup=False, highlight=False)
     if so_far.answered:
         rate = so_far.reasks / so_far.answered
         note(f"this run folder so far: {so_far.reasks} re-ask(s) over {so_far.answered} answered question(s): "
