@@ -148,8 +148,10 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
                     if batch is not None:  # batches would send the not-asked records: record them first
                         local = [replace(p, jobs=tuple(j for j in p.jobs if j.local)) for p in plans]
                         if any(p.jobs for p in local):
-                            _merge(total, await Engine(provider, cache, round_settings, on_event=events,
-                                                       meter=meter).run(local, locked=True))
+                            state["engine"] = Engine(provider, cache, round_settings, on_event=events, meter=meter)
+                            _merge(total, await state["engine"].run(local, locked=True))
+                            if state["interrupts"]:
+                                break
                         plans = [replace(p, jobs=tuple(j for j in p.jobs if not j.local)) for p in plans]
                     engine = Engine(provider, cache, round_settings, on_event=events, meter=meter, batch=batch)
                     state["engine"] = engine
