@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 from mmad.errors import ConfigError, DataError
 
 HUB_DATASET = "tricao1105/MultilevelADSet"
-MMAD_QA_HUB = "jiang-cc/MMAD"  # MMAD-QA's images; the id as its authors name it (unverified here: no hub access)
+MMAD_QA_HUB = "jiang-cc/MMAD"  # MMAD-QA's images on the hub (the id is unverified here: no hub access)
 MMAD_QA_SOURCES = ("mmad-qa", MMAD_QA_HUB)
-IMAGE_PATTERNS = [f"*{suffix}" for suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_PATTERNS = [f"*{suffix}" for suffix in IMAGE_SUFFIXES] + [f"*{suffix.upper()}" for suffix in IMAGE_SUFFIXES]
 
 
 def _safe_target(root: Path, relative: str) -> Path:
@@ -125,7 +126,7 @@ def mmad_qa_records(repo_id: str = MMAD_QA_HUB) -> Iterable[Mapping]:
         folder = Path(snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=IMAGE_PATTERNS))
     except Exception as exc:  # the hub client raises many unrelated types when offline
         raise DataError(f"cannot download the hub dataset {repo_id!r} ({type(exc).__name__}: {str(exc)[:160]})") from None
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and f"*{p.suffix.lower()}" in IMAGE_PATTERNS)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"the hub dataset {repo_id!r} holds no image files; download the images by hand and put "
                         f"them under the MMAD-QA root")

@@ -127,3 +127,29 @@ def test_fetch_offline_fails_at_once_in_one_line(tmp_path, capsys, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot reach the Hugging Face hub" in err
     assert not (tmp_path / "qa").exists()
+
+
+def test_fetch_writes_the_hub_images_at_their_paths(generated, tmp_path, capsys, monkeypatch):
+    """The hub is faked by a local snapshot folder: images land under the root at their repository
+    paths, other files are left out, a second fetch skips what is there."""
+    hub = pytest.importorskip("huggingface_hub", reason="needs the fetch extra: pip install 'mmad[fetch]'")
+    import mmad.fetch
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(generated / "Synth-Gravel", snapshot / "Synth-Gravel")
+    (snapshot / "README.md").write_text("not an image")
+    asked_for = {}
+
+    def fake_download(**kwargs):
+        asked_for.update(kwargs)
+        return str(snapshot)
+    monkeypatch.setattr(mmad.fetch, "check_hub_reachable", lambda: None)
+    monkeypatch.setattr(hub, "snapshot_download", fake_download)
+    root = tmp_path / "qa"
+    assert cli.main(["qa", "fetch", "--root", str(root)]) == 0
+    images = sorted(p.relative_to(snapshot) for p in snapshot.rglob("*.png"))
+    assert sorted(p.relative_to(root) for p in root.rglob("*.png")) == images and not (root / "README.md").exists()
+    assert asked_for["repo_id"] == "jiang-cc/MMAD" and asked_for["repo_type"] == "dataset"
+    out = capsys.readouterr().out
+    assert f"{len(images)} images written, 0 already present" in out and "mmad.json" in out
+    assert cli.main(["data", "fetch", "--source", "mmad-qa", "--root", str(root)]) == 0
+    assert f"0 images written, {len(images)} already present" in capsys.readouterr().out
