@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_report(sub)
     from mmad.cli_compare import register as register_compare
     register_compare(sub)
+    from mmad.qa.cli import register as register_qa
+    register_qa(sub)
     return parser
 
 

@@ -3,6 +3,10 @@
 Each record of the published dataset carries `image` and `relative_path`; the image bytes are
 written verbatim (no JPEG re-encoding), atomically, and files already present are skipped, so an
 interrupted fetch resumes.
+
+MMAD-QA (`--source mmad-qa`, or its hub id): the image files of its hub dataset repository,
+downloaded by `huggingface_hub` and written under the root at their paths in the repository;
+its annotation file `mmad.json` is published apart and is not fetched here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from urllib.parse import urlsplit
 from mmad.errors import ConfigError, DataError
 
 HUB_DATASET = "tricao1105/MultilevelADSet"
+MMAD_QA_HUB = "jiang-cc/MMAD"  # MMAD-QA's images on the hub (the id is unverified here: no hub access)
+MMAD_QA_SOURCES = ("mmad-qa", MMAD_QA_HUB)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_PATTERNS = [f"*{suffix}" for suffix in IMAGE_SUFFIXES] + [f"*{suffix.upper()}" for suffix in IMAGE_SUFFIXES]
 
 
 def _safe_target(root: Path, relative: str) -> Path:
@@ -76,6 +84,9 @@ def check_hub_reachable(timeout: float = 5.0) -> None:
 
 def load_records(source: str = HUB_DATASET) -> Iterable[Mapping]:
     """Every record of every split, with images left undecoded. `source` may be a local folder."""
+    if source in MMAD_QA_SOURCES:
+        yield from mmad_qa_records()
+        return
     looks_local = source.startswith(("/", ".", "~")) or os.sep + os.sep in source or source.count("/") > 1
     if looks_local and not Path(source).expanduser().exists():
         raise DataError(f"--source {source}: no such folder (a hub dataset id looks like owner/name)")
@@ -100,3 +111,24 @@ def load_records(source: str = HUB_DATASET) -> Iterable[Mapping]:
     splits = loaded.values() if isinstance(loaded, Mapping) else [loaded]
     for split in splits:
         yield from split.cast_column("image", datasets.Image(decode=False))
+
+
+def mmad_qa_records(repo_id: str = MMAD_QA_HUB) -> Iterable[Mapping]:
+    """MMAD-QA's image files as records ({"image": {"path"}, "relative_path"}), from the hub
+    dataset repository `repo_id` (downloaded into the Hugging Face cache, then copied by
+    `write_records`); fails at once, in one line, when the hub cannot be reached."""
+    check_hub_reachable()
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ConfigError("`mmad data fetch --source mmad-qa` needs huggingface_hub: pip install 'mmad[fetch]'") from None
+    try:
+        folder = Path(snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=IMAGE_PATTERNS))
+    except Exception as exc:  # the hub client raises many unrelated types when offline
+        raise DataError(f"cannot download the hub dataset {repo_id!r} ({type(exc).__name__}: {str(exc)[:160]})") from None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"the hub dataset {repo_id!r} holds no image files; download the images by hand and put "
+                        f"them under the MMAD-QA root")
+    for path in files:
+        yield {"image": {"path": str(path)}, "relative_path": path.relative_to(folder).as_posix()}

@@ -1,0 +1,47 @@
+"""The engine's task for MMAD-QA: read a reply as an option letter; write the dataset's result CSV.
+
+A refusal (see mmad.qa.parsing) is asked again up to `max_reasks` = 5 times, each a new paid
+request, as the reference does; a reply without a usable letter is `parse_failed` with the raw
+text kept, never a letter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmad.qa.parsing import parse_choice
+from mmad.qa.results import QARow, write_qa_csv
+from mmad.tasks import Interpretation, Task
+
+if TYPE_CHECKING:
+    from mmad.jobs import Job, SubsetPlan
+
+
+class QATask(Task):
+    name = "qa"
+    empty = {"letter": None, "match": None, "similarity": None}
+    max_reasks = 5
+
+    def __init__(self, options: Mapping[str, Mapping[str, str]]) -> None:
+        self.options = options  # question id -> {letter: option text}
+
+    def interpret(self, text: str | None, job: "Job") -> Interpretation:
+        choice = parse_choice(text, self.options[job.extra["question_id"]])
+        if choice.refused:
+            return Interpretation("refused", {}, choice.error)
+        if choice.letter is None:
+            return Interpretation("parse_failed", {"similarity": choice.similarity}, choice.error)
+        return Interpretation("ok", {"letter": choice.letter, "match": choice.how, "similarity": choice.similarity})
+
+    def write(self, plan: "SubsetPlan", best: Mapping[str, dict]) -> Path:
+        rows = []
+        for question, record in plan.resolve(best):
+            status = record["status"] if record is not None else "pending"
+            predicted = record.get("letter") if status == "ok" else None
+            note = "" if record is None or status == "ok" else str(record.get("cause") or record.get("error") or "")
+            rows.append(QARow(question.qid, question.image, question.subtask, question.answer, predicted, status,
+                              note))
+        write_qa_csv(plan.csv_path, rows)
+        return plan.csv_path
