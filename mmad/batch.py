@@ -8,7 +8,9 @@ How it works:
   3. the rest are encoded and packed into batches split by request count and by bytes (four
      base64 images per request fill the size limit after a few hundred requests);
   4. ended batches are downloaded; answers go into the same cache and result files as live calls.
-A killed process resumes polling when the same command runs again.
+A killed process resumes polling when the same command runs again. Jobs decided without a request
+(`Job.local`) are recorded at once; follow-up jobs (`Job.follow_up`) are not built in batch mode: a
+caller that needs them runs batches in rounds (as `mmad qa run` does).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ async def run_batches(engine, todo: list, options: BatchOptions) -> None:
     state = BatchState.load(options.state_path)
     by_key: dict[str, list] = {}  # identical requests (same image bytes) share one custom_id
     for plan, job in todo:
+        if job.local is not None:  # decided without a request: recorded, never sent
+            engine._finish(plan, job, await engine._outcome(plan, job, False))
+            continue
         by_key.setdefault(job.key, []).append((plan, job))
     pending = state.pending_keys()
     to_submit = []

@@ -84,6 +84,16 @@ def repeats_beside(folders: list[Path]) -> list[Path]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mmad.compare import compare_runs
+    from mmad.runinfo import read_run_info
+
+    info = read_run_info(Path(args.base))
+    if info is not None and info.get("settings", {}).get("task") == "qa":  # MMAD-QA runs pair by question
+        from mmad.qa.cli import cmd_qa_compare
+        if len(args.others) != 1:
+            raise ConfigError("QA runs are compared two at a time: mmad compare BASE OTHER")
+        return cmd_qa_compare(argparse.Namespace(base=args.base, other=args.others[0], markdown=args.markdown,
+                                                 json=args.json, csv=False, bootstrap=args.bootstrap,
+                                                 seed=args.seed))
 
     noise = [Path(p) for p in args.noise]
     if not noise:  # repeats made with --repeats sit beside their run: use them

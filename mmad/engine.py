@@ -177,7 +177,6 @@ class Engine:
         self._logs: RunLogs | None = None
         self._plan_of: dict[str, SubsetPlan] = {}
         self._streak: deque[str] = deque()  # causes of consecutive failed jobs
-        self._lead_done = False
 
     # ----------------------------------------------------------------- control
 
@@ -269,8 +268,11 @@ class Engine:
         lead = next((item for item in queue if item[1].local is None and self.cache.get(item[1].key) is None), None)
         if lead is not None:
             queue.remove(lead)
-            if not await self._lead_request(*lead):
+            usable, follow = await self._lead_request(*lead)
+            if not usable:
                 return
+            if follow is not None:
+                queue.appendleft((lead[0], follow))
         workers = self.settings.concurrency or self.settings.auto_concurrency_cap
         outstanding = {"n": len(queue)}
         wake = asyncio.Event()
@@ -303,8 +305,8 @@ class Engine:
             self._summary.stopped = self._summary.stopped or "cancelled"
             raise
 
-    async def _lead_request(self, plan: SubsetPlan, job: Job) -> bool:
-        """The first live request goes alone; returns False when the run cannot go on."""
+    async def _lead_request(self, plan: SubsetPlan, job: Job) -> tuple[bool, Job | None]:
+        """The first live request goes alone; returns (can the run go on, its follow-up job)."""
         try:
             images = await self._prepare(job)
         except Exception:
@@ -319,15 +321,12 @@ class Engine:
                         try:
                             await self.nap(self._backoff(attempt + 1, failure))
                         except Stopped:
-                            return False
+                            return False, None
                         continue
                     self._fatal(self._first_failure(failure))
-                    return False
+                    return False, None
         follow = await self._job(plan, job, lead=True)
-        self._lead_done = True
-        if follow is not None:
-            await self._job(plan, follow)
-        return not self.stopping
+        return not self.stopping, follow
 
     def _first_failure(self, failure: ProviderFailure) -> ProviderFailure:
         """A failure of the run's first request, as one line naming the URL."""

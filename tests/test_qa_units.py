@@ -264,6 +264,9 @@ def test_qa_compare_cli_on_two_run_folders(tmp_path, capsys):
     assert everything["diff"] == pytest.approx(everything["other"] - everything["base"], abs=1e-6)
     assert everything["diff"] > 0 and everything["p_mcnemar"] < 0.01 and everything["ci"][0] > 0
     assert [r["label"] for r in report["rows"]][-1] == "benchmark average"
+    # `mmad compare` knows QA runs (run.json task "qa") and pairs them by question too
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", "--bootstrap", "200"]) == 0
+    assert _json.loads(capsys.readouterr().out)["paired"] == 90
 
 
 def test_reference_answers_json_is_read_with_its_failures(tmp_path, capsys):
