@@ -118,6 +118,8 @@ class WireServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:  # the client went away mid-request (killed): nothing to answer
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 if self.path.rstrip("/").endswith("/files"):
                     return server._upload(self, headers, raw)
@@ -132,7 +134,13 @@ class WireServer:
             def do_GET(self) -> None:
                 server._get(self, self.path.split("?")[0].rstrip("/"))
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Quiet(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:  # a killed client resets: not news
+                import sys
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
+
+        self._httpd = Quiet(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
@@ -348,7 +356,9 @@ class WireServer:
 
     def stats(self) -> dict:
         with self._lock:
+            # "paid": every answered request; "paid_jobs" leaves out mmad's capability probes (max_tokens 5)
             return {"requests": len(self.requests), "paid": len(self.paid), "rate_limited": self.rate_limited,
+                    "paid_jobs": sum(1 for r in self.paid if r.body.get("max_tokens") != 5),
                     "arrivals": list(self.arrivals)}
 
     def _get(self, handler, path: str) -> None:
