@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(func=cmd_baseline)
     from mmad.cli_report import register as register_report
     register_report(sub)
+    from mmad.cli_hybrid import register as register_hybrid
+    register_hybrid(sub)
     return parser
 
 
