@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mmad import datasets
 from mmad.cache import cache_key
-from mmad.contours import render
+from mmad.contours import ContourRequest, render_many
 from mmad.errors import ConfigError
 from mmad.gate import DetectorRun, Threshold, decide, gate_fields, gate_key, gate_local, subset_threshold
 from mmad.images import ImageRef
@@ -158,9 +158,15 @@ def hybrid_plan(plan: SubsetPlan, options: HybridOptions, *, out_dir: Path, run_
     refs = len(plan.jobs[0].images) - 1 if plan.jobs else 0
     if options.contour != "none":
         prompt_name, system, instruction = contour_prompt(plan.subset, options, refs)
+    decisions = [decide(maps, job.path, threshold) for job in plan.jobs]
+    drawn = {}
+    if options.contour != "none":
+        wanted = [(job, d) for job, d in zip(plan.jobs, decisions) if d.verdict == "anomalous"]
+        rendered = render_many([ContourRequest(job.query, maps.maps[d.row], threshold.value, job.images[-1].ref.sha256,
+                                               maps.map_digest(d.row)) for job, d in wanted], options.contour_dir)
+        drawn = {job.key: image for (job, _), image in zip(wanted, rendered)}
     jobs, gated, missing = [], 0, 0
-    for job in plan.jobs:
-        decision = decide(maps, job.path, threshold)
+    for job, decision in zip(plan.jobs, decisions):
         extra = {**job.extra, **gate_fields(decision, options.detector)}
         if decision.verdict != "anomalous":
             stand_in = _stand_in(job, options.contour, system, instruction, options)
@@ -173,16 +179,14 @@ def hybrid_plan(plan: SubsetPlan, options: HybridOptions, *, out_dir: Path, run_
         if options.contour == "none":
             jobs.append(replace(job, extra=extra))
             continue
-        try:
-            drawn = render(job.query, maps.maps[decision.row], threshold.value, options.contour_dir,
-                           query_sha256=job.images[-1].ref.sha256, map_digest=maps.map_digest(decision.row))
-        except OSError as exc:  # the detector read it, so this is rare: say so in the record
-            reason = f"cannot draw the contour on {job.query}: {type(exc).__name__}: {exc}"
+        image = drawn[job.key]
+        if isinstance(image, OSError):  # the detector read it, so this is rare: say so in the record
+            reason = f"cannot draw the contour on {job.query}: {type(image).__name__}: {image}"
             jobs.append(replace(job, key=gate_key(options.detector, maps, decision, job.key), extra=extra,
                                 local={"source": "gate", "status": "error", "fields": {}, "reason": reason}))
             missing += 1
             continue
-        jobs.append(replace(_contour_job(job, options.contour, system, instruction, drawn.path, drawn.sha256,
+        jobs.append(replace(_contour_job(job, options.contour, system, instruction, image.path, image.sha256,
                                          options), extra=extra))
     csv_path, jsonl_path = result_paths(out_dir, run_name, plan.subset)
     hybrid = replace(plan, prompt_name=prompt_name, jobs=tuple(jobs), csv_path=csv_path, jsonl_path=jsonl_path,

@@ -24,7 +24,7 @@ from mmad.classify.classes import NORMAL, ClassFile
 from mmad.classify.task import ClassifyTask
 from mmad.classify.truth import Item, load_items
 from mmad.config import asset
-from mmad.contours import render
+from mmad.contours import ContourRequest, render_many
 from mmad.errors import ConfigError
 from mmad.filememo import FileMemo
 from mmad.gate import DetectorRun, Threshold, decide, gate_fields, gate_key, gate_local, subset_threshold
@@ -128,29 +128,38 @@ def build_classify_plans(subsets: list[datasets.Subset], *, class_file: ClassFil
             maps = gate.detector.subset_maps(subset)
             report.threshold = subset_threshold(maps, gate.threshold, gate.detector)
             report.maps_sha256 = maps.sha256
+        base_jobs = [_job(subset, item, text, prompt, ref_inputs, spec, memo, identity, model, temperature,
+                          max_tokens, repeat) for item in items]
+        decisions = [decide(maps, item.path, report.threshold) for item in items] if gate else [None] * len(items)
+        drawn = {}
+        if variant == "conditioned":
+            wanted = [(job, d) for job, d in zip(base_jobs, decisions) if d.verdict == "anomalous"]
+            rendered = render_many([ContourRequest(job.query, maps.maps[d.row], report.threshold.value,
+                                                   job.images[-1].ref.sha256, maps.map_digest(d.row))
+                                    for job, d in wanted], gate.contour_dir)
+            drawn = {job.path: image for (job, _), image in zip(wanted, rendered)}
         jobs = []
-        for item in items:
-            job = _job(subset, item, text, prompt, ref_inputs, spec, memo, identity, model, temperature, max_tokens,
-                       repeat)
+        for item, job, decision in zip(items, base_jobs, decisions):
             if gate is None:
                 if item.normal:
                     report.left_out_normal += 1
                     continue
                 jobs.append(job)
                 continue
-            decision = decide(maps, item.path, report.threshold)
             job = replace(job, extra={**job.extra, **gate_fields(decision, gate.detector)})
-            if decision.verdict != "anomalous":
+            image = drawn.get(item.path)
+            if decision.verdict != "anomalous" or isinstance(image, OSError):
+                if isinstance(image, OSError):
+                    decision = replace(decision, verdict="missing",
+                                       reason=f"cannot draw the contour on {job.query}: {image}")
                 local = gate_local(decision, {"predicted": NORMAL, "answer": None, "match": "gate",
                                               "reason": decision.reason})
                 jobs.append(replace(job, key=gate_key(gate.detector, maps, decision, job.key), local=local))
                 report.gated += decision.normal
                 report.missing += not decision.normal
                 continue
-            if variant == "conditioned":
-                drawn = render(job.query, maps.maps[decision.row], report.threshold.value, gate.contour_dir,
-                               query_sha256=job.images[-1].ref.sha256, map_digest=maps.map_digest(decision.row))
-                contour = ImageInput(ImageRef(drawn.sha256, spec.token), drawn.path, spec)
+            if image is not None:
+                contour = ImageInput(ImageRef(image.sha256, spec.token), image.path, spec)
                 job = _job(subset, item, text, prompt, ref_inputs, spec, memo, identity, model, temperature,
                            max_tokens, repeat, contour=contour, extra=job.extra)
             jobs.append(job)
