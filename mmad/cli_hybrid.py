@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mmad import config
-from mmad.cli_options import HelpFormatter, add_data_options
+from mmad.cli_options import HelpFormatter, add_data_options, finite_float
 from mmad.cli_output import console, err_console
 from mmad.errors import ConfigError
 
@@ -23,7 +23,7 @@ def register(sub) -> None:
     co.add_argument("detector_run", metavar="DETECTOR_RUN", help="a detector run folder (mmad score --provider patchcore)")
     add_data_options(co)
     co.add_argument("--out", required=True, help="folder for the PNGs (<out>/<dataset>/<subset>/<template path>)")
-    co.add_argument("--gate-threshold", type=float,
+    co.add_argument("--gate-threshold", type=finite_float,
                     help="one threshold for every subset (default: per subset, the largest image score of the "
                          "detector's held-out normal images)")
     co.set_defaults(func=cmd_contour)

@@ -156,7 +156,7 @@ def hybrid_plan(plan: SubsetPlan, options: HybridOptions, *, out_dir: Path, run_
     threshold = subset_threshold(maps, options.threshold, options.detector)
     prompt_name, system, instruction = plan.prompt_name, "", ""
     refs = len(plan.jobs[0].images) - 1 if plan.jobs else 0
-    if options.contour != "none":
+    if options.contour != "none" and plan.jobs:
         prompt_name, system, instruction = contour_prompt(plan.subset, options, refs)
     decisions = [decide(maps, job.path, threshold) for job in plan.jobs]
     drawn = {}

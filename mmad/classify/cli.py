@@ -14,8 +14,8 @@ from pathlib import Path
 from rich.table import Table
 
 from mmad import config, datasets
-from mmad.cli_options import HelpFormatter, add_data_options, add_engine_options, nonneg_int, positive_float, \
-    positive_int, temperature
+from mmad.cli_options import HelpFormatter, add_data_options, add_engine_options, finite_float, nonneg_int, \
+    positive_float, positive_int, temperature
 from mmad.cli_output import console, err_console
 from mmad.errors import ConfigError, DataError
 
@@ -31,7 +31,7 @@ def add_classify_parser(sub) -> None:
                     help="raw: reference + query; conditioned: + the query with the detector's red contour")
     cl.add_argument("--detector-run", metavar="RUN", help="a detector run: images it calls normal are predicted "
                     "'good' by the gate (not sent); needed by the conditioned variant")
-    cl.add_argument("--gate-threshold", type=float, help="with --detector-run: one threshold for every subset "
+    cl.add_argument("--gate-threshold", type=finite_float, help="with --detector-run: one threshold for every subset "
                     "(default: per subset, the largest score of the detector's held-out normal images)")
     cl.add_argument("--classes", help="class descriptions (TOML, or VELM's JSON layout) (default: the packaged "
                                       "file of the dataset)")
