@@ -5,6 +5,9 @@ Few-shot uses exactly the references the MLLM prompts use (the first k sorted no
 images); full-shot uses the whole normal-train folder. A subset whose results are already in the
 output folder (same settings, every row present) is skipped, so an interrupted baseline resumes.
 A test image that cannot be decoded is recorded as that row's `error` (empty score), never scored.
+Few-shot runs also score up to CALIBRATION_MAX held-out normal training images (after the k
+references, never fitted on) and keep their scores in the .maps.npz: the data a hybrid gate's
+threshold is calibrated on (mmad.gate).
 """
 
 from __future__ import annotations
@@ -83,11 +86,36 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def save_maps(path: Path, paths: list[str], maps: np.ndarray, image_size: int) -> None:
-    """Patch-grid anomaly maps as float16 in one compressed .npz per subset (atomic)."""
+CALIBRATION_MAX = 32  # held-out normal training images scored per few-shot subset (the first ones by name)
+
+
+@dataclass
+class Calibration:
+    """Held-out normal training images (few-shot: the normal-train images after the k references,
+    never used for fitting), scored like test images: what a hybrid gate's threshold is set from
+    (mmad.gate). Full-shot fits on every normal image, so it has none."""
+
+    names: list[str] = field(default_factory=list)  # file names in the subset's normal-train folder
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # image scores (= map maxima)
+    map_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mean patch score per image
+    map_p99: np.ndarray = field(default_factory=lambda: np.zeros(0))  # 99th percentile patch score per image
+
+
+def save_maps(path: Path, paths: list[str], maps: np.ndarray, image_size: int, scores: np.ndarray | None = None,
+              calibration: Calibration | None = None) -> None:
+    """Patch-grid anomaly maps as float16 in one compressed .npz per subset (atomic), with the test
+    images' scores (`scores`, NaN where an image failed) and the held-out normals' calibration data
+    (`calibration_names`, `calibration_scores`, `calibration_map_mean`, `calibration_map_p99`;
+    empty for full-shot)."""
+    calibration = calibration or Calibration()
     buffer = io.BytesIO()
     np.savez_compressed(buffer, paths=np.asarray(paths), maps=maps.astype(np.float16),
-                        image_size=np.asarray(image_size))
+                        image_size=np.asarray(image_size),
+                        scores=np.asarray(scores if scores is not None else np.full(len(paths), np.nan), np.float64),
+                        calibration_names=np.asarray(calibration.names, dtype=str),
+                        calibration_scores=np.asarray(calibration.scores, np.float64),
+                        calibration_map_mean=np.asarray(calibration.map_mean, np.float64),
+                        calibration_map_p99=np.asarray(calibration.map_p99, np.float64))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(buffer.getvalue())
     tmp.replace(path)
@@ -107,11 +135,39 @@ def make_detector(settings: DetectorSettings, few_shot: bool, backbone):
 
 
 def already_done(csv_path: Path, jsonl_path: Path, paths: tuple[str, ...]) -> bool:
-    """Every row of the subset has a final record and the maps are there: nothing to redo."""
-    if not (csv_path.exists() and csv_path.with_suffix(".maps.npz").exists()):
+    """Every row of the subset has a final record and the maps (with the calibration data of
+    mmad.gate) are there: nothing to redo."""
+    maps = csv_path.with_suffix(".maps.npz")
+    if not (csv_path.exists() and maps.exists()):
+        return False
+    try:
+        with np.load(maps) as stored:
+            if "calibration_scores" not in stored.files:
+                return False  # maps written before calibration was saved: score the subset again
+    except (OSError, ValueError):
         return False
     recorded = {r.get("path") for r in JsonlLog.read(jsonl_path) if r.get("status") in ("ok", "error")}
     return recorded >= set(paths)
+
+
+def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Path], batch_size: int) -> Calibration:
+    """Score the first CALIBRATION_MAX normal-train images that were not fitted on (images that do
+    not decode are skipped)."""
+    used = {p.resolve() for p in train}
+    held_out = [p for p in datasets.list_images(subset.reference_dir) if p.resolve() not in used]
+    held_out = [p for p in held_out[:CALIBRATION_MAX] if decode_check(p) is None]
+    calibration = Calibration(names=[p.name for p in held_out])
+    scores, means, p99s = [], [], []
+    for begin in range(0, len(held_out), batch_size):
+        chunk = held_out[begin:begin + batch_size]
+        batch_scores, batch_maps = detector.score(next(extractor.batches(chunk, len(chunk))))
+        flat = batch_maps.float().cpu().numpy().reshape(len(chunk), -1)
+        scores.extend(batch_scores.double().cpu().numpy().tolist())
+        means.extend(flat.mean(axis=1).tolist())
+        p99s.extend(np.percentile(flat, 99, axis=1).tolist())
+    calibration.scores, calibration.map_mean, calibration.map_p99 = (np.asarray(v, np.float64)
+                                                                     for v in (scores, means, p99s))
+    return calibration
 
 
 def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, out_dir: Path, run_name: str,
@@ -190,9 +246,13 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
                 record.update(error=f"cannot decode {subset.test_root / rel}: {problem}", cause="image: cannot be decoded")
             records.append(json.dumps(record))
         atomic_write_text(jsonl_path, "\n".join(records) + "\n")
+        calibration = Calibration()
+        if few_shot:
+            calibration = score_held_out(detector, extractor, subset, train, settings.batch_size)
         if maps is None:
             maps = np.zeros((len(queries), 1, 1), dtype=np.float32)
-        save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size)
+        save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
+                  calibration)
         timing = SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
                               str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
         report.csv_paths.append(csv_path)

@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_compare(sub)
     from mmad.qa.cli import register as register_qa
     register_qa(sub)
+    from mmad.cli_hybrid import register as register_hybrid
+    register_hybrid(sub)
     return parser
 
 

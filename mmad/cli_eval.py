@@ -104,6 +104,8 @@ def eval_scores(args: argparse.Namespace) -> int:
         err_console.print("— in an AUC L<k> column: that subset has no rows of level k", markup=False)
     if args.agreement:
         _print_agreement(records)
+    from mmad.cli_hybrid import print_gate_notes  # hybrid runs: rows decided by the detector gate
+    print_gate_notes(records)
     dropped = sum(r.dropped for r in records)
     if dropped:
         err_console.print(f"note: {dropped} row(s) without a score were dropped (failed jobs), not imputed")

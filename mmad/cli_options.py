@@ -66,6 +66,10 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    return _number(float, text, "a number")
+
+
 def ratio(text: str) -> float:
     value = _number(float, text, "a number")
     if not 0 < value <= 1:
@@ -192,6 +196,15 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     sc.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
                     help="do not mark the fixed prefix for provider prompt caching")
+    # --- hybrid (mmad/hybrid.py, mmad/cli_hybrid.py): a detector run gates the MLLM ---
+    sc.add_argument("--hybrid", metavar="DETECTOR_RUN", help="a detector run folder: images it calls normal get "
+                    "score 0 from the detector (not sent); the rest go to the model")
+    sc.add_argument("--gate-threshold", type=finite_float, help="with --hybrid: one detector-score threshold for every "
+                    "subset (default: per subset, the largest score of the detector's held-out normal images)")
+    sc.add_argument("--hybrid-contour", choices=("none", "separate", "on-query"), default="none",
+                    help="with --hybrid: show the model the detected region as a red contour, as an extra image "
+                         "or drawn on the query")
+    # --- end hybrid ---
 
 
 def add_engine_options(sc: argparse.ArgumentParser) -> None:

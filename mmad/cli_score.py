@@ -97,6 +97,10 @@ def prepare_runs(args: argparse.Namespace, provider, memo) -> list[VariantRun]:
                             run_name=run_name, memo=memo)
         info = make_run_info(run_name, "mllm", variant.settings(provider.name, provider.base_url))
         runs.append(VariantRun(variant, run_name, out_dir, plans, info))
+    # --- hybrid (mmad/hybrid.py via mmad/cli_hybrid.py): --hybrid DETECTOR_RUN turns plans into gated plans ---
+    from mmad.cli_hybrid import apply_hybrid
+    runs = apply_hybrid(args, provider, runs, memo)
+    # --- end hybrid ---
     names = [run.out_dir for run in runs]
     if len(set(names)) != len(names):
         raise ConfigError("two variants would share one output folder; give each its own --run-name or drop --out")

@@ -121,10 +121,11 @@ def test_synth_writes_a_mask_for_every_defect(tmp_path):
     synthesize(tmp_path, train=1, per_level=3, size=64, textures=("brick",))
     base = tmp_path / "Industry" / "synth" / "brick"
     masks = sorted((base / "ground_truth").rglob("*_mask.png"))
-    assert [m.relative_to(base / "ground_truth").as_posix() for m in masks] == [
-        f"defect_level_{lv}/{i:03d}_mask.png" for lv in (1, 2, 3) for i in range(3)]
+    kinds = ("blotch", "scratch", "blotch,scratch")  # image i of a level has type i mod 3
+    assert sorted(m.relative_to(base / "ground_truth").as_posix() for m in masks) == sorted(
+        f"{kinds[i]}_level_{lv}/{i:03d}_mask.png" for lv in (1, 2, 3) for i in range(3))
     assert not (base / "ground_truth" / "good_level_0").exists()
-    areas = {lv: np.mean([mask_area(base / "ground_truth" / f"defect_level_{lv}" / f"{i:03d}_mask.png")
+    areas = {lv: np.mean([mask_area(base / "ground_truth" / f"{kinds[i]}_level_{lv}" / f"{i:03d}_mask.png")
                           for i in range(3)]) for lv in (1, 2, 3)}
     assert 0 < areas[1] < areas[2] < areas[3]
 

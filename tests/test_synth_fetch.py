@@ -32,10 +32,32 @@ def test_synth_defects_grow_with_level():
     assert 0 < changed[1] < changed[2] < changed[3]
 
 
+def test_synth_defect_types_as_madbench_folders(tmp_path):
+    """Image i of a level gets type i mod 3; the folder is `<type>_level_<k>` and each type changes
+    what its name says: a blotch is a filled area, a scratch a thin line, both together both."""
+    from mmad.synth import DEFECT_TYPES, _defect_with_mask
+    synthesize(tmp_path, train=1, per_level=4, size=64, textures=("brick",))
+    template = datasets.load_subset(datasets.resolve(tmp_path, "synth", "brick")[0])
+    folders = [p.split("/")[0] for p in template.paths]
+    assert folders[:4] == ["good_level_0"] * 4
+    assert folders[4:8] == ["blotch_level_1", "scratch_level_1", "blotch,scratch_level_1", "blotch_level_1"]
+    assert set(folders) == {"good_level_0"} | {f"{t}_level_{k}" for t in DEFECT_TYPES for k in (1, 2, 3)}
+    image = np.full((96, 96), 100.0)
+    areas = {}
+    for kind in DEFECT_TYPES:
+        out, mask = _defect_with_mask(image, 3, np.random.default_rng(5), kind)
+        assert (out != image).sum() == mask.sum() > 0  # the mask is exactly what changed
+        areas[kind] = mask.sum()
+    # same random draws: the combined defect is the blotch plus the scratch's pixels
+    assert areas["scratch"] < areas["blotch"] < areas["blotch,scratch"]
+    thin = _defect_with_mask(image, 3, np.random.default_rng(5), "scratch")[1]
+    assert thin.sum(axis=0).max() <= 3 * 3  # a line at most `level` rows thick per column (+ steep runs)
+
+
 def test_synth_is_deterministic(tmp_path):
     synthesize(tmp_path / "a", train=1, per_level=1, size=32, textures=("grass",))
     synthesize(tmp_path / "b", train=1, per_level=1, size=32, textures=("grass",))
-    rel = "Industry/synth/grass/test/defect_level_3/000.png"
+    rel = "Industry/synth/grass/test/blotch_level_3/000.png"
     assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
 
 

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -73,6 +74,21 @@ def default_answer(received: Received) -> str:
     """A deterministic score from the query image's bytes."""
     digest = int(received.query_id()[:8] or "0", 16)
     return f"Anomaly Score: {digest % 101}\nReason: synthetic answer for tests."
+
+
+CLASS_LINE = re.compile(r"^\s*(\d+)\.\s*([^:\n]+):", re.MULTILINE)
+
+
+def classify_answer(received: Received) -> str:
+    """An optional answer hook (`--answer classify`): a classification prompt (VELM's "Only return
+    the class name.") gets a class name from the prompt's numbered list, chosen by a hash of all its
+    images (so raw and conditioned requests differ); any other prompt gets `default_answer`."""
+    text = "\n".join(received.texts())
+    if "Only return the class name" not in text:
+        return default_answer(received)
+    names = [match.group(2).strip() for match in CLASS_LINE.finditer(text)]
+    digest = int(hashlib.sha256("".join(received.images()).encode()).hexdigest()[:8], 16)
+    return names[digest % len(names)] if names else "I cannot tell."
 
 
 @dataclass
@@ -501,8 +517,11 @@ if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tes
     parser.add_argument("--bucket-rpm", type=float, help="rate limit as a token bucket (requests/min)")
     parser.add_argument("--burst-seconds", type=float, default=2.0)
     parser.add_argument("--limit-header", type=int, help="announce this requests/min limit in the headers")
+    parser.add_argument("--answer", choices=("score", "classify"), default="score",
+                        help="classify: also answer classification prompts with a class name (classify_answer)")
     args = parser.parse_args()
     standalone = WireServer(latency=args.latency, bucket_rpm=args.bucket_rpm, bucket_burst_s=args.burst_seconds,
-                            limit_headers={"requests": args.limit_header} if args.limit_header else {}).start()
+                            limit_headers={"requests": args.limit_header} if args.limit_header else {},
+                            answer=classify_answer if args.answer == "classify" else default_answer).start()
     print(standalone.port, flush=True)
     threading.Event().wait()
