@@ -19,8 +19,8 @@ measured by admission time.
 The paced rate is the tightest of: `--rpm`, 97 % of the limit the provider's headers announce,
 and, after 429s, an adaptive factor (multiplicative decrease x0.7 at most once per cool-down,
 then a slow linear recovery of 0.5 % of the rate per second without 429s). When no limit is
-known, the first 429 adopts the measured send rate of the last 10 s as the base to decrease
-from. 429s do not count as failed attempts of a job; the engine bounds them by time.
+known, the first 429 adopts the measured send rate of the last 10 s (when at least 10 requests
+were sent in it) as the base to decrease from. 429s do not count as failed attempts of a job; the engine bounds them by time.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ DECREASE = 0.7  # multiplicative decrease on a 429
 MIN_FACTOR = 0.05
 RECOVERY_PER_S = 0.005  # linear recovery of the factor per second without 429s
 MEASURE_WINDOW_S = 10.0
+MEASURE_MIN_SENDS = 10  # fewer sends say nothing about the rate; the shared pause alone then acts
 
 
 class Stopped(Exception):
@@ -240,7 +241,7 @@ class RateControl:
         now = self._clock()
         self.rate_limited += 1
         self._last_429 = now
-        if self.requests_per_minute() is None and self._sends:
+        if self.requests_per_minute() is None and len(self._sends) >= MEASURE_MIN_SENDS:
             span = max(now - self._sends[0], 1.0)
             self.measured_rpm = 60.0 * len(self._sends) / span
         cooldown = max(1.0, self.latency or 0.0)
