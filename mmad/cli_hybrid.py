@@ -92,9 +92,6 @@ def apply_hybrid(args: argparse.Namespace, provider, runs: list, memo) -> list:
         for run in runs:
             check_not_contour_prompt(run.variant.prompt, prompts_dir)
         return runs
-    if getattr(args, "batch", False):
-        raise ConfigError("--hybrid with --batch: batch submission would send the gate's jobs too; run hybrid "
-                          "scoring live")
     from mmad.gate import open_detector_run
     detector = open_detector_run(detector_dir)
     contour_dir = config.cache_dir(args.cache_dir) / "contours"

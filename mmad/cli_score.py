@@ -132,6 +132,9 @@ def check_run_folder(run: VariantRun) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     if args.provider in DETECTORS:
+        if getattr(args, "hybrid", None):
+            raise ConfigError("--hybrid gates an MLLM provider (openai, anthropic) with a detector run; "
+                              f"--provider {args.provider} is itself a detector")
         from mmad.cli_detect import cmd_detect
         refs = _single(args.refs, "refs", 3)
         return cmd_detect(args, args.provider, refs)

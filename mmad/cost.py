@@ -75,8 +75,9 @@ def estimate_plan(plan, provider: str, model: str, price: ModelPrice | None, cac
                   counter: TokenCounter) -> Estimate:
     """Tokens and dollars for one plan's jobs that are not answered in the response cache."""
     result = Estimate(label=plan.subset.label)
-    todo = [job for job in plan.jobs if job.key not in cache]
-    result.cached_jobs = len(plan.jobs) - len(todo)
+    paid = [job for job in plan.jobs if job.local is None]  # a gate's decisions cost nothing
+    todo = [job for job in paid if job.key not in cache]
+    result.cached_jobs = len(paid) - len(todo)
     sizes: dict[str, tuple[int, int]] = {}
     groups: dict[tuple, list[int]] = {}
     for job in todo:

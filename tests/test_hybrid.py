@@ -193,5 +193,17 @@ def test_misuse_is_one_line(setup, capsys):
     assert "needs --hybrid DETECTOR_RUN --hybrid-contour separate" in capsys.readouterr().err
     assert score(server, tmp / "o", "--gate-threshold", "1") == 2
     assert score(server, tmp / "o", "--hybrid", str(tmp / "nowhere")) == 2
-    assert score(server, tmp / "o", "--hybrid", str(detector), "--batch") == 2
-    assert "--batch" in capsys.readouterr().err and not server.requests
+    assert score(server, tmp / "p", "--hybrid", str(detector), "--prompt", "industrial-contour") == 2
+    assert "--hybrid-contour" in capsys.readouterr().err and not server.requests
+
+
+def test_hybrid_in_batch_mode_sends_only_what_the_gate_lets_through(setup, capsys):
+    from mmad.results import JsonlLog
+    tmp, subset, scores, detector, server = setup
+    # exit 6: the one image the detector failed on is recorded as that job's failure
+    assert score(server, tmp / "b", "--hybrid", str(detector), "--batch", "--poll-interval", "0.01") == 6
+    records = [r for path in (tmp / "b").glob("*.jsonl") for r in JsonlLog.read(path)]
+    gated = [r for r in records if r["source"] == "gate" and r["status"] == "ok"]
+    assert len(records) == 12 and len(gated) == 3 and all(r["score"] == 0 for r in gated)
+    assert sum(batch["count"] for batch in server.batches.values()) == 8
+    assert [r["source"] for r in records].count("batch") == 8
