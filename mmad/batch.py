@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmad.errors import StorageError
-from mmad.providers.base import ProviderFailure
+from mmad.events import BatchSubmitted
+from mmad.providers.base import Completion, ProviderFailure
+from mmad.records import cause_of
 from mmad.ratecontrol import Stopped
 from mmad.results import atomic_write_text
 
@@ -90,7 +92,7 @@ async def run_batches(engine, todo: list, options: BatchOptions) -> None:
                 for custom_id, outcome in await provider.batch_results(batch["id"]):
                     for index, (plan, job) in enumerate(by_key.get(custom_id, [])):
                         if index == 0:
-                            engine._finish_batch_outcome(plan, job, outcome)
+                            _finish_outcome(engine, plan, job, outcome)
                         else:  # a twin: the same answer, from the cache it was just written to
                             cached = engine.cache.get(job.key)
                             engine._finish(plan, job, engine._answer_record(plan, job, cached, source="cache",
@@ -113,6 +115,22 @@ async def run_batches(engine, todo: list, options: BatchOptions) -> None:
         engine.request_stop("batches still processing; rerun the same command to collect them")
 
 
+def _finish_outcome(engine, plan, job, outcome: Completion | ProviderFailure) -> None:
+    """A batch answer goes through the same cache, interpretation and records as a live one."""
+    if isinstance(outcome, ProviderFailure):
+        engine._settle(job, None)
+        engine._summary.failures[outcome.kind] += 1
+        engine._finish(plan, job, engine._record(job, "error", source="batch", attempts=1,
+                                                 error=f"{outcome.kind}: {outcome}", cause=cause_of(outcome)))
+        return
+    engine._settle(job, outcome.usage)
+    for key, value in outcome.usage.items():
+        engine._summary.usage[key] += value
+    record = engine._store_answer(plan, job, outcome, 0.0, 1)
+    record.update(source="batch", latency_s=None)
+    engine._finish(plan, job, record)
+
+
 async def _submit(engine, provider, state: BatchState, jobs: list, options: BatchOptions) -> None:
     limit_requests, limit_bytes = provider.batch_limits
     max_requests = min(options.max_requests or limit_requests, limit_requests)
@@ -128,7 +146,8 @@ async def _submit(engine, provider, state: BatchState, jobs: list, options: Batc
             batch_id = await provider.submit_batch(lines, label)
             state.batches.append({"id": batch_id, "keys": keys, "done": False, "status": "submitted"})
             state.save()  # at once: a restart polls this batch instead of submitting it again
-            engine._emit_batch_submitted(batch_id, len(keys))
+            engine._summary.live_requests += 1
+            engine._emit(BatchSubmitted(batch_id, len(keys)))
         lines, keys, size = [], [], 0
 
     for plan, job in jobs:

@@ -27,27 +27,27 @@ a job cut short stays to-do. A write that fails (disk full, read-only) stops adm
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import partial
+from concurrent.futures import Executor
+from dataclasses import dataclass
 
 from mmad.cache import ResponseCache
 from mmad.cost import CostMeter
 from mmad.errors import StorageError, describe_os_error
-from mmad.images import EncodedImage, encode_file
+from mmad.events import (BatchSubmitted, Event, JobFinished, Paused, Retrying, RunStarted,  # noqa: F401
+                         RunStopped, RunSummary)
+from mmad.failures import CONNECT_TRIES_FIRST, Breaker, backoff, fatal_for_first_request, first_request_failure
+from mmad.images import EncodedImage
 from mmad.jobs import Job, SubsetPlan
+from mmad.preparation import ImagePreparer, image_executor  # noqa: F401  (image_executor: re-exported)
 from mmad.providers.base import Completion, Provider, ProviderFailure
 from mmad.ratecontrol import RateControl, Stopped
-from mmad.records import RunLogs, best_records, cause_of, interleave
+from mmad.records import (RunLogs, account, answer_record, best_records, cause_of, interleave, make_record,
+                          now_iso)
 from mmad.runlock import lock_folders
 
-CONNECT_TRIES_FIRST = 3  # the first request of a run gives up on an unreachable server quickly
 
 
 @dataclass
@@ -70,83 +70,6 @@ class EngineSettings:
     shared_images: int = 256  # encoded images kept for reuse (references)
 
 
-# --------------------------------------------------------------------------- events
-
-@dataclass(frozen=True)
-class RunStarted:
-    total: int
-    todo: int
-    already_done: int
-
-
-@dataclass(frozen=True)
-class JobFinished:
-    record: dict
-
-
-@dataclass(frozen=True)
-class Retrying:
-    kind: str
-    attempt: int
-    wait_s: float
-    message: str
-
-
-@dataclass(frozen=True)
-class Paused:
-    seconds: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class RunStopped:
-    reason: str
-
-
-@dataclass(frozen=True)
-class BatchSubmitted:
-    batch_id: str
-    requests: int
-
-
-Event = RunStarted | JobFinished | Retrying | Paused | RunStopped | BatchSubmitted
-
-
-@dataclass
-class RunSummary:
-    total: int = 0
-    already_done: int = 0
-    statuses: Counter = field(default_factory=Counter)  # this run's records
-    sources: Counter = field(default_factory=Counter)  # live / cache / batch
-    usage: Counter = field(default_factory=Counter)  # live tokens this run
-    failures: Counter = field(default_factory=Counter)  # failed attempts by kind (retried or not)
-    causes: Counter = field(default_factory=Counter)  # why jobs failed, over every job's best record
-    live_requests: int = 0  # HTTP calls made, retries included
-    elapsed_s: float = 0.0
-    stopped: str | None = None  # why the run ended early
-    fatal: ProviderFailure | None = None
-    storage_error: str | None = None
-    unstored: int = 0  # answers paid for that could not be written anywhere
-    budget_stop: bool = False
-    remaining: int = 0  # jobs without a final record: to-do for a later run
-    failed: int = 0  # jobs whose best record is not ok
-    final_statuses: Counter = field(default_factory=Counter)  # best record per job, every job
-    csv_paths: list = field(default_factory=list)
-    spent: float = 0.0  # USD for this run's live answers (when the model has a price)
-    estimated: float = 0.0  # what was expected for those same answers
-    url: str = ""
-
-
-def image_executor(workers: int | None = None) -> Executor:
-    """Threads for image preparation: Pillow releases the GIL while it decodes, resizes and
-    encodes, so threads scale across cores without the pickling a process pool pays per image."""
-    return ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="mmad-image")
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 class Engine:
     """Runs plans against one provider through one cache."""
 
@@ -164,19 +87,17 @@ class Engine:
         self._emit = on_event or (lambda event: None)
         self._sleep = sleep
         self._clock = clock
-        self._executor = executor
-        self._own_executor = executor is None
+        self._images = ImagePreparer(executor, self.settings.image_workers, self.settings.compress_level,
+                                     self.settings.shared_images)
         self._summary = RunSummary(url=provider.url)
         self._controls: dict[str, RateControl] = {}  # one per model: vendors limit per model
         self._stop_event = asyncio.Event()
         self._stop_reason: str | None = None
-        self._shared: OrderedDict[str, asyncio.Future] = OrderedDict()
-        self._shared_refs: set[str] = set()
         self._inflight: dict[str, asyncio.Future] = {}  # cache key -> done when its live call ends
         self._settled = asyncio.Event()
         self._logs: RunLogs | None = None
         self._plan_of: dict[str, SubsetPlan] = {}
-        self._streak: deque[str] = deque()  # causes of consecutive failed jobs
+        self._breaker = Breaker(self.settings.breaker_threshold)
 
     # ----------------------------------------------------------------- control
 
@@ -242,7 +163,7 @@ class Engine:
             summary.already_done = summary.total - len(todo)
             self._emit(RunStarted(summary.total, len(todo), summary.already_done))
             counts = Counter(image.ref.sha256 for _, job in todo for image in job.images)
-            self._shared_refs = {sha for sha, n in counts.items() if n > 1}
+            self._images.shared = {sha for sha, n in counts.items() if n > 1}
             try:
                 if self.batch is not None:
                     from mmad.batch import run_batches
@@ -256,8 +177,7 @@ class Engine:
                 self._logs.close()
             if locks is not None:
                 locks.release()
-            if self._executor is not None and self._own_executor:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._images.close()
         return summary
 
     def _is_todo(self, record: dict | None) -> bool:
@@ -319,28 +239,15 @@ class Engine:
                 except ProviderFailure as failure:
                     if failure.kind in ("rate_limit", "transient", "connection") and attempt + 1 < CONNECT_TRIES_FIRST:
                         try:
-                            await self.nap(self._backoff(attempt + 1, failure))
+                            await self.nap(backoff(attempt + 1, failure, self.settings.backoff_initial, self.settings.backoff_max))
                         except Stopped:
                             return False, None
                         continue
-                    self._fatal(self._first_failure(failure))
+                    self._fatal(first_request_failure(failure, self.provider.url))
                     return False, None
         follow = await self._job(plan, job, lead=True)
         return not self.stopping, follow
 
-    def _first_failure(self, failure: ProviderFailure) -> ProviderFailure:
-        """A failure of the run's first request, as one line naming the URL."""
-        url = self.provider.url
-        text = {
-            "connection": f"cannot reach {url}: {failure}",
-            "protocol": f"{failure}; is {url} an OpenAI/Anthropic-compatible API (check --base-url)?",
-            "not_found": f"{url} answered 404 ({failure}); check --base-url (OpenAI-compatible servers "
-                         f"usually end in /v1) and --model",
-            "auth": f"{url} refused the key ({failure})",
-            "transient": f"{url} failed on every attempt of the first request: {failure}",
-        }.get(failure.kind, f"{url}: {failure}")
-        kind = "quota" if failure.kind == "quota" else "auth" if failure.kind == "auth" else failure.kind
-        return ProviderFailure(kind, text, status=failure.status)
 
     # ----------------------------------------------------------------- one job
 
@@ -405,11 +312,11 @@ class Engine:
                     attempts += 1
                 if self.stopping:
                     return None  # cut short by the stop: the job stays to-do
-                if failure.fatal or (lead and self._fatal_first(failure, attempts)):
-                    self._fatal(self._first_failure(failure) if lead else failure)
+                if failure.fatal or (lead and fatal_for_first_request(failure, attempts, self.settings.max_attempts)):
+                    self._fatal(first_request_failure(failure, self.provider.url) if lead else failure)
                     return None
                 if failure.retryable and failure.kind != "rate_limit" and attempts < self.settings.max_attempts:
-                    wait = self._backoff(attempts, failure)
+                    wait = backoff(attempts, failure, self.settings.backoff_initial, self.settings.backoff_max)
                     self._emit(Retrying(failure.kind, attempts, wait, str(failure)))
                     try:
                         await self.nap(wait)
@@ -503,28 +410,13 @@ class Engine:
             self._summary.estimated = self.meter.estimated_done
             self._settled.set()
 
-    def _fatal_first(self, failure: ProviderFailure, attempts: int) -> bool:
-        """The run's first request: an unusable server stops the run instead of being retried long."""
-        if failure.kind == "protocol":
-            return True
-        if failure.kind == "connection":
-            return attempts >= CONNECT_TRIES_FIRST
-        return failure.kind == "transient" and attempts >= self.settings.max_attempts
-
-    def _backoff(self, attempt: int, failure: ProviderFailure) -> float:
-        seconds = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (attempt - 1))
-        seconds += random.uniform(0, self.settings.backoff_initial)
-        if failure.retry_after:
-            seconds = max(seconds, failure.retry_after)
-        return seconds
-
     # ----------------------------------------------------------------- answers and records
 
     def _store_answer(self, plan: SubsetPlan, job: Job, completion: Completion, latency: float,
                       attempts: int) -> dict:
         """Cache the raw answer (unless refused), then build its record."""
         value = {"text": completion.text, "usage": completion.usage, "latency_s": round(latency, 4),
-                 "finish_reason": completion.finish_reason, "model": completion.model, "time": _now_iso()}
+                 "finish_reason": completion.finish_reason, "model": completion.model, "time": now_iso()}
         if completion.refused:
             return self._record(job, "refused", source="live", attempts=attempts, raw=completion.text,
                                 usage=completion.usage, latency=latency, error="the model refused",
@@ -539,25 +431,15 @@ class Engine:
         return record
 
     def _answer_record(self, plan: SubsetPlan, job: Job, value: dict, *, source: str, attempts: int) -> dict:
-        interpretation = plan.task.interpret(value.get("text"), job)
-        cause = None if interpretation.status == "ok" else (
-            "refused by the model" if interpretation.status == "refused" else f"answer: {interpretation.error}")
-        return self._record(job, interpretation.status, source=source, attempts=attempts,
-                            fields=interpretation.fields, raw=value.get("text"), usage=value.get("usage"),
-                            latency=value.get("latency_s"), error=interpretation.error, cause=cause)
+        return answer_record(job, plan.task, value, source=source, attempts=attempts)
 
     def _failed(self, job: Job, failure: ProviderFailure, attempts: int) -> dict:
         return self._record(job, "error", source="live", attempts=attempts, error=f"{failure.kind}: {failure}",
                             cause=cause_of(failure))
 
-    def _record(self, job: Job, status: str, *, source: str, attempts: int, fields=None, raw: str | None = None,
-                usage: dict | None = None, latency: float | None = None, error: str | None = None,
-                cause: str | None = None) -> dict:
+    def _record(self, job: Job, status: str, **details) -> dict:
         plan = self._plan_of.get(job.key)
-        empty = plan.task.empty if plan is not None else {}
-        return {**job.fields, **empty, **(fields or {}), "status": status, "raw": raw, "usage": usage or {},
-                "latency_s": None if latency is None else round(latency, 4), "attempts": attempts,
-                "source": source, "error": error, "cause": cause, "key": job.key, "time": _now_iso()}
+        return make_record(job, plan.task.empty if plan is not None else {}, status, **details)
 
     def _finish(self, plan: SubsetPlan, job: Job, record: dict) -> None:
         """Append a job's final record, count it, watch for a failing server, tell the listener."""
@@ -570,95 +452,28 @@ class Engine:
         self._summary.statuses[record["status"]] += 1
         self._summary.sources[record["source"]] += 1
         self._emit(JobFinished(record))
-        if record["status"] == "error" and record.get("source") == "live" and record.get("cause", "").startswith(
-                ("server", "connection", "protocol", "timeout")):
-            self._streak.append(record["cause"])
-            if len(self._streak) >= self.settings.breaker_threshold:
-                causes = Counter(self._streak).most_common(2)
-                text = "; ".join(f"{cause} x{n}" for cause, n in causes)
-                self._fatal(ProviderFailure("transient", f"the last {len(self._streak)} jobs failed at "
-                                                         f"{self.provider.url} ({text}); stopped early"))
-        elif record["status"] != "error":
-            self._streak.clear()
+        tripped = self._breaker.observe(record)
+        if tripped is not None:
+            self._fatal(ProviderFailure("transient", f"{tripped} at {self.provider.url}; stopped early"))
 
-    # kept for the batch module
-    def _finish_batch_outcome(self, plan: SubsetPlan, job: Job, outcome: Completion | ProviderFailure) -> None:
-        """A batch answer goes through the same cache, interpretation and records as a live one."""
-        if isinstance(outcome, ProviderFailure):
-            self._settle(job, None)
-            self._summary.failures[outcome.kind] += 1
-            self._finish(plan, job, self._record(job, "error", source="batch", attempts=1,
-                                                 error=f"{outcome.kind}: {outcome}", cause=cause_of(outcome)))
-            return
-        self._settle(job, outcome.usage)
-        for key, value in outcome.usage.items():
-            self._summary.usage[key] += value
-        record = self._store_answer(plan, job, outcome, 0.0, 1)
-        record.update(source="batch", latency_s=None)
-        self._finish(plan, job, record)
-
-    def _emit_batch_submitted(self, batch_id: str, requests: int) -> None:
-        self._summary.live_requests += 1
-        self._emit(BatchSubmitted(batch_id, requests))
 
     # ----------------------------------------------------------------- images
 
-    def _pool(self) -> Executor:
-        if self._executor is None:
-            self._executor = image_executor(self.settings.image_workers)
-        return self._executor
-
-    async def _encode(self, image) -> EncodedImage:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), partial(encode_file, str(image.path), image.spec,
-                                                                self.settings.compress_level))
-
     async def _prepare(self, job: Job) -> dict[str, EncodedImage]:
-        """The job's images by sha256; images shared by several jobs are prepared once."""
-        images: dict[str, EncodedImage] = {}
-        for image in job.images:
-            sha = image.ref.sha256
-            if sha in images:
-                continue
-            if sha not in self._shared_refs:
-                images[sha] = await self._encode(image)
-                continue
-            future = self._shared.get(sha)
-            if future is None or (future.done() and future.exception() is not None):
-                future = asyncio.ensure_future(self._encode(image))
-                self._shared[sha] = future
-                while len(self._shared) > self.settings.shared_images:
-                    self._shared.popitem(last=False)
-            else:
-                self._shared.move_to_end(sha)
-            images[sha] = await asyncio.shield(future)
-        return images
+        return await self._images.prepare(job)
 
     # ----------------------------------------------------------------- the end
 
     def _finish_run(self, plans: list[SubsetPlan], started: float) -> None:
         """Result files from every plan's best records; what is left, what failed and why."""
-        summary = self._summary
         for plan in plans:
             try:
                 self._logs.flush(plan.jsonl_path)
                 best = best_records(self._logs.read(plan.jsonl_path))
-            except StorageError as error:
-                self._storage_failed(error)
-                best = {}
-            for job in plan.jobs:
-                record = best.get(job.key)
-                if record is None:
-                    summary.remaining += 1
-                    continue
-                summary.final_statuses[record["status"]] += 1
-                if record["status"] != "ok":
-                    summary.failed += 1
-                    summary.causes[record.get("cause") or record.get("error") or record["status"]] += 1
-            try:
-                summary.csv_paths.append(plan.task.write(plan, best))
+                account(self._summary, plan, best)
+                self._summary.csv_paths.append(plan.task.write(plan, best))
             except OSError as exc:
                 self._storage_failed(StorageError(describe_os_error(plan.csv_path, exc)))
             except StorageError as error:
                 self._storage_failed(error)
-        summary.elapsed_s = self._clock() - started
+        self._summary.elapsed_s = self._clock() - started

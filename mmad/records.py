@@ -10,6 +10,7 @@ other settings (another prompt, other references, a changed image) never counts 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mmad.errors import StorageError, describe_os_error
@@ -17,6 +18,29 @@ from mmad.providers.base import ProviderFailure
 from mmad.results import JsonlLog
 
 FINAL_STATUSES = ("ok", "parse_failed", "refused", "error")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def make_record(job, empty: Mapping, status: str, *, source: str, attempts: int, fields: Mapping | None = None,
+                raw: str | None = None, usage: dict | None = None, latency: float | None = None,
+                error: str | None = None, cause: str | None = None) -> dict:
+    """A job's record: its own fields, the task's answer fields (or `empty`), and what happened."""
+    return {**job.fields, **empty, **(fields or {}), "status": status, "raw": raw, "usage": usage or {},
+            "latency_s": None if latency is None else round(latency, 4), "attempts": attempts,
+            "source": source, "error": error, "cause": cause, "key": job.key, "time": now_iso()}
+
+
+def answer_record(job, task, value: Mapping, *, source: str, attempts: int) -> dict:
+    """The record of an answer (live, cached or from a batch), read by the job's task."""
+    interpretation = task.interpret(value.get("text"), job)
+    cause = None if interpretation.status == "ok" else (
+        "refused by the model" if interpretation.status == "refused" else f"answer: {interpretation.error}")
+    return make_record(job, task.empty, interpretation.status, source=source, attempts=attempts,
+                       fields=interpretation.fields, raw=value.get("text"), usage=value.get("usage"),
+                       latency=value.get("latency_s"), error=interpretation.error, cause=cause)
 
 
 def best_records(records: Iterable[Mapping]) -> dict[str, dict]:
@@ -31,6 +55,19 @@ def best_records(records: Iterable[Mapping]) -> dict[str, dict]:
             continue
         best[key] = dict(record)
     return best
+
+
+def account(summary, plan, best: Mapping[str, dict]) -> None:
+    """Add a plan's outcome to a run summary: jobs left, final statuses, why jobs failed."""
+    for job in plan.jobs:
+        record = best.get(job.key)
+        if record is None:
+            summary.remaining += 1
+            continue
+        summary.final_statuses[record["status"]] += 1
+        if record["status"] != "ok":
+            summary.failed += 1
+            summary.causes[record.get("cause") or record.get("error") or record["status"]] += 1
 
 
 def cause_of(failure: ProviderFailure) -> str:

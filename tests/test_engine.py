@@ -208,8 +208,8 @@ def test_cache_hit_needs_no_image_work_and_no_request(server, root, tmp_path, mo
     plans = plan_for(root, provider, tmp_path)
     run_engine(provider, plans, tmp_path / "cache")
     before = len(server.requests)
-    import mmad.engine
-    monkeypatch.setattr(mmad.engine, "encode_file", lambda *a, **k: pytest.fail("encoded an image on a cache hit"))
+    import mmad.preparation
+    monkeypatch.setattr(mmad.preparation, "encode_file", lambda *a, **k: pytest.fail("encoded an image on a cache hit"))
     provider = provider_for("openai", server)
     fresh = plan_for(root, provider, tmp_path / "second")
     summary = run_engine(provider, fresh, tmp_path / "cache")
