@@ -54,6 +54,29 @@ def make_dataset(root: Path, subsets: int, per_subset: int, size: int = 64, trai
         write_result_csv(root / "template" / f"bench_s{s:02d}_template.csv", rows)
 
 
+def make_photo_dataset(root: Path, jobs: int, size: int) -> None:
+    """Unique photo-like images: crops of scikit-image's bundled photos, resized to `size`."""
+    from skimage import data as photos
+    sources = [photos.astronaut(), photos.coffee(), photos.chelsea(), photos.rocket()]
+    rng = np.random.default_rng(1)
+    base = root / "Industry" / "bench" / "s00"
+    (base / "train" / "good").mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def photo() -> Image.Image:
+        source = sources[int(rng.integers(len(sources)))]
+        y, x = (int(rng.integers(0, max(1, d - 200))) for d in source.shape[:2])
+        return Image.fromarray(source[y:y + 200, x:x + 200]).resize((size, size), Image.Resampling.BICUBIC)
+    for i in range(3):
+        photo().save(base / "train" / "good" / f"{i}.png")
+    for i in range(jobs):
+        rel = f"level_{i % 4}/{i:05d}.png"
+        (base / "test" / f"level_{i % 4}").mkdir(parents=True, exist_ok=True)
+        photo().save(base / "test" / rel)
+        rows.append((rel, float(i % 4), None))
+    write_result_csv(root / "template" / "bench_s00_template.csv", rows)
+
+
 class Server:
     """tests/wire_server.py in its own process; stats over HTTP."""
 
@@ -125,7 +148,7 @@ def limits(tmp: Path, jobs: int, rpm: float) -> None:
 
 def cpu(tmp: Path, jobs: int, latency: float) -> None:
     data = tmp / "cpu"
-    make_dataset(data, subsets=1, per_subset=jobs, size=320)
+    make_photo_dataset(data, jobs, size=320)
     queries = sorted((data / "Industry" / "bench" / "s00" / "test").rglob("*.png"))
     t0 = time.process_time()
     for path in queries:
@@ -137,17 +160,21 @@ def cpu(tmp: Path, jobs: int, latency: float) -> None:
         _, wall, client_cpu = score(tmp, data, server.url, "cpu", "--concurrency", "32")
         stats = server.stats()
         server_cpu = server.cpu_s() - server_cpu0
+        _, _, fixed_cpu = score(tmp, data, server.url, "cpu")  # a no-op rerun: start-up, plans, files
     finally:
         server.stop()
-    requests = stats["requests"]
-    per_request = client_cpu / requests * 1000
-    print(f"[cpu] {jobs} jobs, four 320x320 images each, latency {latency * 1000:.0f} ms, concurrency 32, "
-          f"server in its own process")
-    print(f"  client CPU {client_cpu:.2f} s for {requests} requests = {per_request:.1f} ms per request, "
-          f"{per_request - encode_ms:.1f} ms apart from encoding the query image ({encode_ms:.1f} ms; target <= 10 ms), "
-          f"start-up included")
-    print(f"  {requests / wall:.0f} requests/s end to end ({wall:.1f} s wall, start-up included; target >= 100); "
-          f"server process CPU {server_cpu:.2f} s")
+    requests = stats["paid_jobs"]
+    arrivals = sorted(stats["arrivals"])
+    sustained = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    per_request = (client_cpu - fixed_cpu) / requests * 1000
+    print(f"[cpu] {jobs} jobs, four 320x320 photos each, latency {latency * 1000:.0f} ms, concurrency 32, "
+          f"server in its own process on the same 2 cores")
+    print(f"  client CPU {client_cpu:.2f} s in all, {fixed_cpu:.2f} s of it start-up and planning (a no-op rerun): "
+          f"{per_request:.1f} ms per request, {per_request - encode_ms:.1f} ms apart from encoding the query image "
+          f"({encode_ms:.1f} ms; target <= 10 ms)")
+    print(f"  client alone could sustain ~{2000 / per_request:.0f} requests/s on 2 cores; measured "
+          f"{sustained:.0f} requests/s between the first and last request ({requests / wall:.0f}/s with start-up) "
+          f"while the server used {server_cpu / requests * 1000:.1f} ms of CPU per request (target >= 100/s)")
 
 
 def images(tmp: Path, count: int) -> None:

@@ -45,7 +45,7 @@ from mmad.preparation import ImagePreparer, image_executor  # noqa: F401  (image
 from mmad.providers.base import Completion, Provider, ProviderFailure
 from mmad.ratecontrol import RateControl, Stopped
 from mmad.records import (RunLogs, account, answer_record, best_records, cause_of, interleave, make_record,
-                          now_iso)
+                          merge_record, now_iso)
 from mmad.runlock import lock_folders
 
 
@@ -98,6 +98,7 @@ class Engine:
         self._logs: RunLogs | None = None
         self._plan_of: dict[str, SubsetPlan] = {}
         self._breaker = Breaker(self.settings.breaker_threshold)
+        self._best: dict[int, dict[str, dict]] = {}  # per plan: job key -> the record that counts
 
     # ----------------------------------------------------------------- control
 
@@ -149,7 +150,7 @@ class Engine:
         locks = lock_folders({plan.out_dir for plan in plans}) if not locked else None
         try:
             self._logs = RunLogs()
-            previous = {}
+            previous = self._best
             for plan in plans:
                 previous[id(plan)] = best_records(self._logs.read(plan.jsonl_path))
                 for job in plan.jobs:
@@ -449,6 +450,8 @@ class Engine:
             if record.get("source") == "live" and record.get("raw") is not None and job.key not in self.cache:
                 self._summary.unstored += 1
             raise
+        best = self._best.setdefault(id(plan), {})
+        merge_record(best, record)  # kept in memory: the end of the run needs no second read of the file
         self._summary.statuses[record["status"]] += 1
         self._summary.sources[record["source"]] += 1
         self._emit(JobFinished(record))
@@ -469,7 +472,7 @@ class Engine:
         for plan in plans:
             try:
                 self._logs.flush(plan.jsonl_path)
-                best = best_records(self._logs.read(plan.jsonl_path))
+                best = self._best.get(id(plan), {})
                 account(self._summary, plan, best)
                 self._summary.csv_paths.append(plan.task.write(plan, best))
             except OSError as exc:

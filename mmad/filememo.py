@@ -44,6 +44,12 @@ class FileMemo:
             row = None
         return absolute, stat, row
 
+    def known(self, path: Path) -> str | None:
+        """The memo's sha256 for this file when its size and mtime are unchanged, else None
+        (raises FileNotFoundError for a missing file)."""
+        _, _, row = self._lookup(path)
+        return row[2] if row is not None else None
+
     def sha256(self, path: Path) -> str:
         """The file's sha256, from the memo when its size and mtime are unchanged."""
         absolute, stat, row = self._lookup(path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmad import datasets, references
-from mmad.cache import cache_key
+from mmad.cache import KeyTemplate, cache_key
 from mmad.errors import DataError
 from mmad.filememo import FileMemo
 from mmad.images import ImageRef, ImageSpec, decode_check, spec_for_family
@@ -102,6 +102,30 @@ def build_parts(instruction: str, refs: list[ImageRef], query: ImageRef) -> tupl
     return tuple(parts)
 
 
+def hash_files(paths: list[Path], memo: FileMemo, pool: ThreadPoolExecutor, subset: datasets.Subset,
+                template: datasets.Template | None = None) -> list[str]:
+    """sha256 of every file: from the memo when unchanged (a stat each), the rest hashed in threads.
+    A missing file is a one-line error naming the template lines (before any work)."""
+    digests: list[str | None] = []
+    missing: list[int] = []
+    for index, path in enumerate(paths):
+        try:
+            digests.append(memo.known(path))
+        except FileNotFoundError:
+            digests.append(None)
+            missing.append(index)
+    if missing:
+        if template is None:
+            raise DataError(f"{subset.label}: reference image {paths[missing[0]]} not found")
+        lines = [index + 2 for index in missing]
+        raise DataError(f"{template.source}: {len(missing)} missing image(s) at line(s) "
+                        f"{datasets.first_rows(lines)} (e.g. {paths[missing[0]]})")
+    todo = [index for index, digest in enumerate(digests) if digest is None]
+    for index, digest in zip(todo, pool.map(memo.sha256, [paths[i] for i in todo])):
+        digests[index] = digest
+    return digests  # type: ignore[return-value]
+
+
 def check_references(paths: set[Path]) -> None:
     """Every reference must decode fully; a broken one stops everything before any work."""
     for path in sorted(paths):
@@ -170,7 +194,7 @@ def build_plans(subsets: list[datasets.Subset], opts: PlanOptions, *, out_dir: P
     memo = memo or FileMemo(None)
     prepared = []
     for subset in subsets:
-        template = datasets.load_subset(subset)
+        template = datasets.load_subset(subset, check_images=False)  # missing files: found while hashing
         if opts.sample:
             keep = stratified_sample(template.levels, opts.sample, opts.sample_seed, subset.label)
             template = datasets.Template(template.source, tuple(template.paths[i] for i in keep),
@@ -189,20 +213,28 @@ def build_plans(subsets: list[datasets.Subset], opts: PlanOptions, *, out_dir: P
             query_spec = spec.with_corruption(opts.corrupt)
             ref_spec = query_spec if opts.corrupt_references else spec
             ref_paths = sorted({path for refs in chosen for path in refs})
-            ref_hashes = dict(zip(ref_paths, pool.map(memo.sha256, ref_paths)))
-            query_hashes = list(pool.map(memo.sha256, queries))
+            ref_hashes = dict(zip(ref_paths, hash_files(ref_paths, memo, pool, subset)))
+            query_hashes = hash_files(queries, memo, pool, subset, template)
             group = f"mmad-{subset.dataset}-{subset.subset}"
+            identity = dict(opts.identity)
+            keys = None  # one key template per subset when the references are fixed
+            ref_token, query_token = ref_spec.token, query_spec.token
+            inputs = {p: ImageInput(ImageRef(ref_hashes[p], ref_token), p, ref_spec) for p in ref_paths}
             jobs = []
             for rel, severity, query, digest, refs in zip(template.paths, template.severity, queries,
                                                            query_hashes, chosen):
-                ref_inputs = [ImageInput(ImageRef(ref_hashes[p], ref_spec.token), p, ref_spec) for p in refs]
-                query_input = ImageInput(ImageRef(digest, query_spec.token), query, query_spec)
+                ref_inputs = [inputs[p] for p in refs]
+                query_input = ImageInput(ImageRef(digest, query_token), query, query_spec)
                 parts = build_parts(instruction, [i.ref for i in ref_inputs], query_input.ref)
                 request = Request(system, parts, opts.model, opts.temperature, opts.max_tokens,
                                   prefix_parts=len(parts) - 2, cache_group=group)
-                jobs.append(Job(subset.dataset, subset.subset, rel, float(severity), query, request,
-                                cache_key(dict(opts.identity), request, opts.repeat), subset.prompt_family,
-                                tuple(ref_inputs) + (query_input,)))
+                if opts.reference_choice == "similar":
+                    key = cache_key(identity, request, opts.repeat)
+                else:
+                    keys = keys or KeyTemplate(identity, request, opts.repeat)
+                    key = keys.key(digest)
+                jobs.append(Job(subset.dataset, subset.subset, rel, float(severity), query, request, key,
+                                subset.prompt_family, tuple(ref_inputs) + (query_input,)))
             csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
             fixed = chosen[0] if chosen and all(c == chosen[0] for c in chosen) else ()
             plans.append(SubsetPlan(subset, prompt_name, tuple(fixed), tuple(jobs), csv_path, jsonl_path))

@@ -43,17 +43,22 @@ def answer_record(job, task, value: Mapping, *, source: str, attempts: int) -> d
                        latency=value.get("latency_s"), error=interpretation.error, cause=cause)
 
 
+def merge_record(best: dict[str, dict], record: Mapping) -> None:
+    """Let a newer record count for its job unless it is a failure after a success."""
+    key = record.get("key")
+    if not key or record.get("status") not in FINAL_STATUSES:
+        return
+    previous = best.get(key)
+    if previous is not None and previous["status"] == "ok" and record["status"] != "ok":
+        return
+    best[key] = dict(record)
+
+
 def best_records(records: Iterable[Mapping]) -> dict[str, dict]:
     """The record that counts per job key (see the module docstring)."""
     best: dict[str, dict] = {}
     for record in records:
-        key = record.get("key")
-        if not key or record.get("status") not in FINAL_STATUSES:
-            continue
-        previous = best.get(key)
-        if previous is not None and previous["status"] == "ok" and record["status"] != "ok":
-            continue
-        best[key] = dict(record)
+        merge_record(best, record)
     return best
 
 

@@ -233,6 +233,20 @@ def test_cache_key_components(server, root, tmp_path):
     assert sum(changed[p] != base[p] for p in base) == 1
 
 
+def test_key_template_gives_the_same_keys_as_cache_key(server, root, tmp_path):
+    from mmad.cache import cache_key
+    provider = provider_for("openai", server)
+    for job in plan_for(root, provider, tmp_path)[0].jobs:
+        assert job.key == cache_key(provider.identity(), job.request)
+
+
+def test_a_missing_query_is_one_line_before_any_work(root, tmp_path):
+    from mmad.errors import DataError
+    (root / "Industry/toy/widget/test/defect_level_2/001.png").unlink()
+    with pytest.raises(DataError, match=r"1 missing image\(s\) at line\(s\) 9 "):
+        plan_for(root, OpenAIProvider(api_key=KEY, base_url="http://127.0.0.1:9/v1"), tmp_path)
+
+
 def test_refusals_are_not_cached_and_retry_failed_resends(server, root, tmp_path):
     server.faults.extend([Fault("refusal"), Fault("garbage")])
     provider = provider_for("anthropic", server)
