@@ -30,12 +30,15 @@ def estimate(args, provider, cache, runs) -> int:
     calibrated = asyncio.run(counted())
     per_variant = []
     total = Estimate(label="total")
+    seen: set[str] = set()  # identical requests in two variants are paid once
     for run in runs:
         model = run.variant.model
         counter = TokenCounter(provider.name, model, "high")
         counter.text_scale = calibrated.text_scale
         price = prices.lookup(model)
-        subsets = [estimate_plan(plan, provider.name, model, price, cache, counter) for plan in run.plans]
+        subsets = [estimate_plan(plan, provider.name, model, price, cache, counter, seen) for plan in run.plans]
+        for item in subsets:
+            item.below_cache_minimum = [f"{run.run_name} {label}" for label in item.below_cache_minimum]
         variant_total = Estimate(label=run.run_name)
         if price is not None:
             variant_total.plain = variant_total.with_caching = variant_total.with_batch = variant_total.with_both = 0.0
@@ -68,8 +71,8 @@ def estimate(args, provider, cache, runs) -> int:
         table.add_section()
         row("total", total, style="bold")
     console.print(table)
-    console.print(f"{total.jobs} jobs to send ({total.cached_jobs} more already in the response cache: free); "
-                  f"prices: {prices.path} (dated {prices.date})")
+    console.print(f"{total.jobs} jobs to send ({total.cached_jobs} more already in the response cache or identical "
+                  f"to an earlier variant's: free); prices: {prices.path} (dated {prices.date})")
     for run, variant_total, _, price in per_variant:
         if price is None:
             console.print(f"no price for {run.variant.model!r} in {prices.path}: tokens only")

@@ -72,11 +72,14 @@ class Estimate:
 
 
 def estimate_plan(plan, provider: str, model: str, price: ModelPrice | None, cache,
-                  counter: TokenCounter) -> Estimate:
-    """Tokens and dollars for one plan's jobs that are not answered in the response cache."""
+                  counter: TokenCounter, seen: set[str] | None = None) -> Estimate:
+    """Tokens and dollars for one plan's jobs that are not answered in the response cache. Keys
+    in `seen` (identical requests of an earlier variant of the same estimate) are free too."""
     result = Estimate(label=plan.subset.label)
     paid = [job for job in plan.jobs if job.local is None]  # a gate's decisions cost nothing
-    todo = [job for job in paid if job.key not in cache]
+    seen = seen if seen is not None else set()
+    todo = [job for job in paid if job.key not in seen and job.key not in cache]
+    seen.update(job.key for job in todo)
     result.cached_jobs = len(paid) - len(todo)
     sizes: dict[str, tuple[int, int]] = {}
     groups: dict[tuple, list[int]] = {}

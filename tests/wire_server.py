@@ -76,6 +76,23 @@ def default_answer(received: Received) -> str:
     return f"Anomaly Score: {digest % 101}\nReason: synthetic answer for tests."
 
 
+def severity_answer(received: Received) -> str:
+    """A stand-in that looks: the share of the query's pixels outside the references' intensity
+    range (a defect's shifted blotch and scratch) as a 0-100 score. The paper's prompt (a blank
+    line before "Image 4:") gets it almost clean, any other prompt with heavy noise, so a prompt
+    ablation on the demo data has an effect to find. Not a model; for demos and tests."""
+    import numpy as np
+    images = [np.asarray(decode_image(data).convert("L"), dtype=float) for data in received.images()]
+    query = images[-1]
+    pool = np.concatenate([image.ravel() for image in images[:-1]]) if len(images) > 1 else query.ravel()
+    low, high = np.percentile(pool, [0.5, 99.5])
+    signal = float(np.clip((np.mean((query < low) | (query > high)) - 0.008) * 1500, 0, 100))
+    noise = int(received.query_id()[:6] or "0", 16) % 41 - 20
+    paper = any("\n\nImage 4:" in text for text in received.texts())
+    score = signal + noise * (0.2 if paper else 1.5)
+    return f"Anomaly Score: {int(np.clip(round(score), 0, 100))}\nReason: {signal:.0f}% off-texture pixels (stand-in)."
+
+
 CLASS_LINE = re.compile(r"^\s*(\d+)\.\s*([^:\n]+):", re.MULTILINE)
 
 
@@ -517,11 +534,13 @@ if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tes
     parser.add_argument("--bucket-rpm", type=float, help="rate limit as a token bucket (requests/min)")
     parser.add_argument("--burst-seconds", type=float, default=2.0)
     parser.add_argument("--limit-header", type=int, help="announce this requests/min limit in the headers")
-    parser.add_argument("--answer", choices=("score", "classify"), default="score",
-                        help="classify: also answer classification prompts with a class name (classify_answer)")
+    parser.add_argument("--answer", choices=("score", "classify", "severity"), default="score",
+                        help="classify: also answer classification prompts with a class name (classify_answer); "
+                             "severity: scores that follow the images' defects (severity_answer)")
     args = parser.parse_args()
     standalone = WireServer(latency=args.latency, bucket_rpm=args.bucket_rpm, bucket_burst_s=args.burst_seconds,
                             limit_headers={"requests": args.limit_header} if args.limit_header else {},
-                            answer=classify_answer if args.answer == "classify" else default_answer).start()
+                            answer={"classify": classify_answer, "severity": severity_answer}.get(
+                                args.answer, default_answer)).start()
     print(standalone.port, flush=True)
     threading.Event().wait()
