@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mmad import config
-from mmad.cli_output import console, err_console, percent, tau
+from mmad.cli_output import console, err_console, percent, print_rows, tau
 from mmad.errors import ConfigError, DataError
 
 
@@ -78,24 +78,10 @@ def eval_scores(args: argparse.Namespace) -> int:
                 + [percent(r.auroc_by_level.get(lv, math.nan)) for lv in levels] for r in records]
         mean_rows = [[m.run, m.dataset, f"mean of {m.subsets}", "", "", percent(m.auroc), tau(m.kendall_tau_b),
                       percent(m.c_index)] + [""] * len(levels) for m in means]
-        if args.markdown:
-            print("| " + " | ".join(header) + " |")
-            print("|" + "---|" * len(header))
-            for row in rows + mean_rows:
-                print("| " + " | ".join(row) + " |")
-        else:
-            title = f"Multilevel AD performance (ties: {args.ties})"
-            if args.bootstrap:
-                title += f"; [95% bootstrap interval, {args.bootstrap} resamples]"
-            table = Table(title=title)
-            for column in header:
-                table.add_column(column, justify="left" if column in ("run", "dataset", "subset") else "right")
-            for row in rows:
-                table.add_row(*row)
-            table.add_section()
-            for row in mean_rows:
-                table.add_row(*row, style="bold")
-            console.print(table)
+        title = f"Multilevel AD performance (ties: {args.ties})"
+        if args.bootstrap:
+            title += f"; [95% bootstrap interval, {args.bootstrap} resamples]"
+        print_rows(title, header, rows, mean_rows, markdown=args.markdown)
     notes = [(r, note) for r in records for note in r.notes]
     for record, note in notes:
         err_console.print(f"— {record.run} {record.dataset}/{record.subset}: {note}", markup=False, highlight=False)

@@ -20,3 +20,24 @@ def percent(value: float) -> str:
 def tau(value: float) -> str:
     """Kendall tau-b with 3 decimals; NaN as a dash."""
     return "—" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def print_rows(title: str, header: list[str], rows: list[list[str]], totals: list[list[str]], *,
+               markdown: bool) -> None:
+    """A results table: rows, then total/mean rows in bold (a section apart), or as markdown."""
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows + totals:
+            print("| " + " | ".join(row) + " |")
+        return
+    from rich.table import Table
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column in ("run", "dataset", "subset") else "right")
+    for row in rows:
+        table.add_row(*row)
+    table.add_section()
+    for row in totals:
+        table.add_row(*row, style="bold")
+    console.print(table)

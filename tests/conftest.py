@@ -82,3 +82,18 @@ def run_engine(provider, plans, cache_dir: Path, events: list | None = None, *, 
         return asyncio.run(go())
     finally:
         cache.close()
+
+
+class FakeClock:
+    """Time moves only when someone sleeps (or a test says so): rate-control waits cost no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)

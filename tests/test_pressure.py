@@ -17,7 +17,7 @@ from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider, dumps
 from mmad.results import JsonlLog
-from tests.conftest import make_industry_subset, run_engine, write_image
+from tests.conftest import FakeClock, make_industry_subset, run_engine, write_image
 from tests.wire_server import Fault, WireServer
 
 
@@ -51,20 +51,6 @@ def test_rate_limits_do_not_spend_attempts(server, root, tmp_path):
     summary = run_engine(provider, plans_for(root, provider, tmp_path), tmp_path / "cache", max_attempts=1,
                          concurrency=1)
     assert summary.statuses == {"ok": 20} and summary.failures["rate_limit"] == 8  # one attempt each, 429s free
-
-
-class FakeClock:
-    """Waits advance this clock at once (the pacer slows down a lot under endless 429s)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
 
 
 def test_rate_limits_are_bounded_by_time_and_slow_the_client(server, root, tmp_path):

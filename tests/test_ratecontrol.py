@@ -7,20 +7,7 @@ import pytest
 
 from mmad.providers.base import ProviderFailure, RateLimitInfo
 from mmad.ratecontrol import HEADROOM, RateControl, Stopped
-
-
-class FakeClock:
-    """Time moves only when someone sleeps (or the test says so)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
+from tests.conftest import FakeClock
 
 
 def control(clock, **kw) -> RateControl:

@@ -11,12 +11,11 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rich.table import Table
 
 from mmad import config, datasets
 from mmad.cli_options import HelpFormatter, add_data_options, add_engine_options, finite_float, nonneg_int, \
     positive_float, positive_int, temperature
-from mmad.cli_output import console, err_console
+from mmad.cli_output import console, err_console, print_rows
 from mmad.errors import ConfigError, DataError
 
 DEFAULT_OUT = "results-classify"
@@ -208,21 +207,8 @@ def eval_classify(args: argparse.Namespace) -> int:
                 "" if math.isnan(v) else repr(v) for v in (m.accuracy, m.macro_f1, m.micro_f1, m.kappa)])
         print(buffer.getvalue(), end="")
         return 0
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows + mean_rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        table = Table(title="Anomaly classification (overall = mean over categories)")
-        for column in header:
-            table.add_column(column, justify="left" if column in ("run", "dataset", "subset") else "right")
-        for row in rows:
-            table.add_row(*row)
-        table.add_section()
-        for row in mean_rows:
-            table.add_row(*row, style="bold")
-        console.print(table)
+    print_rows("Anomaly classification (overall = mean over categories)", header, rows, mean_rows,
+               markdown=args.markdown)
     for r in results:
         _print_confusion(r, markdown=args.markdown)
     for g in groups:

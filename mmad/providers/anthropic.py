@@ -8,9 +8,7 @@ read from the JSON directly. The SDK has no `temperature` argument: it is in the
 
 from __future__ import annotations
 
-import itertools
 import os
-import uuid
 from collections.abc import Mapping
 
 import anthropic
@@ -41,13 +39,7 @@ class AnthropicProvider(Provider):
             self._key = "placeholder"
         self._client = client or anthropic.AsyncAnthropic(api_key=self._key, base_url=base_url,
                                                           max_retries=0, timeout=timeout)
-        self._keys = (f"mmad-{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())  # idempotency keys
-
-    def identity(self) -> dict[str, str]:
-        ident = {"provider": self.name}
-        if self.base_url:
-            ident["base_url"] = self.base_url.rstrip("/")
-        return ident
+        self._keys = self._idempotency_keys()
 
     def _blocks(self, parts, images: Mapping[str, EncodedImage]) -> list[dict]:
         blocks = []

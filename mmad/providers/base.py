@@ -19,8 +19,10 @@ No SDK imports here. Providers *classify* errors (`ProviderFailure.kind`); the e
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import uuid
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -119,8 +121,17 @@ class Provider(ABC):
     base_url: str | None = None
 
     def identity(self) -> dict[str, str]:
-        """What about this provider changes answers (goes into the cache key)."""
-        return {"provider": self.name}
+        """What about this provider changes answers (goes into the cache key): its name, and the
+        server for custom base URLs."""
+        ident = {"provider": self.name}
+        if self.base_url:
+            ident["base_url"] = self.base_url.rstrip("/")
+        return ident
+
+    def _idempotency_keys(self):
+        """Our own idempotency keys: the SDK would draw a uuid4 (os.urandom) per request otherwise."""
+        prefix = f"mmad-{uuid.uuid4().hex[:12]}"
+        return (f"{prefix}-{n}" for n in itertools.count())
 
     async def preflight(self, request: Request, images: Mapping[str, EncodedImage]) -> None:
         """Check, before a run, that the server accepts this request shape. Default: nothing."""

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import base64
 import io
-import itertools
 import json
 import os
 import re
-import uuid
 from collections.abc import Mapping
 
 import httpx2
@@ -75,13 +73,7 @@ class OpenAIProvider(Provider):
         # One layer retries: the engine. The SDK's own retries are off.
         self._client = client or openai.AsyncOpenAI(api_key=self._key, base_url=base_url,
                                                     max_retries=0, timeout=timeout)
-        self._keys = (f"mmad-{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())  # idempotency keys
-
-    def identity(self) -> dict[str, str]:
-        ident = {"provider": self.name}
-        if self.base_url:
-            ident["base_url"] = self.base_url.rstrip("/")
-        return ident
+        self._keys = self._idempotency_keys()
 
     def _content(self, parts, images: Mapping[str, EncodedImage]) -> list[dict]:
         content = []
