@@ -71,20 +71,26 @@ class ReportData:
         }
 
 
-def variant_pairs(runs: Sequence[Run]) -> list[str]:
-    """'a vs b: key: x -> y' for runs of the same kind that differ in 1-2 settings (prompt
-    variants, models, repeats): the pairs `mmad compare` verdicts are about. Pairs that differ
-    only in their corruption are left to Table 5."""
+def comparable_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run, list[str]]]:
+    """(a, b, changes) for runs of the same kind that differ in 1-2 settings (prompt variants,
+    models, repeats) under the same corruption: the pairs `mmad compare` verdicts are about.
+    A pair whose corruption differs is left out, even when something else differs too: the
+    corruption's effect is Table 5's business, and mixing it in would confound the verdict."""
     out = []
     described = [r for r in runs if r.info is not None]
     for i, a in enumerate(described):
         for b in described[i + 1:]:
             changes = setting_differences(a.info, b.info)
-            only_corruption = all(c.split(":", 1)[0] in CORRUPT_KEYS for c in changes)  # Table 5's business
-            if (changes and not only_corruption and len(changes) <= MAX_VARIANT_DIFFERENCES
+            corruption_differs = any(c.split(":", 1)[0] in CORRUPT_KEYS for c in changes)
+            if (changes and not corruption_differs and len(changes) <= MAX_VARIANT_DIFFERENCES
                     and a.info.get("kind") == b.info.get("kind")):
-                out.append(f"{a.name} vs {b.name}: {'; '.join(changes)}")
+                out.append((a, b, changes))
     return out
+
+
+def variant_pairs(runs: Sequence[Run]) -> list[str]:
+    """'a vs b: key: x -> y' for each of `comparable_pairs`."""
+    return [f"{a.name} vs {b.name}: {'; '.join(changes)}" for a, b, changes in comparable_pairs(runs)]
 
 
 def build_report(inputs: Sequence[Path], *, data_root: Path, masks_dir: Path | None = None, ties: str = "half",

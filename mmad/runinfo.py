@@ -61,5 +61,10 @@ def setting_differences(old: dict, new: dict) -> list[str]:
         changed.append(f"kind: {old.get('kind')} -> {new.get('kind')}")
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
-            changed.append(f"{key}: {before.get(key)!r} -> {after.get(key)!r}")
+            changed.append(f"{key}: {_shown(before.get(key))} -> {_shown(after.get(key))}")
     return changed
+
+
+def _shown(value: object) -> str:
+    """A setting as a reader wants it: unset settings take mmad's default."""
+    return "default" if value is None else repr(value)

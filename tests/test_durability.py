@@ -286,7 +286,7 @@ def test_changed_settings_never_reuse_stale_answers(setup):
     # another prompt into the same folder is refused, naming what differs
     refused = run(base + ["--prompt", "industrial-paper", "--out", str(tmp / "results" / "m")], env, cwd=tmp)
     line = one_line_error(refused.stderr)
-    assert refused.returncode == 2 and "prompt: None -> 'industrial-paper'" in line
+    assert refused.returncode == 2 and "prompt: default -> 'industrial-paper'" in line
     # by default, variants get their own folders and are really sent
     sent_before = len(jobs_sent(server))
     dry = run(base + ["--prompt", "industrial-zeroshot", "--refs", "0", "--dry-run"], env, cwd=tmp)

@@ -92,3 +92,20 @@ def test_spend_without_a_price_or_jsonl(tmp_path):
     assert spend.usd is None and "not in prices.toml" in spend.note
     (folder / "r_mvtec_bottle.jsonl").unlink()
     assert run_spend(load_runs([folder])[0]).note == "no JSONL records beside the result files"
+
+
+def test_comparisons_hold_the_corruption_fixed(tmp_path):
+    """A prompt variant is compared with its original, and a corrupted prompt variant with the
+    corrupted original; never a corrupted run with a clean one of another prompt."""
+    from mmad.report_data import comparable_pairs
+    base = {"provider": "openai", "model": "m", "prompt": "industrial"}
+    scores = {("mvtec", "bottle"): (SEV, [1, 2, 3, 4])}
+    settings = {"a": base, "p": {**base, "prompt": "industrial-paper"},
+                "p-b": {**base, "prompt": "industrial-paper", "corrupt": "brightness:3"},
+                "a-b": {**base, "corrupt": "brightness:3"}}
+    for name, s in settings.items():
+        write_run(tmp_path / name, name, scores, kind="mllm", settings=s)
+    runs = load_runs([tmp_path / n for n in settings])
+    pairs = {(a.name, b.name): changes for a, b, changes in comparable_pairs(runs)}
+    assert set(pairs) == {("a", "p"), ("p-b", "a-b")}
+    assert pairs[("a", "p")] == ["prompt: 'industrial' -> 'industrial-paper'"]
