@@ -68,11 +68,11 @@ def kills(tmp: Path, data: Path, jobs: int, load: int, count: int, rng: random.R
             proc.wait()
             time.sleep(0.5)  # let requests already at the server finish being answered
             stats = server.stats()
-            lost = stats["paid_jobs"] - records(out) - unrecorded  # paid at this kill, never recorded
+            lost = stats["paid"] - records(out) - unrecorded  # paid at this kill, never recorded
             unrecorded += lost
             per_kill.append(lost)
         final = subprocess.run(command(server, out), env=env, capture_output=True, text=True)
-        paid = server.stats()["paid_jobs"]
+        paid = server.stats()["paid"]
     finally:
         for hog in hogs:
             hog.kill()
@@ -124,10 +124,10 @@ def disk(tmp: Path, data: Path, jobs: int) -> None:
     try:
         first = subprocess.run(command(server, out, "--concurrency", "4"), env=env, capture_output=True, text=True,
                                preexec_fn=small_disk)
-        paid_first = server.stats()["paid_jobs"]
+        paid_first = server.stats()["paid"]
         stored = records(out)
         rerun = subprocess.run(command(server, out), env=env, capture_output=True, text=True)
-        paid = server.stats()["paid_jobs"]
+        paid = server.stats()["paid"]
     finally:
         server.stop()
     error = [line for line in first.stderr.splitlines() if line.startswith("error:")]
@@ -147,12 +147,12 @@ def budget(tmp: Path, data: Path) -> None:
         per_request = summary["spend_usd"] / summary["jobs"]["total"]
         for k in (10, 25, 50):
             cap = k * per_request
-            before = server.stats()["paid_jobs"]
+            before = server.stats()["paid"]
             run = subprocess.run(command(server, tmp / f"budget-{k}", "--json", "--max-cost", f"{cap:.6f}",
                                          provider="anthropic", model=model),
                                  env=environment(tmp, data, f"budget-{k}"), capture_output=True, text=True)
             spent = json.loads(run.stdout)["spend_usd"] if run.stdout.strip() else float("nan")
-            sent = server.stats()["paid_jobs"] - before
+            sent = server.stats()["paid"] - before
             print(f"  budget worth {k} requests (${cap:.4f}): {sent} sent, spent ${spent:.4f} "
                   f"({spent / cap:.3f} of the budget), exit {run.returncode}")
     finally:

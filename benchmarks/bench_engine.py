@@ -163,7 +163,7 @@ def cpu(tmp: Path, jobs: int, latency: float) -> None:
         _, _, fixed_cpu = score(tmp, data, server.url, "cpu")  # a no-op rerun: start-up, plans, files
     finally:
         server.stop()
-    requests = stats["paid_jobs"]
+    requests = stats["paid"]
     arrivals = sorted(stats["arrivals"])
     sustained = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     per_request = (client_cpu - fixed_cpu) / requests * 1000

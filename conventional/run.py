@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from mmad import datasets
-from mmad.errors import ConfigError, DataError
+from mmad.errors import ConfigError, DataError, StorageError, describe_os_error
 from mmad.images import decode_check
 from mmad.jobs import check_references, result_paths
-from mmad.results import JsonlLog, atomic_write_text, write_result_csv
+from mmad.results import JsonlLog, atomic_write_bytes, atomic_write_text, write_result_csv
 
 from .backbone import make_backbone
 from .features import FeatureExtractor, resolve_device
@@ -116,9 +116,7 @@ def save_maps(path: Path, paths: list[str], maps: np.ndarray, image_size: int, s
                         calibration_scores=np.asarray(calibration.scores, np.float64),
                         calibration_map_mean=np.asarray(calibration.map_mean, np.float64),
                         calibration_map_p99=np.asarray(calibration.map_p99, np.float64))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def make_detector(settings: DetectorSettings, few_shot: bool, backbone):
@@ -235,24 +233,28 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         finished = time.perf_counter()
-        write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
-                                       [None if np.isnan(s) else float(s) for s in scores]))
-        records = []
-        for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
-            record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
-                      "score": None if problem else float(score), "status": "error" if problem else "ok",
-                      "source": "local", "method": settings.method, "few_shot": few_shot}
-            if problem:
-                record.update(error=f"cannot decode {subset.test_root / rel}: {problem}", cause="image: cannot be decoded")
-            records.append(json.dumps(record))
-        atomic_write_text(jsonl_path, "\n".join(records) + "\n")
         calibration = Calibration()
         if few_shot:
             calibration = score_held_out(detector, extractor, subset, train, settings.batch_size)
         if maps is None:
             maps = np.zeros((len(queries), 1, 1), dtype=np.float32)
-        save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
-                  calibration)
+        try:
+            write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
+                                           [None if np.isnan(s) else float(s) for s in scores]))
+            records = []
+            for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
+                record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
+                          "score": None if problem else float(score), "status": "error" if problem else "ok",
+                          "source": "local", "method": settings.method, "few_shot": few_shot}
+                if problem:
+                    record.update(error=f"cannot decode {subset.test_root / rel}: {problem}", cause="image: cannot be decoded")
+                records.append(json.dumps(record))
+            atomic_write_text(jsonl_path, "\n".join(records) + "\n")
+            save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
+                      calibration)
+        except OSError as exc:  # full or read-only disk: one line, and no half-written file
+            where = exc.filename or csv_path.parent
+            raise StorageError(f"cannot write the results of {subset.label}: {describe_os_error(where, exc)}") from None
         timing = SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
                               str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
         report.csv_paths.append(csv_path)

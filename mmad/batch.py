@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mmad.errors import StorageError
 from mmad.events import BatchSubmitted
+from mmad.preparation import ImagePreparationError
 from mmad.providers.base import Completion, ProviderFailure
 from mmad.records import cause_of
 from mmad.ratecontrol import Stopped
@@ -155,16 +156,15 @@ async def _submit(engine, provider, state: BatchState, jobs: list, options: Batc
             break
         try:
             images = await engine._prepare(job)
-        except Exception as exc:  # an undecodable image is this job's failure
-            engine._finish(plan, job, engine._record(job, "error", source="batch", attempts=0,
-                                                     error=f"cannot prepare image: {type(exc).__name__}: {exc}",
+        except ImagePreparationError as exc:  # an undecodable image is this job's failure
+            engine._finish(plan, job, engine._record(job, "error", source="batch", attempts=0, error=str(exc),
                                                      cause="image: cannot be decoded"))
             continue
         if engine.meter is not None and engine.meter.price is not None:
             sizes = {sha: (image.width, image.height) for sha, image in images.items()}
             if not engine.meter.admit(job.key, engine.meter.expected(job.request, sizes, job.family, job.prefix_id)):
                 engine._summary.budget_stop = True
-                engine.request_stop(f"budget: the next batch request could pass --max-cost ${engine.meter.max_cost:.2f}")
+                engine.request_stop(f"budget: the next batch request could pass --max-cost ${engine.meter.max_cost:g}")
                 break
         line = provider.batch_line(job.key, job.request, images)
         line_bytes = len(json.dumps(line, separators=(",", ":"))) + 1

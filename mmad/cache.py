@@ -22,29 +22,18 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import diskcache
 
 from mmad.errors import StorageError, describe_os_error
 from mmad.images import ImageRef
+from mmad.redaction import public_url
 from mmad.providers.base import Request
 
 KEY_VERSION = 2
 STORE = "responses"
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
-
-
-@lru_cache(maxsize=64)
-def _public_url(url: str) -> str:
-    """A base URL without any user:password part."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 def _parts(parts: Iterable) -> list[dict]:
@@ -54,7 +43,7 @@ def _parts(parts: Iterable) -> list[dict]:
 def key_material(identity: dict[str, str], request: Request, repeat: int = 0) -> dict:
     ident = dict(identity)
     if "base_url" in ident:
-        ident["base_url"] = _public_url(ident["base_url"])
+        ident["base_url"] = public_url(ident["base_url"])
     material = {
         "key_version": KEY_VERSION,
         **ident,

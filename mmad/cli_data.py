@@ -84,7 +84,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if problems:
         for line in problems[:20]:
             err_console.print(line, markup=False, highlight=False)
-        more = f" (first 20 shown)" if len(problems) > 20 else ""
+        more = " (first 20 shown)" if len(problems) > 20 else ""
         raise DataError(f"{len(problems)} image(s) cannot be decoded{more}")
     return 0
 

@@ -23,7 +23,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+        switch = isinstance(action.const, bool) and action.nargs == 0  # --flag / --no-flag: the help says it
+        if ("default" in text or not action.option_strings or switch or action.default is None
+                or action.default is False or action.default == argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)".strip()
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from mmad.cli_output import err_console
 from mmad.engine import BatchSubmitted, JobFinished, Paused, Retrying, RunStarted, RunStopped
 from mmad.errors import StorageError, describe_os_error
+from mmad.redaction import public_command
 from mmad.results import atomic_write_text
 
 
@@ -134,7 +135,7 @@ def summary_document(summary, meter, variant_runs, *, command: list[str]) -> dic
     """The machine-readable summary: the same numbers the table shows, per run and in total."""
     price = meter is not None and meter.price is not None
     return {
-        "command": command,
+        "command": public_command(command),
         "versions": versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "runs": [{"run": run.run_name, "folder": str(run.out_dir), "settings": run.run_info["settings"]}

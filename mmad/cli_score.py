@@ -189,7 +189,7 @@ async def make_meter(args, provider, runs):
 
 
 async def _score(args, provider, cache, runs: list[VariantRun]) -> int:
-    import signal
+    from mmad.cli_signals import install_stop_handlers
 
     from mmad.cli_progress import ProgressView, print_json, print_summary, summary_document, write_summary
     from mmad.engine import Engine, EngineSettings
@@ -217,22 +217,12 @@ async def _score(args, provider, cache, runs: list[VariantRun]) -> int:
                                  max_bytes=int(args.batch_max_mb * 2**20) if args.batch_max_mb else None)
         view = ProgressView(quiet=args.quiet, every=args.progress_every, meter=meter)
         engine = Engine(provider, cache, settings, on_event=view, meter=meter, batch=batch)
-        loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()
-        interrupts = {"n": 0}
 
-        def on_signal() -> None:
-            interrupts["n"] += 1
-            if interrupts["n"] == 1:
-                engine.request_stop("interrupted; finishing requests in flight (press again to abort)")
-            else:
-                main_task.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, on_signal)
-            except (NotImplementedError, RuntimeError):
-                pass
+        def stop(reason: str) -> bool:
+            engine.request_stop(reason)
+            return True
+        install_stop_handlers(stop, main_task.cancel)
         try:
             with view:
                 summary = await engine.run(plans, locked=True)
@@ -265,10 +255,11 @@ def exit_code(summary, args) -> int:
         raise StorageError(f"{summary.storage_error}; stopped, nothing more was sent{lost}; {left}: free space "
                            f"(or fix the permissions) and rerun the same command to resume")
     if summary.budget_stop:
-        raise BudgetExceeded(f"stopped before passing --max-cost ${args.max_cost:.2f} (spent ${summary.spent:.4f}); "
+        raise BudgetExceeded(f"stopped before passing --max-cost ${args.max_cost:g} (spent ${summary.spent:.4f}); "
                              f"{left}: rerun with a higher --max-cost to resume")
     if summary.remaining:
-        err_console.print(f"{left}; rerun the same command to resume", markup=False)
+        why = f"{summary.stopped.split(';')[0]}: " if summary.stopped else ""
+        err_console.print(f"{why}{left}; rerun the same command to resume", markup=False, highlight=False)
         return 1
     if summary.failed:
         return 6

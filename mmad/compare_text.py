@@ -9,8 +9,12 @@ or that the noise was not measured (hosted models are not deterministic at tempe
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from mmad.noise import scope_name
+
+if TYPE_CHECKING:  # compare imports this module for its verdicts
+    from mmad.compare import Comparison, MetricResult
 
 METRIC_NAMES = {"auroc": "AUROC", "c_index": "C-index", "kendall_tau_b": "Kendall tau-b"}
 ALPHA = 0.05

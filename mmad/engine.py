@@ -38,10 +38,10 @@ from mmad.cost import CostMeter
 from mmad.errors import StorageError, describe_os_error
 from mmad.events import (BatchSubmitted, Event, JobFinished, Paused, Retrying, RunStarted,  # noqa: F401
                          RunStopped, RunSummary)
-from mmad.failures import CONNECT_TRIES_FIRST, Breaker, backoff, fatal_for_first_request, first_request_failure
+from mmad.failures import Breaker, backoff, fatal_for_first_request, first_request_failure
 from mmad.images import EncodedImage
 from mmad.jobs import Job, SubsetPlan
-from mmad.preparation import ImagePreparer, image_executor  # noqa: F401  (image_executor: re-exported)
+from mmad.preparation import ImagePreparationError, ImagePreparer, image_executor  # noqa: F401  (re-exported)
 from mmad.providers.base import Completion, Provider, ProviderFailure
 from mmad.ratecontrol import RateControl, Stopped
 from mmad.records import (RunLogs, account, answer_record, best_records, cause_of, interleave, make_record,
@@ -228,24 +228,6 @@ class Engine:
 
     async def _lead_request(self, plan: SubsetPlan, job: Job) -> tuple[bool, Job | None]:
         """The first live request goes alone; returns (can the run go on, its follow-up job)."""
-        try:
-            images = await self._prepare(job)
-        except Exception:
-            images = None
-        if images is not None and hasattr(self.provider, "preflight"):
-            for attempt in range(CONNECT_TRIES_FIRST):
-                try:
-                    await self.provider.preflight(job.request, images)
-                    break
-                except ProviderFailure as failure:
-                    if failure.kind in ("rate_limit", "transient", "connection") and attempt + 1 < CONNECT_TRIES_FIRST:
-                        try:
-                            await self.nap(backoff(attempt + 1, failure, self.settings.backoff_initial, self.settings.backoff_max))
-                        except Stopped:
-                            return False, None
-                        continue
-                    self._fatal(first_request_failure(failure, self.provider.url))
-                    return False, None
         follow = await self._job(plan, job, lead=True)
         return not self.stopping, follow
 
@@ -313,8 +295,12 @@ class Engine:
                     attempts += 1
                 if self.stopping:
                     return None  # cut short by the stop: the job stays to-do
+                hint = self.provider.rejection_hint(job.request) if lead and failure.kind == "bad_request" else None
+                if hint:  # the server cannot take this kind of request: every job would fail alike
+                    self._fatal(ProviderFailure("bad_request", f"{failure}; {hint}", status=failure.status))
+                    return None
                 if failure.fatal or (lead and fatal_for_first_request(failure, attempts, self.settings.max_attempts)):
-                    self._fatal(first_request_failure(failure, self.provider.url) if lead else failure)
+                    self._fatal(first_request_failure(failure, self.provider) if lead else failure)
                     return None
                 if failure.retryable and failure.kind != "rate_limit" and attempts < self.settings.max_attempts:
                     wait = backoff(attempts, failure, self.settings.backoff_initial, self.settings.backoff_max)
@@ -350,10 +336,8 @@ class Engine:
                 images = await self._prepare(job)
             except Stopped:
                 raise
-            except Exception as exc:  # an image that cannot be decoded is this job's failure
-                path = next((i.path for i in job.images if isinstance(exc, OSError)), job.query)
-                return self._record(job, "error", source="live", attempts=0,
-                                    error=f"cannot prepare image {path}: {type(exc).__name__}: {exc}",
+            except ImagePreparationError as exc:  # an image that cannot be decoded is this job's failure
+                return self._record(job, "error", source="live", attempts=0, error=str(exc),
                                     cause="image: cannot be decoded")
             sizes = {sha: (image.width, image.height) for sha, image in images.items()}
             tokens = None
@@ -397,7 +381,7 @@ class Engine:
             if meter.in_flight == 0:
                 self._summary.budget_stop = True
                 self.request_stop(f"budget: the next request (up to ${worst:.4f}) could pass --max-cost "
-                                  f"${meter.max_cost:.2f} (spent ${meter.spent:.4f})")
+                                  f"${meter.max_cost:g} (spent ${meter.spent:.4f})")
                 raise Stopped()
             self._settled.clear()
             await self._settled.wait()

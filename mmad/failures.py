@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 
-from mmad.providers.base import ProviderFailure
+from mmad.providers.base import Provider, ProviderFailure
 
 CONNECT_TRIES_FIRST = 3  # the first request of a run gives up on an unreachable server quickly
 SERVER_TROUBLE = ("server", "connection", "protocol", "timeout")  # record causes the breaker counts
@@ -35,13 +35,13 @@ def fatal_for_first_request(failure: ProviderFailure, attempts: int, max_attempt
     return failure.kind == "transient" and attempts >= max_attempts
 
 
-def first_request_failure(failure: ProviderFailure, url: str) -> ProviderFailure:
+def first_request_failure(failure: ProviderFailure, provider: Provider) -> ProviderFailure:
     """A failure of the run's first request, as one line naming the URL and what to check."""
+    url = provider.url
     text = {
         "connection": f"cannot reach {url}: {failure}",
         "protocol": f"{failure}; is {url} an OpenAI/Anthropic-compatible API (check --base-url)?",
-        "not_found": f"{url} answered 404 ({failure}); check --base-url (OpenAI-compatible servers "
-                     f"usually end in /v1) and --model",
+        "not_found": f"{url} answered 404 ({failure}); {provider.url_hint}",
         "auth": f"{url} refused the key ({failure})",
         "transient": f"{url} failed on every attempt of the first request: {failure}",
     }.get(failure.kind, f"{url}: {failure}")

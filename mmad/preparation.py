@@ -22,6 +22,14 @@ def image_executor(workers: int | None = None) -> Executor:
     return ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="mmad-image")
 
 
+class ImagePreparationError(Exception):
+    """An image of the job could not be decoded or encoded; names that image, not the job."""
+
+    def __init__(self, path: object, cause: Exception) -> None:
+        super().__init__(f"cannot prepare image {path}: {type(cause).__name__}: {cause}")
+        self.path = path
+
+
 class ImagePreparer:
     def __init__(self, executor: Executor | None, workers: int | None, compress_level: int, keep: int) -> None:
         self._executor = executor
@@ -43,25 +51,32 @@ class ImagePreparer:
                                                                 self._compress_level))
 
     async def prepare(self, job: Job) -> dict[str, EncodedImage]:
-        """The job's images by sha256; images shared by several jobs are prepared once."""
+        """The job's images by sha256; images shared by several jobs are prepared once. Raises
+        ImagePreparationError naming the image that failed."""
         images: dict[str, EncodedImage] = {}
         for image in job.images:
-            sha = image.ref.sha256
-            if sha in images:
-                continue
-            if sha not in self.shared:
-                images[sha] = await self._encode(image)
-                continue
-            future = self._shared.get(sha)
-            if future is None or (future.done() and future.exception() is not None):
-                future = asyncio.ensure_future(self._encode(image))
-                self._shared[sha] = future
-                while len(self._shared) > self._keep:
-                    self._shared.popitem(last=False)
-            else:
-                self._shared.move_to_end(sha)
-            images[sha] = await asyncio.shield(future)
+            try:
+                await self._prepare_one(image, images)
+            except Exception as exc:
+                raise ImagePreparationError(image.path, exc) from exc
         return images
+
+    async def _prepare_one(self, image: ImageInput, images: dict[str, EncodedImage]) -> None:
+        sha = image.ref.sha256
+        if sha in images:
+            return
+        if sha not in self.shared:
+            images[sha] = await self._encode(image)
+            return
+        future = self._shared.get(sha)
+        if future is None or (future.done() and future.exception() is not None):
+            future = asyncio.ensure_future(self._encode(image))
+            self._shared[sha] = future
+            while len(self._shared) > self._keep:
+                self._shared.popitem(last=False)
+        else:
+            self._shared.move_to_end(sha)
+        images[sha] = await asyncio.shield(future)
 
     def close(self) -> None:
         if self._executor is not None and self._own:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from mmad.cache import _public_url
+from mmad.redaction import public_url
 from mmad.errors import ConfigError
 from mmad.jobs import PlanOptions, safe_name
 
@@ -78,7 +78,7 @@ class Variant:
     def settings(self, provider: str, base_url: str | None) -> dict:
         """What goes into run.json: everything that changes answers."""
         values = asdict(self)
-        values.update(provider=provider, base_url=_public_url(base_url) if base_url else None, task="score")
+        values.update(provider=provider, base_url=public_url(base_url) if base_url else None, task="score")
         return values
 
     def plan_options(self, identity: Mapping[str, str], prompts_dir: Path) -> PlanOptions:

@@ -28,7 +28,7 @@ def message_images(message: dict) -> int:
 
 @dataclass(frozen=True)
 class Asked:
-    number: int  # the question's number in its image's conversation (0: not a question, e.g. a probe)
+    number: int  # the question's number in its image's conversation (0: not a question)
     options: dict
     image: str  # identifies the query image (sha256 of its base64)
 

@@ -144,7 +144,7 @@ def expected_prediction(rel, paths, truth):
 def test_classify_conditioned_end_to_end_and_eval_equals_sklearn(demo, capsys):
     tmp, root, subset, paths, scores, detector, server, truth = demo
     assert classify(server, root, "--variant", "conditioned", "--detector-run", str(detector)) == 0
-    requests = [r for r in server.requests if r.body.get("max_tokens") != 5]
+    requests = list(server.requests)
     sent = {p for p, s in scores.items() if s >= 0.35}
     assert len(requests) == len(sent)
     for received in requests:
@@ -201,7 +201,7 @@ def test_classify_raw_without_detector_asks_known_anomalies_only(demo, capsys):
     out = capsys.readouterr().out
     assert "3 normal images left out" in out and "9 jobs in 1 run(s)" in out and not server.requests
     assert classify(server, root) == 0
-    requests = [r for r in server.requests if r.body.get("max_tokens") != 5]
+    requests = list(server.requests)
     assert len(requests) == 9 and all(len(r.images()) == 2 for r in requests)
     assert classify(server, root, "--variant", "conditioned") == 2
     assert "--detector-run" in capsys.readouterr().err

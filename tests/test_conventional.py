@@ -194,3 +194,24 @@ def test_reverse_distillation_learns_normal_features_and_flags_others():
     assert maps.shape == (4, 8, 8) and odd_scores.min() > normal_scores.max()
     again = ReverseDistillation(epochs=40, batch_size=8, seed=1).fit(normal)
     assert again.losses == model.losses  # deterministic with a seed
+
+
+def test_a_full_disk_is_one_storage_error_and_leaves_no_half_file(small_root, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+    random_backbone(monkeypatch)
+    real_fsync = os.fsync
+
+    def disk_full_for_maps(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and ".maps.npz" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EFBIG, "File too large")
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", disk_full_for_maps)
+    out = tmp_path / "out"
+    code = cli.main(["score", "--provider", "padim", "--root", str(small_root), "--dataset", "toy", "--out", str(out),
+                     "--image-size", "32", "--device", "cpu", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 7 and err.startswith("error: cannot write the results of toy/widget") and "File too large" in err
+    assert len(err.splitlines()) == 1
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or ".tmp" in p.name]
+    assert not (out / "padim-3shot_toy_widget.maps.npz").exists()

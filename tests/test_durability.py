@@ -3,10 +3,8 @@ lose paid work. `mmad score` runs as a user runs it: a subprocess against the wi
 
 import os
 import resource
-import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -55,7 +53,7 @@ def one_line_error(stderr: str) -> str:
 def test_after_sigterm_no_request_leaves_and_nothing_becomes_a_failure(setup):
     tmp, server, env = setup
     server.latency = 0.3
-    # every request after the 6th is rate limited: a stop must leave those jobs to-do, not failed
+    # every request after the 7th is rate limited: a stop must leave those jobs to-do, not failed
     server.fault_rule = lambda received, n: Fault("429", retry_after_ms=200) if n > 7 else None
     arrivals = server.arrivals  # receipt times of every request
     out = tmp / "out"
@@ -70,6 +68,7 @@ def test_after_sigterm_no_request_leaves_and_nothing_becomes_a_failure(setup):
     took = time.monotonic() - stopped_at
     assert proc.returncode == 1, err
     assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert "terminated (SIGTERM)" in err
     late = [t for t in arrivals if t > stopped_at + 0.05]
     assert late == []  # no new request after the stop (only those already in flight finish)
     assert took < 5
@@ -118,7 +117,7 @@ def test_a_bad_first_answer_stops_everything(setup, provider, fault, fragment):
     result = run(score_cmd(url, tmp / "out", provider=provider), env)
     line = one_line_error(result.stderr)
     assert result.returncode == 3 and fragment in line and url in line
-    assert len(server.requests) == 1  # the probe (or the first job) and nothing else
+    assert len(server.requests) == 1  # the first job and nothing else
     assert KEY not in result.stderr
 
 

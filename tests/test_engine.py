@@ -35,12 +35,11 @@ def root(tmp_path):
 
 
 def sent(server):
-    """Requests for jobs, without the OpenAI-compatible capability probe."""
-    return [r for r in server.requests if r.body.get("max_tokens") != 5]
+    return list(server.requests)
 
 
 def sent_paid(server):
-    return [r for r in server.paid if r.body.get("max_tokens") != 5]
+    return list(server.paid)
 
 
 def provider_for(kind, server, **kw):
@@ -142,7 +141,7 @@ def test_retries_exhausted_is_error_not_zero(server, root, tmp_path):
 
 
 def test_a_server_that_always_fails_stops_after_the_first_request(server, root, tmp_path):
-    server.fault_rule = lambda received, n: Fault("500") if received.body.get("max_tokens") != 5 else None
+    server.fault_rule = lambda received, n: Fault("500")
     provider = provider_for("openai", server)
     plans = plan_for(root, provider, tmp_path)
     summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=3)
@@ -156,8 +155,8 @@ def test_breaker_stops_a_run_whose_server_goes_down(server, root, tmp_path):
     provider = provider_for("openai", server)
     plans = plan_for(root, provider, tmp_path)
     summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=2, concurrency=1, breaker_threshold=5)
-    assert summary.statuses == {"ok": 2, "error": 5} and summary.fatal is not None
-    assert "the last 5 jobs failed" in str(summary.fatal) and summary.remaining == 33
+    assert summary.statuses == {"ok": 3, "error": 5} and summary.fatal is not None
+    assert "the last 5 jobs failed" in str(summary.fatal) and summary.remaining == 32
 
 
 def test_shared_slowdown_on_429(server, root, tmp_path):
@@ -271,15 +270,18 @@ def test_no_secret_in_cache_or_results(server, root, tmp_path):
             assert b"SECRET" not in path.read_bytes(), path
 
 
-def test_preflight_rejects_single_image_server(root, tmp_path):
-    from mmad.errors import ProviderError
+def test_a_single_image_server_stops_the_run_at_its_first_request(root, tmp_path):
+    """No probe request (it would be billed): the first job's own rejection says what to do."""
     server = WireServer(max_images=1).start()
     try:
         provider = provider_for("openai", server)
         plans = plan_for(root, provider, tmp_path)
-        with pytest.raises(ProviderError, match="rejected one message with 4 images"):
-            run_engine(provider, plans, tmp_path / "cache")
-        assert len(server.requests) == 1  # only the probe
+        summary = run_engine(provider, plans, tmp_path / "cache")
+        assert summary.fatal is not None and summary.fatal.kind == "bad_request"
+        assert "may not take 4 images in one message" in str(summary.fatal)
+        assert "--limit-mm-per-prompt" in str(summary.fatal) and "At most 1 image(s)" in str(summary.fatal)
+        assert len(server.requests) == 1  # the first job itself, not a probe; nothing more was sent
+        assert JsonlLog.read(plans[0].jsonl_path) == []  # the job stays to-do
         provider = provider_for("openai", server)
         zero_shot = plan_for(root, provider, tmp_path, refs=0)
         summary = run_engine(provider, zero_shot, tmp_path / "cache")

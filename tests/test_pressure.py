@@ -115,6 +115,16 @@ def test_a_budget_of_k_requests_sends_about_k_and_never_passes_it(server, root, 
         assert summary.budget_stop and summary.remaining == 20 - sent_now
 
 
+def test_a_zero_budget_against_a_custom_server_sends_nothing(server, root, tmp_path, capsys, monkeypatch):
+    """Every request a run sends is inside the budget: no unbudgeted probe of a custom server."""
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    code = cli.main(["score", "--provider", "openai", "--model", "gpt-4o", "--base-url", server.openai_url,
+                     "--root", str(root), "--dataset", "toy", "--out", str(tmp_path / "o"), "--cache-dir",
+                     str(tmp_path / "c"), "--max-cost", "0.003", "-q"])
+    err = capsys.readouterr().err
+    assert code == 5 and "--max-cost $0.003 " in err and not server.requests
+
+
 def test_estimates_know_the_prompt_caching_each_request_gets(server, root, tmp_path):
     make_industry_subset(root, "toy", "widget", per_level=5, size=(900, 900))  # prefix above 1,024 tokens
     summary, meter = priced_run(server, root, tmp_path, "cached", caching=True, concurrency=1)
@@ -148,8 +158,11 @@ def test_broken_reference_is_one_line_before_any_work(server, root, tmp_path):
 def test_broken_query_is_that_jobs_error(server, root, tmp_path):
     (root / "Industry/toy/widget/test/defect_level_2/001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     provider = OpenAIProvider(api_key="k", base_url=server.openai_url)
-    summary = run_engine(provider, plans_for(root, provider, tmp_path), tmp_path / "cache")
+    plans = plans_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache")
     assert summary.statuses == {"ok": 19, "error": 1} and summary.causes == {"image: cannot be decoded": 1}
+    [failed] = [r for r in JsonlLog.read(plans[0].jsonl_path) if r["status"] == "error"]
+    assert "test/defect_level_2/001.png" in failed["error"] and "train" not in failed["error"]  # the query
 
 
 def test_detector_records_an_undecodable_query_and_exits_6(root, tmp_path, capsys, monkeypatch):

@@ -41,7 +41,7 @@ def start(answer, **kw):
 
 
 def questions_sent(server):
-    """Requests that ask a question (not the capability probe)."""
+    """Requests that ask a question (not the opening description of the image)."""
     return [r for r in server.requests if asked(r).number]
 
 

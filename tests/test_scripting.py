@@ -138,3 +138,26 @@ def test_dashes_are_explained(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mvtec/bottle: no normal (level 0) rows: AUROC is undefined" in err
     assert "mvtec/cable: every score is the same: Kendall tau-b is undefined" in err
+
+
+def test_credentials_in_a_base_url_are_never_written_down(setup):
+    tmp, server, env = setup
+    url = server.openai_url.replace("http://", "http://bob:PASSWORD99@")
+    out = tmp / "out"
+    result = mmad(env, "score", "--provider", "openai", "--model", "gpt-4o", "--base-url", url, "--dataset", "toy",
+                  "--subset", "widget", "--out", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert server.openai_url in summary["command"] and summary["runs"][0]["settings"]["base_url"] == server.openai_url
+    for path in [*out.rglob("*"), *(tmp / "cache").rglob("*")]:
+        if path.is_file():
+            assert b"PASSWORD99" not in path.read_bytes(), path
+    assert "PASSWORD99" not in result.stderr + result.stdout
+
+
+def test_recorded_commands_hide_credentials():
+    from mmad.redaction import public_command
+    argv = ["mmad", "score", "--base-url", "https://u:pw@h.example:8443/v1/?api-key=QS#f", "--api-key", "sk-x",
+            "--base-url=http://a:b@h/v1", "--token=t0ken", "--dataset", "toy"]
+    assert public_command(argv) == ["mmad", "score", "--base-url", "https://h.example:8443/v1", "--api-key", "***",
+                                     "--base-url=http://h/v1", "--token=***", "--dataset", "toy"]

@@ -389,9 +389,8 @@ class WireServer:
 
     def stats(self) -> dict:
         with self._lock:
-            # "paid": every answered request; "paid_jobs" leaves out mmad's capability probes (max_tokens 5)
+            # "paid": every answered request (what a vendor would bill)
             return {"requests": len(self.requests), "paid": len(self.paid), "rate_limited": self.rate_limited,
-                    "paid_jobs": sum(1 for r in self.paid if r.body.get("max_tokens") != 5),
                     "arrivals": list(self.arrivals)}
 
     def _get(self, handler, path: str) -> None:

@@ -26,6 +26,7 @@ KEY_ENV = "ANTHROPIC_API_KEY"
 class AnthropicProvider(Provider):
     name = "anthropic"
     default_url = "https://api.anthropic.com"
+    url_hint = "check --base-url (without /v1: the SDK adds /v1/messages itself) and --model"
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None,

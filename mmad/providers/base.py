@@ -31,6 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import Literal
 
 from mmad.images import EncodedImage, ImageRef
+from mmad.redaction import public_url
 
 FailureKind = Literal["rate_limit", "transient", "connection", "protocol", "quota", "auth", "not_found",
                       "bad_request"]
@@ -112,7 +113,7 @@ class Provider(ABC):
     @property
     def url(self) -> str:
         """Where requests go, for messages (never with credentials)."""
-        return (self.base_url or self.default_url).rstrip("/")
+        return public_url(self.base_url) if self.base_url else self.default_url.rstrip("/")
 
     @abstractmethod
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
@@ -133,8 +134,13 @@ class Provider(ABC):
         prefix = f"mmad-{uuid.uuid4().hex[:12]}"
         return (f"{prefix}-{n}" for n in itertools.count())
 
-    async def preflight(self, request: Request, images: Mapping[str, EncodedImage]) -> None:
-        """Check, before a run, that the server accepts this request shape. Default: nothing."""
+    url_hint: str = "check --base-url"  # what a 404 on the first request most likely means
+
+    def rejection_hint(self, request: Request) -> str | None:
+        """What to tell the user when the run's first request is rejected as malformed (400), if
+        the rejection most likely means the server cannot take this kind of request at all.
+        None: the rejection is that one job's failure. (No probe request: it would be billed.)"""
+        return None
 
     async def aclose(self) -> None:
         """Release connections."""

@@ -12,8 +12,6 @@ own `create` sends, with the same headers.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import re
@@ -22,7 +20,7 @@ from collections.abc import Mapping
 import httpx2
 import openai
 
-from mmad.errors import ConfigError, ProviderError
+from mmad.errors import ConfigError
 from mmad.images import EncodedImage, ImageRef
 from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, classify_status,
                                  error_message, json_answer, rate_limit_info, sdk_failure)
@@ -192,38 +190,20 @@ class OpenAIProvider(Provider):
         except ProviderFailure as failure:
             return custom_id, failure
 
-    async def preflight(self, request: Request, images: Mapping[str, EncodedImage]) -> None:
-        """Against a custom server, check it takes this many images in one message."""
-        if not self.base_url:
-            return
+    url_hint = "check --base-url (OpenAI-compatible servers usually end in /v1) and --model"
+
+    def rejection_hint(self, request: Request) -> str | None:
+        """A custom server that rejects the first request with several images most likely takes
+        one image per message (vLLM's default)."""
         count = len(request.image_refs)
-        if count == 0:
-            return
-        tiny = _tiny_png()
-        probe_refs = tuple(ImageRef(f"probe-{i}") for i in range(count))
-        parts: list[str | ImageRef] = ["Reply with the word OK."]
-        parts.extend(probe_refs)
-        probe = Request(request.system, tuple(parts), request.model, 0.0, 5)
-        probe_images = {ref.sha256: EncodedImage(ref, "image/png", tiny, 16, 16) for ref in probe_refs}
-        try:
-            await self.complete(probe, probe_images)
-        except ProviderFailure as failure:
-            if failure.kind == "bad_request":
-                raise ProviderError(
-                    f"the server at {self.url} rejected one message with {count} images for model "
-                    f"{request.model!r}: {failure}. Multi-image input is required (vLLM: start it with "
-                    f"--limit-mm-per-prompt '{{\"image\": {count}}}'); or use --refs 0 for zero-shot") from None
-            raise
+        if not self.base_url or count < 2:
+            return None
+        return (f"the server at {self.url} may not take {count} images in one message for model "
+                f"{request.model!r}. Multi-image input is required (vLLM: start it with "
+                f"--limit-mm-per-prompt '{{\"image\": {count}}}'); or use --refs 0 for zero-shot")
 
     def _failure(self, exc: Exception) -> ProviderFailure:
         return sdk_failure(exc, [self._key], "x-ratelimit-", "openai")
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-def _tiny_png() -> str:
-    from PIL import Image
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (128, 128, 128)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

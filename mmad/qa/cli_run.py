@@ -93,7 +93,7 @@ class _QuestionEvents:
 
 
 async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callable[[], list[QAPlan]]) -> int:
-    import signal
+    from mmad.cli_signals import install_stop_handlers
 
     from mmad.cli_progress import ProgressView, print_json, print_summary, summary_document, write_summary
     from mmad.cli_score import check_run_folder, exit_code, make_meter
@@ -119,28 +119,21 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
         before = progress_of(plans)
         view = ProgressView(quiet=args.quiet, every=args.progress_every, meter=meter)
         total = RunSummary(url=provider.url)
-        state = {"engine": None, "interrupts": 0}
+        state = {"engine": None, "stopped": False}
         main_task = asyncio.current_task()
 
-        def on_signal() -> None:
-            state["interrupts"] += 1
-            if state["interrupts"] == 1 and state["engine"] is not None:
-                state["engine"].request_stop("interrupted; finishing requests in flight (press again to abort)")
-            else:
-                main_task.cancel()
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, on_signal)
-            except (NotImplementedError, RuntimeError):
-                pass
+        def stop(reason: str) -> bool:
+            state["stopped"] = True  # no further round starts
+            if state["engine"] is not None:
+                state["engine"].request_stop(reason)
+            return True
+        install_stop_handlers(stop, main_task.cancel)
         rounds = max((len(c.entry.questions) for p in plans for c in p.chains), default=1) + 2
         answered = before.answered
         try:
             with view:
                 for number in range(rounds):
-                    if state["interrupts"]:
+                    if state["stopped"]:
                         break
                     events = _QuestionEvents(view, before.questions, answered)
                     recorded = sum(total.statuses.values())
@@ -150,14 +143,14 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
                         if any(p.jobs for p in local):
                             state["engine"] = Engine(provider, cache, round_settings, on_event=events, meter=meter)
                             _merge(total, await state["engine"].run(local, locked=True))
-                            if state["interrupts"]:
+                            if state["stopped"]:
                                 break
                         plans = [replace(p, jobs=tuple(j for j in p.jobs if not j.local)) for p in plans]
                     engine = Engine(provider, cache, round_settings, on_event=events, meter=meter, batch=batch)
                     state["engine"] = engine
                     part = await engine.run(plans, locked=True)
                     _merge(total, part)
-                    if engine.stopping or state["interrupts"] or sum(total.statuses.values()) == recorded:
+                    if engine.stopping or state["stopped"] or sum(total.statuses.values()) == recorded:
                         break
                     plans = rebuild()
                     now = progress_of(plans)
