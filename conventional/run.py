@@ -5,6 +5,8 @@ Few-shot uses exactly the references the MLLM prompts use (the first k sorted no
 images); full-shot uses the whole normal-train folder. A subset whose results are already in the
 output folder (same settings, every row present) is skipped, so an interrupted baseline resumes.
 A test image that cannot be decoded is recorded as that row's `error` (empty score), never scored.
+A stop (`should_stop`, polled between batches) abandons the subset in progress: its files are
+written only once it is complete, so an abandoned subset leaves nothing and is redone on rerun.
 Few-shot runs also score up to CALIBRATION_MAX held-out normal training images (after the k
 references, never fitted on) and keep their scores in the .maps.npz: the data a hybrid gate's
 threshold is calibrated on (mmad.gate).
@@ -16,7 +18,7 @@ import io
 import json
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +80,24 @@ class SubsetTiming:
 class DetectorReport:
     csv_paths: list[Path] = field(default_factory=list)
     timings: list[SubsetTiming] = field(default_factory=list)
+    left: int = 0  # subsets not finished because of a stop (rerun to resume); 0 when the run is complete
+
+
+class _Stopped(Exception):
+    """should_stop() said yes: abandon the subset in progress (nothing of it has been written)."""
+
+
+def _until_stopped(items: Iterable, should_stop: Callable[[], bool] | None) -> Iterator:
+    """`items`, asking `should_stop` before each one (before a lazy batch is even computed)."""
+    iterator = iter(items)
+    while True:
+        if should_stop is not None and should_stop():
+            raise _Stopped()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -148,15 +168,16 @@ def already_done(csv_path: Path, jsonl_path: Path, paths: tuple[str, ...]) -> bo
     return recorded >= set(paths)
 
 
-def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Path], batch_size: int) -> Calibration:
+def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Path], batch_size: int,
+                   should_stop: Callable[[], bool] | None = None) -> Calibration:
     """Score the first CALIBRATION_MAX normal-train images that were not fitted on (images that do
-    not decode are skipped)."""
+    not decode are skipped); `should_stop` is asked between batches."""
     used = {p.resolve() for p in train}
     held_out = [p for p in datasets.list_images(subset.reference_dir) if p.resolve() not in used]
     held_out = [p for p in held_out[:CALIBRATION_MAX] if decode_check(p) is None]
     calibration = Calibration(names=[p.name for p in held_out])
     scores, means, p99s = [], [], []
-    for begin in range(0, len(held_out), batch_size):
+    for begin in _until_stopped(range(0, len(held_out), batch_size), should_stop):
         chunk = held_out[begin:begin + batch_size]
         batch_scores, batch_maps = detector.score(next(extractor.batches(chunk, len(chunk))))
         flat = batch_maps.float().cpu().numpy().reshape(len(chunk), -1)
@@ -170,10 +191,14 @@ def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Pat
 
 def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, out_dir: Path, run_name: str,
                  refs: int | None = 3, on_subset: Callable[[SubsetTiming], None] | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None, resume: bool = False) -> DetectorReport:
+                 on_progress: Callable[[str, int, int], None] | None = None, resume: bool = False,
+                 should_stop: Callable[[], bool] | None = None) -> DetectorReport:
     """`refs` = k for few-shot (the MLLM references), None for full-shot (every normal image).
     `on_progress(label, done, total)` is called after each scored batch. `resume`: skip subsets
-    whose results are complete in `out_dir` (the caller has checked that run.json matches)."""
+    whose results are complete in `out_dir` (the caller has checked that run.json matches).
+    `should_stop()` is asked before each subset and between batches (fit, scoring, held-out
+    normals); once it says yes the subset in progress is abandoned unwritten and the report's
+    `left` counts the subsets not finished."""
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
     few_shot = refs is not None
@@ -190,76 +215,84 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
     report = DetectorReport()
     backbone = None
     extractor = None
-    for subset, template, train in loaded:
-        csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
-        if resume and already_done(csv_path, jsonl_path, template.paths):
-            broken = sum(1 for r in JsonlLog.read(jsonl_path) if r.get("status") == "error")
-            timing = SubsetTiming(subset.label, len(train), len(template), 0.0, 0.0, str(device), 0.0, skipped=True,
-                                  broken=broken)
+    try:
+        for subset, template, train in loaded:
+            csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
+            if resume and already_done(csv_path, jsonl_path, template.paths):
+                broken = sum(1 for r in JsonlLog.read(jsonl_path) if r.get("status") == "error")
+                timing = SubsetTiming(subset.label, len(train), len(template), 0.0, 0.0, str(device), 0.0,
+                                      skipped=True, broken=broken)
+                report.csv_paths.append(csv_path)
+                report.timings.append(timing)
+                if on_subset:
+                    on_subset(timing)
+                continue
+            if should_stop is not None and should_stop():
+                raise _Stopped()
+            backbone = backbone or make_backbone(settings.backbone, settings.weights)
+            detector, stages, grid = make_detector(settings, few_shot, backbone)
+            raw = settings.method == "rd"
+            if extractor is None or extractor.stages != stages or extractor.raw != raw:
+                extractor = FeatureExtractor(stages, device, settings.image_size, model=backbone, grid_stage=grid,
+                                             raw=raw)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            detector.fit(_until_stopped(extractor.batches(train, settings.batch_size), should_stop))
+            fitted = time.perf_counter()
+            queries = [subset.test_root / rel for rel in template.paths]
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                problems = list(pool.map(decode_check, queries))
+            good = [i for i, problem in enumerate(problems) if problem is None]
+            scores = np.full(len(queries), np.nan)
+            maps = None
+            done = 0
+            for begin in _until_stopped(range(0, len(good), settings.batch_size), should_stop):
+                chunk = good[begin:begin + settings.batch_size]
+                features = next(extractor.batches([queries[i] for i in chunk], len(chunk), settings.corrupt))
+                batch_scores, batch_maps = detector.score(features)
+                batch_maps = batch_maps.float().cpu().numpy()
+                if maps is None:
+                    maps = np.full((len(queries),) + batch_maps.shape[1:], np.nan, dtype=np.float32)
+                scores[chunk] = batch_scores.double().cpu().numpy()
+                maps[chunk] = batch_maps
+                done += len(chunk)
+                if on_progress:
+                    on_progress(subset.label, done, len(good))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            finished = time.perf_counter()
+            calibration = Calibration()
+            if few_shot:
+                calibration = score_held_out(detector, extractor, subset, train, settings.batch_size, should_stop)
+            if maps is None:
+                maps = np.zeros((len(queries), 1, 1), dtype=np.float32)
+            try:
+                write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
+                                               [None if np.isnan(s) else float(s) for s in scores]))
+                records = []
+                for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
+                    record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
+                              "score": None if problem else float(score), "status": "error" if problem else "ok",
+                              "source": "local", "method": settings.method, "few_shot": few_shot}
+                    if problem:
+                        record.update(error=f"cannot decode {subset.test_root / rel}: {problem}",
+                                      cause="image: cannot be decoded")
+                    records.append(json.dumps(record))
+                atomic_write_text(jsonl_path, "\n".join(records) + "\n")
+                save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
+                          calibration)
+            except OSError as exc:  # full or read-only disk: one line, and no half-written file
+                where = exc.filename or csv_path.parent
+                raise StorageError(f"cannot write the results of {subset.label}: "
+                                   f"{describe_os_error(where, exc)}") from None
+            timing = SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
+                                  str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
             report.csv_paths.append(csv_path)
             report.timings.append(timing)
             if on_subset:
                 on_subset(timing)
-            continue
-        backbone = backbone or make_backbone(settings.backbone, settings.weights)
-        detector, stages, grid = make_detector(settings, few_shot, backbone)
-        raw = settings.method == "rd"
-        if extractor is None or extractor.stages != stages or extractor.raw != raw:
-            extractor = FeatureExtractor(stages, device, settings.image_size, model=backbone, grid_stage=grid, raw=raw)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        detector.fit(extractor.batches(train, settings.batch_size))
-        fitted = time.perf_counter()
-        queries = [subset.test_root / rel for rel in template.paths]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            problems = list(pool.map(decode_check, queries))
-        good = [i for i, problem in enumerate(problems) if problem is None]
-        scores = np.full(len(queries), np.nan)
-        maps = None
-        done = 0
-        for begin in range(0, len(good), settings.batch_size):
-            chunk = good[begin:begin + settings.batch_size]
-            features = next(extractor.batches([queries[i] for i in chunk], len(chunk), settings.corrupt))
-            batch_scores, batch_maps = detector.score(features)
-            batch_maps = batch_maps.float().cpu().numpy()
-            if maps is None:
-                maps = np.full((len(queries),) + batch_maps.shape[1:], np.nan, dtype=np.float32)
-            scores[chunk] = batch_scores.double().cpu().numpy()
-            maps[chunk] = batch_maps
-            done += len(chunk)
-            if on_progress:
-                on_progress(subset.label, done, len(good))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        finished = time.perf_counter()
-        calibration = Calibration()
-        if few_shot:
-            calibration = score_held_out(detector, extractor, subset, train, settings.batch_size)
-        if maps is None:
-            maps = np.zeros((len(queries), 1, 1), dtype=np.float32)
-        try:
-            write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
-                                           [None if np.isnan(s) else float(s) for s in scores]))
-            records = []
-            for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
-                record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
-                          "score": None if problem else float(score), "status": "error" if problem else "ok",
-                          "source": "local", "method": settings.method, "few_shot": few_shot}
-                if problem:
-                    record.update(error=f"cannot decode {subset.test_root / rel}: {problem}", cause="image: cannot be decoded")
-                records.append(json.dumps(record))
-            atomic_write_text(jsonl_path, "\n".join(records) + "\n")
-            save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
-                      calibration)
-        except OSError as exc:  # full or read-only disk: one line, and no half-written file
-            where = exc.filename or csv_path.parent
-            raise StorageError(f"cannot write the results of {subset.label}: {describe_os_error(where, exc)}") from None
-        timing = SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
-                              str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
-        report.csv_paths.append(csv_path)
-        report.timings.append(timing)
-        if on_subset:
-            on_subset(timing)
+    except _Stopped:
+        pass  # the subset in progress is abandoned unwritten; the finished ones are kept
+    report.left = len(loaded) - len(report.timings)
     return report
-

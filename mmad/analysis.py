@@ -12,7 +12,7 @@ import numpy as np
 
 from mmad import metrics
 from mmad.datasets import discover
-from mmad.results import ResultTable, find_result_files, known_pairs, read_result_file
+from mmad.results import ResultTable, find_result_files, known_pairs, label_runs, read_result_file, unique_files
 
 
 @dataclass(frozen=True)
@@ -89,16 +89,19 @@ def undefined_notes(levels: np.ndarray, scores: np.ndarray) -> tuple[str, ...]:
 
 
 def evaluate_paths(inputs: Sequence[Path], *, data_root: Path | None = None, dataset: str | None = None,
-                   subset: str | None = None, **options) -> list[SubsetRecord]:
+                   subset: str | None = None, skipped: list[Path] | None = None, **options) -> list[SubsetRecord]:
     """Evaluate every result file named or found in folders.
 
     Datasets discovered under `data_root` are recognised in file names besides the registry's;
-    `dataset`/`subset` name the data of files whose names do not say it.
+    `dataset`/`subset` name the data of files whose names do not say it. Runs are labelled as
+    the report labels them (mmad.results.label_runs); runs of another task found in folders are
+    left out and appended to `skipped`.
     """
     extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
     pairs = known_pairs(extra)
-    return [evaluate_table(read_result_file(path, dataset, subset, pairs=pairs), **options)
-            for path in find_result_files(inputs)]
+    tables = [read_result_file(path, dataset, subset, pairs=pairs)
+              for path in unique_files(find_result_files(inputs, skipped=skipped))]
+    return [evaluate_table(table, **options) for group in label_runs(tables).values() for table in group]
 
 
 @dataclass(frozen=True)

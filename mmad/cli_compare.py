@@ -237,9 +237,16 @@ def report_json(report) -> dict:
 
 def cmd_noise(args: argparse.Namespace) -> int:
     from mmad.noise import noise_report
-    if len(args.runs) < 2:
-        raise ConfigError(f"mmad noise needs at least 2 runs (repeats of the same settings); got {len(args.runs)}")
-    groups = noise_report([Path(p) for p in args.runs], ties=args.ties)
+    folders = [Path(p) for p in args.runs]
+    beside = [p for p in repeats_beside(folders) if p.resolve() not in {f.resolve() for f in folders}]
+    if beside:  # `mmad noise results/gpt-4o` reads its `+r1`, `+r2` ... repeats too, as compare does
+        err_console.print(f"note: with the repeats beside it: {', '.join(str(p) for p in beside)}", markup=False,
+                          highlight=False)
+        folders += beside
+    if len(folders) < 2:
+        raise ConfigError(f"mmad noise needs at least 2 runs (repeats of the same settings; `--repeats N` on "
+                          f"score makes them as <run>+r1 ...); got {len(folders)}")
+    groups = noise_report(folders, ties=args.ties)
     if args.json:
         print(json.dumps([g.as_json() for g in groups], indent=2))
         return 0

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from mmad import config, datasets
 from mmad.cli_output import console, err_console
 from mmad.errors import DataError, StorageError
+
+if TYPE_CHECKING:
+    from mmad.cache import Rebuild
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -90,24 +94,24 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_check(args: argparse.Namespace) -> int:
-    from mmad.cache import STORE, check_cache
+    from mmad.cache import NO_CACHE, STORE, check_cache
     directory = config.cache_dir(args.cache_dir)
     entries, verdict = check_cache(directory)
-    console.print(f"{directory / STORE}: {entries} answers, {verdict}")
-    if verdict not in ("ok", "no cache here yet"):
+    console.print(f"{directory / STORE}: {entries} answers, {verdict}", markup=False, highlight=False)
+    if verdict not in ("ok", NO_CACHE):
         raise StorageError(f"the response cache {directory / STORE} is damaged ({verdict}); "
-                           f"`mmad cache rebuild --cache-dir {directory} --from results/` rebuilds it from your "
-                           f"result files")
+                           f"`mmad cache rebuild --cache-dir {directory} --from results/` sets it aside and "
+                           f"rebuilds it from your result files and what it still yields")
     return 0
 
 
 def cmd_cache_rebuild(args: argparse.Namespace) -> int:
-    from mmad.cache import rebuild_cache
+    """Merge into a healthy cache; set a damaged one aside, salvage it, and say what was lost."""
+    from mmad.cache import STORE, rebuild_cache
     from mmad.results import JsonlLog
     directory = config.cache_dir(args.cache_dir)
-    sources = [Path(p) for p in args.sources]
-    files = []
-    for source in sources:
+    files: list[Path] = []
+    for source in (Path(p) for p in args.sources):
         if source.is_dir():
             files.extend(sorted(source.rglob("*.jsonl")))
         elif source.is_file():
@@ -115,8 +119,50 @@ def cmd_cache_rebuild(args: argparse.Namespace) -> int:
         else:
             raise DataError(f"{source}: no such file or folder")
     records = (record for path in files for record in JsonlLog.read(path))
-    aside, restored = rebuild_cache(directory, records)
-    if aside is not None:
-        console.print(f"set the old store aside as {aside}")
-    console.print(f"restored {restored} paid answers from {len(files)} result file(s) into {directory}")
+    done = rebuild_cache(directory, records)
+    store, named = directory / STORE, _count(len(files), "record file")
+    lines = []
+    if done.healthy and done.verdict == "ok":
+        lines.append(f"cache healthy: kept {_count(done.kept, 'answer')}, added {done.added} from {named} ({store})")
+    elif done.healthy:
+        lines.append(f"no cache here yet: created {store} with {_count(done.added, 'answer')} from {named}")
+    else:
+        lines += [f"the response cache {store} is damaged ({done.verdict}); set it aside as {done.aside} (kept)",
+                  f"restored {_count(done.added, 'paid answer')} from {named}", _salvage_line(done),
+                  f"the cache now holds {_count(done.total, 'answer')}; {_lost_line(done)}"]
+    if done.disagreed:
+        lines.append(f"{_count(done.disagreed, 'record')} disagreed with the answer already cached for its key; "
+                     f"the cached answer was kept")
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _salvage_line(done: Rebuild) -> str:
+    salvage = done.salvage
+    if not salvage.readable:
+        return f"nothing could be read from the damaged store ({salvage.reason or 'it held no answers'})"
+    held = f" of {salvage.held}" if (salvage.held or 0) >= salvage.readable else ""
+    line = (f"salvaged {salvage.readable}{held} answers still readable in the damaged store "
+            f"({done.salvaged_new} of them in no record file)")
+    if done.salvage_disagreed:
+        line += (f"; {done.salvage_disagreed} differed from the record files' answer for their key and were "
+                 f"not used (the record's kept)")
+    return line
+
+
+def _lost_line(done: Rebuild) -> str:
+    """Unreadable answers that no record brought back are lost: paid again only if asked again."""
+    if done.lost_unknown is None:
+        return ("how many answers the damaged store held cannot be read; any that no record file holds "
+                "will be paid again if asked again")
+    if done.lost_unknown:
+        return (f"at most {_count(done.lost + done.lost_unknown, 'answer')} lost (the damaged store's index "
+                f"names {done.lost} unreadable ones no record file holds); they are paid again only if asked again")
+    if done.lost:
+        return f"{_count(done.lost, 'answer')} lost (unreadable, in no record file): paid again only if asked again"
+    return "no answer lost"

@@ -2,7 +2,9 @@
 
 The same guarantees as MLLM runs: one writer per output folder, run.json refuses a folder made
 with other settings, finished subsets are skipped (an interrupted baseline resumes), a progress
-bar per subset, and an exit code that says whether every image was scored.
+bar per subset, and an exit code that says whether every image was scored. Ctrl-C or SIGTERM
+stops at the next batch (the subset in progress is abandoned unwritten, finished ones are kept),
+one line says which signal and how many subsets are left, exit 1; a second signal aborts (130).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mmad import config, datasets
 from mmad.cli_output import err_console
+from mmad.cli_signals import ABORTED, Aborted, stop_signals
 from mmad.errors import ConfigError, StorageError, describe_os_error
 from mmad.runinfo import RUN_FILE, make_run_info, read_run_info, setting_differences
 
@@ -65,9 +68,19 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
             atomic_write_text(out_dir / RUN_FILE, json.dumps(info, indent=1))
         except OSError as exc:
             raise StorageError(f"cannot write {describe_os_error(out_dir / RUN_FILE, exc)}") from None
-        report = _run_with_progress(run, subsets, settings, out_dir, run_name, refs, quiet=args.quiet)
+        try:
+            with stop_signals() as signals:
+                report = _run_with_progress(run, subsets, settings, out_dir, run_name, refs, quiet=args.quiet,
+                                            should_stop=signals.requested)
+        except Aborted:  # a second signal: whatever was being written removed its temporary file
+            err_console.print(ABORTED, markup=False, highlight=False)
+            return 130
     finally:
         locks.release()
+    if report.left:
+        err_console.print(f"{signals.reason}: {report.left} of {len(subsets)} subset(s) left; "
+                          f"rerun the same command to resume", markup=False, highlight=False)
+        return 1
     broken = sum(t.broken for t in report.timings)
     for path in report.csv_paths:
         err_console.print(f"results: {path}", markup=False, highlight=False)
@@ -78,7 +91,7 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
     return 0
 
 
-def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet: bool):
+def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet: bool, should_stop=None):
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, disable=quiet or not err_console.is_terminal)
     tasks: dict[str, int] = {}
@@ -103,7 +116,8 @@ def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet
                           f"(the first subset loads the backbone)", markup=False)
     with progress:
         return run.run_detector(subsets, settings, out_dir=out_dir, run_name=run_name, refs=refs,
-                                on_subset=on_subset, on_progress=on_progress, resume=True)
+                                on_subset=on_subset, on_progress=on_progress, resume=True,
+                                should_stop=should_stop)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

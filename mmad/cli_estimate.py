@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from rich.table import Table
 
+from mmad.errors import ConfigError
 from mmad.cli_output import console, err_console
 
 
@@ -96,16 +97,24 @@ def replace_args(args):
 def dry_run(provider, cache, runs) -> int:
     from mmad.images import EncodedImage, ImageRef
 
+    from mmad.cli_score import folder_conflict
+
     table = Table(title="dry run: nothing is sent")
-    for column in ("run", "folder", "jobs", "cached", "would send"):
+    for column in ("run", "folder", "jobs", "cached", "identical", "would send"):
         table.add_column(column, justify="left" if column in ("run", "folder") else "right")
+    seen: set[str] = set()
     for run in runs:
-        jobs = [job for plan in run.plans for job in plan.jobs]
-        hits = sum(1 for job in jobs if job.key in cache)
-        table.add_row(run.run_name, str(run.out_dir), str(len(jobs)), str(hits), str(len(jobs) - hits))
+        keys = [job.key for plan in run.plans for job in plan.jobs]
+        hits = sum(1 for key in keys if key in cache)
+        fresh = {key for key in keys if key not in cache}
+        identical = len([key for key in keys if key not in cache]) - len(fresh - seen)  # paid once, by another job
+        seen |= fresh
+        table.add_row(run.run_name, str(run.out_dir), str(len(keys)), str(hits), str(identical),
+                      str(len(keys) - hits - identical))
     console.print(table)
     total = sum(len(plan.jobs) for run in runs for plan in run.plans)
-    console.print(f"{total} jobs in {len(runs)} run(s) x {len(runs[0].plans)} subset(s)")
+    console.print(f"{total} jobs in {len(runs)} run(s) x {len(runs[0].plans)} subset(s); identical = the same "
+                  f"request as an earlier job of this run (paid once)")
     plan = runs[0].plans[0]
     first = plan.jobs[0]
     # Number each image position so identical files (same sha256) still show where they go.
@@ -123,4 +132,8 @@ def dry_run(provider, cache, runs) -> int:
     body = provider.body(replace(first.request, parts=tuple(parts)), images)
     console.print(f"first request ({runs[0].run_name}, {plan.subset.label}, prompt {plan.prompt_name}):")
     print(json.dumps(body, indent=2, ensure_ascii=False))
+    conflicts = [c for c in (folder_conflict(run) for run in runs) if c]
+    if conflicts:  # the real run would stop here: say so now, with the same exit code
+        more = f" (and {len(conflicts) - 1} more folder(s))" if len(conflicts) > 1 else ""
+        raise ConfigError(f"the run would be refused: {conflicts[0]}{more}")
     return 0

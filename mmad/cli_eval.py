@@ -38,9 +38,15 @@ def eval_scores(args: argparse.Namespace) -> int:
 
     if (args.dataset is None) != (args.subset is None):
         raise ConfigError("--dataset and --subset go together (they name the data of one result file)")
+    if args.dataset is not None:
+        check_dataset_label(args.dataset, args.subset, config.data_root(args.root))
+    skipped: list[Path] = []
     records = evaluate_paths([Path(p) for p in args.paths], data_root=config.data_root(args.root), ties=args.ties,
                              normal_up_to=args.normal_up_to, bootstrap=args.bootstrap, seed=args.seed,
-                             dataset=args.dataset, subset=args.subset)
+                             dataset=args.dataset, subset=args.subset, skipped=skipped)
+    from mmad.results import skipped_note
+    if skipped:
+        err_console.print(f"note: {skipped_note(skipped)}", markup=False, highlight=False)
     if args.json:
         print(json.dumps([r.as_json() for r in records], indent=2))
         return 0
@@ -96,6 +102,22 @@ def eval_scores(args: argparse.Namespace) -> int:
     if dropped:
         err_console.print(f"note: {dropped} row(s) without a score were dropped (failed jobs), not imputed")
     return 0
+
+
+def check_dataset_label(dataset: str, subset: str, data_root: Path) -> None:
+    """--dataset/--subset label a file's rows. A known dataset's subset must be one of its own (a
+    typo would file the rows under a name nothing else matches); a name mmad does not know is a
+    dataset of the user's own, accepted with a note."""
+    from mmad.results import known_pairs
+    from mmad.datasets import discover
+    pairs = known_pairs((s.dataset, s.subset) for s in discover(data_root))
+    subsets = sorted(s for d, s in pairs if d == dataset)
+    if not subsets:
+        err_console.print(f"note: {dataset!r} is not a known or discovered dataset: the rows are labelled "
+                          f"{dataset}/{subset} as given", markup=False, highlight=False)
+    elif subset not in subsets:
+        shown = ", ".join(subsets[:12]) + (", ..." if len(subsets) > 12 else "")
+        raise ConfigError(f"--subset {subset!r} is not a subset of {dataset} ({shown})")
 
 
 def _print_agreement(records) -> None:

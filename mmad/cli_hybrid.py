@@ -109,7 +109,7 @@ def apply_hybrid(args: argparse.Namespace, provider, runs: list, memo) -> list:
         hybrid_runs.append(replace(run, run_name=name, out_dir=out_dir, plans=plans, run_info=info))
         report.append((run, name, plans, counts))
     planning = getattr(args, "estimate_only", False) or getattr(args, "dry_run", False)
-    _print_gate_report(args, provider, detector, report, to_stdout=planning)
+    _print_gate_report(args, provider, detector, report, to_stdout=planning and not getattr(args, "json", False))
     if not planning:
         return hybrid_runs
     kept = [replace(run, plans=[replace(plan, jobs=tuple(j for j in plan.jobs if j.local is None))

@@ -6,9 +6,11 @@ Every number is checked by argparse itself (one line, exit 2) and `--help` shows
 from __future__ import annotations
 
 import argparse
-import math
 
 from mmad import config, datasets
+from mmad.value_checks import (  # noqa: F401  (re-exported for the front ends)
+    positive_int, nonneg_int, positive_float, nonneg_float, finite_float, ratio, bootstrap_count, image_size,
+    listed, temperature, refs_count, max_height, corruption, reference_choice, detail, integer, name, SETTINGS)
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,125 +32,6 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".strip()
 
 
-def _number(kind, text: str, what: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = _number(int, text, "an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def nonneg_int(text: str) -> int:
-    value = _number(int, text, "an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _number(float, text, "a number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, not {value:g}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    value = _number(float, text, "a number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value:g}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    return _number(float, text, "a number")
-
-
-def ratio(text: str) -> float:
-    value = _number(float, text, "a number")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {value:g}")
-    return value
-
-
-def bootstrap_count(text: str) -> int:
-    value = _number(int, text, "an integer")
-    if value != 0 and value < 100:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or at least 100 resamples, not {value}")
-    return value
-
-
-def image_size(text: str) -> int:
-    value = _number(int, text, "an integer")
-    if not 32 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"must be between 32 and 4096 pixels, not {value}")
-    return value
-
-
-# Grid values are validated one by one after splitting on commas (see check_grid).
-def listed(kind):
-    def parse(text: str):
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        if not parts:
-            raise argparse.ArgumentTypeError("needs a value")
-        return [kind(p) for p in parts]
-    parse.__name__ = getattr(kind, "__name__", "value")
-    return parse
-
-
-def temperature(text: str) -> float:
-    value = _number(float, text, "a number")
-    if not 0 <= value <= 2:
-        raise argparse.ArgumentTypeError(f"temperature must be between 0 and 2, not {value:g}")
-    return value
-
-
-def refs_count(text: str) -> int:
-    value = _number(int, text, "an integer")
-    if not 0 <= value <= 5:
-        raise argparse.ArgumentTypeError(f"references must be between 0 and 5, not {value}")
-    return value
-
-
-def max_height(text: str) -> str:
-    if text in ("auto", "original"):
-        return text
-    value = _number(int, text, "auto, original or a height in pixels")
-    if not 64 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"a height between 64 and 4096 pixels, not {value}")
-    return str(value)
-
-
-def corruption(text: str) -> str:
-    name, _, level = text.partition(":")
-    if name not in ("brightness", "gaussian_noise") or not level.isdigit() or not 1 <= int(level) <= 5:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected brightness:S or gaussian_noise:S with S in 1..5")
-    return f"{name}:{int(level)}"
-
-
-def reference_choice(text: str) -> str:
-    from mmad.errors import ConfigError
-    from mmad.references import parse_rule
-    try:
-        return parse_rule(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def detail(text: str) -> str:
-    if text not in ("auto", "low", "high"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, low or high")
-    return text
-
-
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--subset", help="one subset (default: every subset of the dataset)")
@@ -162,14 +45,14 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
                     help="an MLLM API" + (", or a conventional detector fitted on the same few references"
                                           if detectors else ""))
     add_data_options(sc)
-    sc.add_argument("--model", action="append", type=listed(str),
+    sc.add_argument("--model", action="append", type=listed(SETTINGS["model"].check),
                     help="model name(s), grid (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
-    sc.add_argument("--prompt", action="append", type=listed(str),
+    sc.add_argument("--prompt", action="append", type=listed(SETTINGS["prompt"].check),
                     help="prompt name(s) in the packaged prompts or .toml file(s), grid (default: the dataset's family)")
     sc.add_argument("--prompts-dir", help=f"prompt folder (default ${config.PROMPTS_DIR_ENV} or the packaged prompts)")
-    sc.add_argument("--refs", action="append", type=listed(refs_count),
+    sc.add_argument("--refs", action="append", type=listed(SETTINGS["refs"].check),
                     help="normal reference images per request, 0-5, grid (default: the prompt file's refs, else 3)")
-    sc.add_argument("--reference-choice", action="append", type=listed(reference_choice),
+    sc.add_argument("--reference-choice", action="append", type=listed(SETTINGS["reference_choice"].check),
                     help="first | random:SEED | similar, grid (default: first, as the reference scripts)")
     sc.add_argument("--prompt-family", choices=datasets.PROMPT_FAMILIES, help="for datasets it cannot be inferred for")
     sc.add_argument("--subject", help="object/class name put into the prompt")
@@ -178,21 +61,22 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--run-name", help="file-name prefix (default: the model name + every non-default choice)")
     sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
     sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
-    sc.add_argument("--temperature", action="append", type=listed(temperature),
+    sc.add_argument("--temperature", action="append", type=listed(SETTINGS["temperature"].check),
                     help="sampling temperature(s), grid (default: 0)")
-    sc.add_argument("--max-tokens", type=positive_int, default=300, help="answer length cap sent with each request")
-    sc.add_argument("--max-height", action="append", type=listed(max_height),
+    sc.add_argument("--max-tokens", type=SETTINGS["max_tokens"].check, default=300,
+                    help="answer length cap sent with each request")
+    sc.add_argument("--max-height", action="append", type=listed(SETTINGS["max_height"].check),
                     help="image preparation, grid: auto (the scripts' rule per family: 512 px for industrial and "
                          "medical, the original bytes for multidog), original, or a height in pixels (default: auto)")
-    sc.add_argument("--detail", action="append", type=listed(detail),
+    sc.add_argument("--detail", action="append", type=listed(SETTINGS["detail"].check),
                     help="OpenAI image detail auto|low|high, grid (default: not sent = auto; estimates assume high)")
-    sc.add_argument("--corrupt", action="append", type=listed(corruption),
+    sc.add_argument("--corrupt", action="append", type=listed(SETTINGS["corrupt"].check),
                     help="brightness:S or gaussian_noise:S (S = 1..5, ImageNet-C) on the query images, grid")
     sc.add_argument("--corrupt-references", action="store_true", help="corrupt the reference images too")
     sc.add_argument("--repeats", type=positive_int, default=1,
                     help="independent answers per job at identical settings (noise floor; every repeat is paid)")
-    sc.add_argument("--sample", type=positive_int, help="score a stratified sample of N images per subset")
-    sc.add_argument("--seed", type=int, default=0,
+    sc.add_argument("--sample", type=SETTINGS["sample"].check, help="score a stratified sample of N images per subset")
+    sc.add_argument("--seed", type=SETTINGS["sample_seed"].check, default=0,
                     help="seed of --sample" + (" and of the detectors" if detectors else ""))
     sc.add_argument("--experiment", help="an experiment file of variants ([[variant]] tables or a [grid])")
     sc.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")

@@ -30,6 +30,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             console.print(f"wrote {args.out} ({len(text) / 1024:.0f} KiB of JSON, {len(data.runs)} runs)")
         else:
             print(text, end="")
+        if data.skipped:
+            from mmad.results import skipped_note
+            err_console.print(f"note: {skipped_note(data.skipped)}", markup=False, highlight=False)
         return 0
     from mmad.report_html import render_html
 
@@ -52,6 +55,9 @@ def _count(n: int, word: str) -> str:
 def _gaps(data) -> list[str]:
     """The sections that only say why they are empty, as one line each."""
     lines = []
+    from mmad.results import skipped_note
+    if skipped_note(data.skipped):
+        lines.append(skipped_note(data.skipped))
     if len(data.agreement.ranks) < 3:
         lines.append(f"RQ2 needs 3+ ranked runs (have {len(data.agreement.ranks)})")
     if not data.area.records:

@@ -107,22 +107,32 @@ def prepare_runs(args: argparse.Namespace, provider, memo) -> list[VariantRun]:
     return runs
 
 
-def check_run_folder(run: VariantRun) -> None:
-    """Refuse to mix runs made with other settings into this folder; then (re)write run.json."""
+def folder_conflict(run: VariantRun) -> str | None:
+    """Why this run may not write into its folder (another run's settings or results), or None."""
     from mmad.records import best_records
-    from mmad.results import JsonlLog, atomic_write_text
+    from mmad.results import JsonlLog
     existing = read_run_info(run.out_dir)
     if existing is not None:
         changed = setting_differences(existing, run.run_info)
         if changed:
-            raise ConfigError(f"{run.out_dir} holds the run {existing.get('run')!r} made with other settings "
-                              f"({'; '.join(changed)}); use another --out or --run-name, or remove that folder")
-    else:
-        keys = {job.key for plan in run.plans for job in plan.jobs}
-        recorded = {key for plan in run.plans for key in best_records(JsonlLog.read(plan.jsonl_path))}
-        if recorded and not recorded & keys:
-            raise ConfigError(f"{run.out_dir} holds {len(recorded)} results made with other settings (none matches "
-                              f"this run's requests); use another --out or --run-name, or remove that folder")
+            return (f"{run.out_dir} holds the run {existing.get('run')!r} made with other settings "
+                    f"({'; '.join(changed)}); use another --out or --run-name, or remove that folder")
+        return None
+    keys = {job.key for plan in run.plans for job in plan.jobs}
+    recorded = {key for plan in run.plans for key in best_records(JsonlLog.read(plan.jsonl_path))}
+    if recorded and not recorded & keys:
+        return (f"{run.out_dir} holds {len(recorded)} results made with other settings (none matches "
+                f"this run's requests); use another --out or --run-name, or remove that folder")
+    return None
+
+
+def check_run_folder(run: VariantRun) -> None:
+    """Refuse to mix runs made with other settings into this folder; then (re)write run.json."""
+    from mmad.results import atomic_write_text
+    conflict = folder_conflict(run)
+    if conflict:
+        raise ConfigError(conflict)
+    existing = read_run_info(run.out_dir)
     if existing is None or existing.get("settings") != run.run_info["settings"]:
         try:
             atomic_write_text(run.out_dir / RUN_FILE, json.dumps(run.run_info, indent=1))
@@ -182,9 +192,11 @@ async def make_meter(args, provider, runs):
         request = runs[0].plans[0].jobs[0].request
         try:
             counter.calibrate_text(request, await provider.count_text_tokens(request))
-        except Exception as exc:  # offline or no key: the documented character rule stands
-            err_console.print(f"note: Anthropic token counting unavailable ({type(exc).__name__}); "
-                              f"text tokens estimated at ~3.5 characters per token", markup=False)
+        except Exception as exc:  # offline, no key, no such endpoint: the documented character rule stands
+            from mmad.providers.base import ProviderFailure, one_line
+            why = str(exc) if isinstance(exc, ProviderFailure) else f"unexpected error: {one_line(str(exc), 200)}"
+            err_console.print(f"note: exact token counting not possible: {why}; "
+                              f"text tokens estimated at ~3.5 characters per token", markup=False, soft_wrap=True)
     return CostMeter(price, counter, max_cost=args.max_cost, provider=provider.name, caching=args.prompt_cache)
 
 

@@ -239,19 +239,35 @@ def find_column(header: list[str], accepted: tuple[str, ...], source: Path, what
                     f"(header: {','.join(header)})")
 
 
-def read_csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV file, with quoted commas honoured."""
+def read_csv_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows and each row's line in the file (blank lines skipped), quoted commas honoured.
+    A row with more fields than the header is refused: a stray comma or an unquoted path would
+    otherwise shift or drop a value silently."""
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            reader = csv.reader(handle)
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if header is None:
+                    header = row
+                else:
+                    rows.append(row)
+                    lines.append(reader.line_num)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
+    if header is None:
         raise DataError(f"{path}: empty file (no header)")
-    return rows[0], rows[1:]
+    wide = [line for row, line in zip(rows, lines) if len(row) > len(header)]
+    if wide:
+        raise DataError(f"{path}: more fields than the header's {len(header)} at line(s) {first_rows(wide)} "
+                        f"(a stray comma, or a path with a comma that is not quoted?)")
+    return header, rows, lines
 
 
 def parse_number(cell: str) -> float | None:
@@ -272,26 +288,28 @@ def read_template(path: Path) -> Template:
 
     Row numbers in messages are file lines (header = line 1).
     """
-    header, rows = read_csv_rows(path)
+    header, rows, lines = read_csv_rows(path)
     path_col = find_column(header, PATH_COLUMNS, path, "path")
     sev_col = find_column(header, SEVERITY_COLUMNS, path, "severity")
     if not rows:
         raise DataError(f"{path}: template has a header but no rows")
     paths: list[str] = []
+    path_lines: list[int] = []
     severities: list[float] = []
     bad: list[int] = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in zip(lines, rows):
         cell = row[sev_col].strip() if sev_col < len(row) else ""
         value = parse_number(cell)
         if value is None or value < 0 or path_col >= len(row) or not row[path_col].strip():
             bad.append(line)
             continue
         paths.append(row[path_col].strip())
+        path_lines.append(line)
         severities.append(value)
     if bad:
         raise DataError(f"{path}: missing path or non-numeric/negative severity at line(s) {first_rows(bad)}")
     counts = Counter(paths)
-    dupes = [line for line, p in enumerate(paths, start=2) if counts[p] > 1]
+    dupes = [line for line, p in zip(path_lines, paths) if counts[p] > 1]
     if dupes:
         example = next(p for p in paths if counts[p] > 1)
         raise DataError(f"{path}: duplicate paths at line(s) {first_rows(dupes)} (e.g. {example!r})")

@@ -99,6 +99,7 @@ class Engine:
         self._plan_of: dict[str, SubsetPlan] = {}
         self._breaker = Breaker(self.settings.breaker_threshold)
         self._best: dict[int, dict[str, dict]] = {}  # per plan: job key -> the record that counts
+        self._reasked: Counter[str] = Counter()  # job key -> refusals already asked again (earlier runs too)
 
     # ----------------------------------------------------------------- control
 
@@ -152,7 +153,13 @@ class Engine:
             self._logs = RunLogs()
             previous = self._best
             for plan in plans:
-                previous[id(plan)] = best_records(self._logs.read(plan.jsonl_path))
+                records = self._logs.read(plan.jsonl_path)
+                previous[id(plan)] = best_records(records)
+                self._reasked.update(Counter(r["key"] for r in records if r.get("status") == "reasked"))
+                if self.settings.retry_failed:  # a retried refusal gets a fresh allowance of re-asks
+                    for key, record in previous[id(plan)].items():
+                        if record["status"] == "refused":
+                            self._reasked.pop(key, None)
                 for job in plan.jobs:
                     self._plan_of[job.key] = plan
             todo_per_plan = []
@@ -277,7 +284,6 @@ class Engine:
 
     async def _live(self, plan: SubsetPlan, job: Job, lead: bool) -> dict | None:
         attempts = 0
-        reasks = 0
         rate_limited_since: float | None = None
         while True:
             try:
@@ -319,9 +325,11 @@ class Engine:
             completion, latency = outcome
             attempts += 1
             record = self._store_answer(plan, job, completion, latency, attempts)
-            if record["status"] == "refused" and reasks < plan.task.max_reasks and not self.stopping:
-                reasks += 1
+            if record["status"] == "refused" and self._reasked[job.key] < plan.task.max_reasks:
+                self._reasked[job.key] += 1  # the paid refusal is logged; the question is asked again
                 self._logs.append(plan.jsonl_path, dict(record, status="reasked"))
+                if self.stopping:
+                    return None  # cut short by the stop: asked again on resume, within the same limit
                 continue
             return record
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from mmad import __version__
 from mmad.analysis import SubsetRecord
 from mmad.area import AreaTable, area_analysis
+from mmad.errors import ConfigError
 from mmad.paper_tables import RankAgreement, Table3, rank_agreement, table3
 from mmad.robustness import RobustnessTable, corrupted_variants, robustness_table
 from mmad.run_costs import RunSpend, spend_table
@@ -45,6 +46,7 @@ class ReportData:
     spend: list[RunSpend]
     variants: list[str]
     verdicts: list[str] | None = None
+    skipped: list[Path] = field(default_factory=list)  # runs of another task (QA, classification) left out
     generated: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -68,6 +70,7 @@ class ReportData:
             "spend": [s.as_json() for s in self.spend],
             "variants": self.variants,
             "verdicts": self.verdicts,
+            "skipped_runs": [str(folder) for folder in self.skipped],
         }
 
 
@@ -98,7 +101,10 @@ def build_report(inputs: Sequence[Path], *, data_root: Path, masks_dir: Path | N
                  title: str | None = None) -> ReportData:
     """Read the runs under `inputs` and compute every analysis. `verdicts`: lines from `mmad
     compare` to show in the report's comparison section (None = not computed)."""
-    runs = load_runs(inputs, data_root=data_root)
+    if masks_dir is not None and not masks_dir.is_dir():
+        raise ConfigError(f"--masks {masks_dir}: no such folder")
+    skipped: list[Path] = []
+    runs = load_runs(inputs, data_root=data_root, skipped=skipped)
     records = evaluate_runs(runs, ties=ties)
     hidden = corrupted_variants(runs)
     main = [r for r in runs if r.name not in hidden]
@@ -111,7 +117,7 @@ def build_report(inputs: Sequence[Path], *, data_root: Path, masks_dir: Path | N
         area=area_analysis(main, data_root, masks_dir=masks_dir, ties=ties),
         levels=level_curves(main_records), expansion=expansion_curves(main, ties=ties),
         robustness=robustness_table(runs, records), spend=spend_table(runs, prices),
-        variants=variant_pairs(runs), verdicts=list(verdicts) if verdicts is not None else None,
+        variants=variant_pairs(runs), verdicts=list(verdicts) if verdicts is not None else None, skipped=skipped,
     )
 
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from mmad.datasets import (PATH_COLUMNS, REGISTRY, SCORE_COLUMNS, SEVERITY_COLUMNS, find_column,
                            first_rows, parse_number, read_csv_rows)
 from mmad.errors import DataError
+from mmad.runinfo import RUN_FILE, read_run_info
 
 RESULT_HEADER = ("Path", "Severity", "Anomaly Score")
 _UMASK = os.umask(0)
@@ -76,17 +77,20 @@ def _sidecar_identity(path: Path) -> tuple[str, str] | None:
 
 
 def run_label(path: Path, dataset: str, subset: str) -> str:
-    """The file-name prefix before `_<dataset>_<subset>`, else the folder name."""
-    suffix = "_" + template_stem(dataset, subset)
-    if path.stem.endswith(suffix) and len(path.stem) > len(suffix):
-        return path.stem[: -len(suffix)]
-    return path.parent.name
+    """The file-name prefix before `_<dataset>_<subset>`; a file named just `<dataset>_<subset>`
+    takes its folder's name; any other name (`my-scores.csv`) is the run's name itself."""
+    stem = template_stem(dataset, subset)
+    if path.stem.endswith("_" + stem) and len(path.stem) > len(stem) + 1:
+        return path.stem[: -len(stem) - 1]
+    if path.stem == stem:
+        return path.resolve().parent.name
+    return path.stem
 
 
 def read_result_file(path: Path, dataset: str | None = None, subset: str | None = None,
                      pairs: Sequence[tuple[str, str]] | None = None) -> ResultTable:
     """Read a result CSV; an empty score is a failed row, a non-numeric one is an error."""
-    header, rows = read_csv_rows(path)
+    header, rows, lines = read_csv_rows(path)
     path_col = find_column(header, PATH_COLUMNS, path, "path")
     sev_col = find_column(header, SEVERITY_COLUMNS, path, "severity")
     score_col = find_column(header, SCORE_COLUMNS, path, "score")
@@ -96,17 +100,20 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
     scores = np.full(len(rows), np.nan)
     bad_severity: list[int] = []
     bad_score: list[int] = []
+    missing_path = [line for row, line in zip(rows, lines) if path_col >= len(row) or not row[path_col].strip()]
+    if missing_path:
+        raise DataError(f"{path}: no path at line(s) {first_rows(missing_path)}")
     for i, row in enumerate(rows):
         sev = parse_number(row[sev_col]) if sev_col < len(row) else None
         if sev is None or sev < 0:
-            bad_severity.append(i + 2)
+            bad_severity.append(lines[i])
         else:
             severities[i] = sev
         cell = row[score_col].strip() if score_col < len(row) else ""
         if cell and cell.lower() not in ("nan", "none", "null"):
             value = parse_number(cell)
             if value is None:
-                bad_score.append(i + 2)
+                bad_score.append(lines[i])
             else:
                 scores[i] = value
     if bad_severity:
@@ -117,7 +124,7 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
     names = [row[path_col] for row in rows]
     seen: dict[str, int] = {}
     duplicates = []
-    for line, name in enumerate(names, start=2):
+    for line, name in zip(lines, names):
         if name in seen:
             duplicates.append(f"{name!r} (lines {seen[name]} and {line})")
         seen.setdefault(name, line)
@@ -136,19 +143,94 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
                        run_label(path, dataset, subset))
 
 
-def find_result_files(inputs: Sequence[Path]) -> list[Path]:
-    """CSV files named directly or found (recursively) in folders, in a stable order."""
+TASK_NAMES = {"score": "anomaly-score", "qa": "MMAD-QA", "classify": "anomaly-classification"}
+
+
+def run_task(folder: Path) -> str:
+    """What the run in `folder` did, from its run.json (`score` when there is none)."""
+    info = read_run_info(folder)
+    task = ((info or {}).get("settings") or {}).get("task")
+    return str(task) if task else "score"
+
+
+def find_result_files(inputs: Sequence[Path], *, task: str = "score",
+                      skipped: list[Path] | None = None) -> list[Path]:
+    """CSV files named directly or found (recursively) in folders, in a stable order. Runs of
+    another task found in a folder are left out (their folders appended to `skipped`); one named
+    directly is an error saying which --task reads it."""
     files: list[Path] = []
+    tasks: dict[Path, str] = {}
+
+    def task_of(folder: Path) -> str:
+        if folder not in tasks:
+            tasks[folder] = run_task(folder)
+        return tasks[folder]
     for item in inputs:
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*.csv") if not p.name.endswith("_template.csv")))
+            for path in sorted(p for p in item.rglob("*.csv") if not p.name.endswith("_template.csv")):
+                if task_of(path.parent) == task:
+                    files.append(path)
+                elif skipped is not None and path.parent not in skipped:
+                    skipped.append(path.parent)
         elif item.is_file():
+            other = task_of(item.parent)
+            if other != task:
+                raise DataError(f"{item}: a result of an {TASK_NAMES.get(other, other)} run ({item.parent / RUN_FILE}); "
+                                f"read it with `mmad eval --task {other}`")
             files.append(item)
         else:
             raise DataError(f"{item}: no such file or folder")
     if not files:
-        raise DataError(f"no result CSV files in {', '.join(str(i) for i in inputs)}")
+        other = f" (left out: {len(skipped)} run(s) of another task)" if skipped else ""
+        raise DataError(f"no result CSV files in {', '.join(str(i) for i in inputs)}{other}")
     return files
+
+
+def unique_files(files: Sequence[Path]) -> list[Path]:
+    """Each file once (a file named twice, or named and found in a folder), first-seen order."""
+    seen: set[Path] = set()
+    out = []
+    for path in files:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            out.append(path)
+    return out
+
+
+def skipped_note(skipped: Sequence[Path]) -> str | None:
+    """One line naming the runs of another task that a folder scan left out, and how to read them."""
+    if not skipped:
+        return None
+    by_task: dict[str, list[str]] = {}
+    for folder in skipped:
+        by_task.setdefault(run_task(folder), []).append(str(folder))
+    parts = [f"{', '.join(folders)} ({TASK_NAMES.get(task, task)}: `mmad eval --task {task}`)"
+             for task, folders in by_task.items()]
+    return "left out runs of another task: " + "; ".join(parts)
+
+
+def label_runs(tables: Sequence[ResultTable]) -> dict[tuple[str, Path], list[ResultTable]]:
+    """Tables grouped by run: a run is one name in one folder (the name from run.json, else the
+    file names). Two folders holding the same name (a run and its export, two copies) are told
+    apart as `name (folder)`; one run with two files for a subset is an error."""
+    groups: dict[tuple[str, Path], list[ResultTable]] = {}
+    for table in tables:
+        info = read_run_info(table.source.parent)
+        name = str(info.get("run") or table.run) if info else table.run
+        groups.setdefault((name, table.source.parent.resolve()), []).append(table)
+    names = [name for name, _ in groups]
+    labelled: dict[tuple[str, Path], list[ResultTable]] = {}
+    for (name, folder), group in groups.items():
+        label = f"{name} ({folder.name})" if names.count(name) > 1 else name
+        seen: dict[tuple[str, str], Path] = {}
+        for table in group:
+            key = (table.dataset, table.subset)
+            if key in seen:
+                raise DataError(f"run {label!r} has two result files for {table.dataset}/{table.subset}: "
+                                f"{seen[key]} and {table.source}")
+            seen[key] = table.source
+        labelled[(label, folder)] = [replace(t, run=label) for t in group]
+    return labelled
 
 
 # --------------------------------------------------------------------------- writing

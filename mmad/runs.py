@@ -15,8 +15,8 @@ from pathlib import Path
 
 from mmad.analysis import SubsetRecord, evaluate_table
 from mmad.datasets import discover
-from mmad.errors import DataError
-from mmad.results import JsonlLog, ResultTable, find_result_files, known_pairs, read_result_file
+from mmad.results import (JsonlLog, ResultTable, find_result_files, known_pairs, label_runs, read_result_file,
+                          unique_files)
 from mmad.runinfo import read_run_info
 
 FAMILIES = {"mllm": "MLLM", "detector": "conventional", "unknown": "unknown"}
@@ -61,45 +61,20 @@ def run_family(info: dict | None, tables: Sequence[ResultTable]) -> str:
     return "unknown"
 
 
-def load_runs(inputs: Sequence[Path], *, data_root: Path | None = None) -> list[Run]:
-    """Every run among the result files named or found in folders, in first-seen order.
-
-    A run is one name in one folder; two folders holding the same run name (e.g. two copies of a
-    run) are told apart by the folder name: `name (folder)`. A run with two files for one subset
-    is an error.
-    """
+def load_runs(inputs: Sequence[Path], *, data_root: Path | None = None,
+              skipped: list[Path] | None = None) -> list[Run]:
+    """Every run among the result files named or found in folders, in first-seen order, labelled
+    by mmad.results.label_runs (`name (folder)` when two folders hold the same name). Runs of
+    another task found in folders are left out and appended to `skipped`."""
     extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
     pairs = known_pairs(extra)
-    groups: dict[tuple[str, Path], list[ResultTable]] = {}
-    infos: dict[tuple[str, Path], dict | None] = {}
-    seen: set[Path] = set()
-    for path in find_result_files(list(inputs)):
-        if path.resolve() in seen:
-            continue
-        seen.add(path.resolve())
-        table = read_result_file(path, pairs=pairs)
-        info = read_run_info(path.parent)
-        name = str(info.get("run") or table.run) if info else table.run
-        key = (name, path.parent.resolve())
-        groups.setdefault(key, []).append(table)
-        infos[key] = info
-    names = [name for name, _ in groups]
+    files = unique_files(find_result_files(list(inputs), skipped=skipped))
+    tables = [read_result_file(path, pairs=pairs) for path in files]
     runs = []
-    for (name, folder), tables in groups.items():
-        label = f"{name} ({folder.name})" if names.count(name) > 1 else name
-        _check_unique_subsets(label, tables)
-        runs.append(Run(label, run_family(infos[(name, folder)], tables), infos[(name, folder)], tuple(tables)))
+    for (label, folder), group in label_runs(tables).items():
+        info = read_run_info(folder)
+        runs.append(Run(label, run_family(info, group), info, tuple(group)))
     return runs
-
-
-def _check_unique_subsets(name: str, tables: Sequence[ResultTable]) -> None:
-    seen: dict[tuple[str, str], Path] = {}
-    for table in tables:
-        key = (table.dataset, table.subset)
-        if key in seen:
-            raise DataError(f"run {name!r} has two result files for {table.dataset}/{table.subset}: "
-                            f"{seen[key]} and {table.source}")
-        seen[key] = table.source
 
 
 def evaluate_runs(runs: Sequence[Run], *, ties: str = "half") -> list[SubsetRecord]:

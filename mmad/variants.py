@@ -16,12 +16,14 @@ settings as data.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from mmad.value_checks import SETTINGS
 from mmad.redaction import public_url
 from mmad.errors import ConfigError
 from mmad.jobs import PlanOptions, safe_name
@@ -122,27 +124,82 @@ def load_experiment(path: Path, base: Variant) -> list[Variant]:
         refs = 0
         reference_choice = "random:7"
 
-    A `[grid]` table is expanded like the comma-separated flags."""
+    A `[grid]` table is expanded like the comma-separated flags. Every value passes its flag's own
+    check (value_checks.SETTINGS), so a file cannot run what the flags refuse."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"experiment file {path} not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    known = {f.name for f in fields(Variant)}
-    variants: list[Variant] = []
-    for index, entry in enumerate(data.get("variant", []), start=1):
-        unknown = set(entry) - known
-        if unknown:
-            raise ConfigError(f"{path}: variant {index}: unknown setting(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(sorted(known))}")
-        variants.append(replace(base, **entry))
-    grid = data.get("grid", {})
+    extra = set(data) - {"variant", "grid"}
+    if extra:
+        raise ConfigError(f"{path}: unknown table(s) or key(s) {', '.join(sorted(extra))}; an experiment file "
+                          "holds [[variant]] tables and/or one [grid]")
+    entries, grid = data.get("variant", []), data.get("grid", {})
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(f"{path}: variant: write each variant as a [[variant]] table (double brackets)")
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{path}: grid: write the grid as a [grid] table")
+    variants = [replace(base, **_settings(path, f"[[variant]] #{index}", entry, grid=False))
+                for index, entry in enumerate(entries, start=1)]
     if grid:
-        unknown = set(grid) - set(GRID_FIELDS)
-        if unknown:
-            raise ConfigError(f"{path}: [grid]: unknown setting(s) {', '.join(sorted(unknown))}")
-        variants.extend(expand(base, {k: v if isinstance(v, list) else [v] for k, v in grid.items()}))
+        variants.extend(expand(base, _settings(path, "[grid]", grid, grid=True)))
     if not variants:
         raise ConfigError(f"{path}: no [[variant]] tables and no [grid]")
     return variants
+
+
+def _settings(path: Path, table: str, entry: Mapping[str, object], *, grid: bool) -> dict:
+    """One table's settings, checked: a [grid] key holds a value or a list of them; a variant's, one value."""
+    known = GRID_FIELDS if grid else tuple(SETTINGS)
+    out: dict = {}
+    for key, value in entry.items():
+        where = f"{path}: {table}: {key}"
+        if key == "repeat" and not grid:
+            raise ConfigError(f"{where}: repeats are set by --repeats, not in an experiment file")
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting; known: {', '.join(sorted(known))}")
+        if not grid and isinstance(value, list):
+            raise ConfigError(f"{where}: one value per [[variant]] (a list of values belongs in [grid])")
+        if not grid:
+            out[key] = _checked(where, key, value)
+        elif isinstance(value, list):
+            if not value:
+                raise ConfigError(f"{where}: needs a value")
+            out[key] = [_checked(where, key, item) for item in value]
+        else:
+            out[key] = [_checked(where, key, value)]
+    return out
+
+
+TOML_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _checked(where: str, key: str, value: object) -> object:
+    """One value through its flag's validator (given as the flag's text would be); exit 2 naming it."""
+    setting = SETTINGS[key]
+    types = setting.toml_types
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        wanted = "a number" if float in types else " or ".join(TOML_WORDS[t] for t in types)
+        raise ConfigError(f"{where}: expected {wanted} (as {setting.flag}), not {_show(value)}")
+    if setting.check is None:
+        return value
+    text = value.strip() if isinstance(value, str) else str(value)
+    if not text:
+        raise ConfigError(f"{where}: needs a value")
+    try:
+        return setting.check(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _show(value: object) -> str:
+    """A TOML value as the file wrote it, in a few words (a list or table would be long)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value)

@@ -200,6 +200,9 @@ def test_classify_raw_without_detector_asks_known_anomalies_only(demo, capsys):
     assert classify(server, root, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "3 normal images left out" in out and "9 jobs in 1 run(s)" in out and not server.requests
+    assert classify(server, root, "--estimate", "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["total"]["jobs"] == 9  # stdout is only the JSON (the plan report: stderr)
     assert classify(server, root) == 0
     requests = list(server.requests)
     assert len(requests) == 9 and all(len(r.images()) == 2 for r in requests)

@@ -194,3 +194,26 @@ def test_cli_estimate_and_max_cost_exit(root, tmp_path):
         assert scored.returncode == 5 and "--max-cost" in scored.stderr and "Traceback" not in scored.stderr
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("answer", ["html_404", "html_200", "message"])
+def test_estimate_against_a_server_without_count_tokens_says_why_in_words(answer, root, tmp_path):
+    """An Anthropic-compatible server without count_tokens: the estimate goes on with the character
+    rule, and its note says why in one line (no exception name, no page)."""
+    server = WireServer(count_tokens=answer).start()
+    env = dict(os.environ, ANTHROPIC_API_KEY="k", MMAD_CACHE_DIR=str(tmp_path / "cache"), MMAD_DATA_ROOT=str(root))
+    try:
+        estimate = subprocess.run([sys.executable, "-m", "mmad.cli", "estimate", "--provider", "anthropic",
+                                   "--dataset", "toy", "--base-url", server.anthropic_url], env=env,
+                                  capture_output=True, text=True, timeout=60)
+    finally:
+        server.stop()
+    assert estimate.returncode == 0, estimate.stderr
+    notes = [line for line in estimate.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, estimate.stderr
+    why = {"html_404": "HTTP 404 Not Found", "html_200": "it answered HTTP 200 with an HTML page, not the API's JSON",
+           "message": "it answered without a token count"}[answer]
+    assert notes[0] == (f"note: exact token counting not possible: the server at {server.anthropic_url} has no "
+                        f"Anthropic count_tokens endpoint ({why}); text tokens estimated at ~3.5 characters per token")
+    assert "Error" not in estimate.stderr and "<" not in estimate.stderr and "Traceback" not in estimate.stderr
+    assert "16 jobs to send" in estimate.stdout

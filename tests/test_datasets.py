@@ -146,3 +146,13 @@ def test_references_are_first_sorted_images(tiny_root):
     assert datasets.reference_images(subset, 0) == []
     with pytest.raises(DataError, match="7 references are needed"):
         datasets.reference_images(subset, 7)
+
+
+def test_template_rows_wider_than_the_header_name_their_file_lines(tmp_path):
+    path = tmp_path / "t_template.csv"
+    path.write_text("Path,Severity\n\na.png,0\nb.png,1,extra\n\nc.png,2\nd.png,x\n")
+    with pytest.raises(DataError, match=r"more fields than the header's 2 at line\(s\) 4 "):
+        datasets.read_template(path)
+    path.write_text("Path,Severity\n\na.png,0\n\nb.png,x\nc.png,1\n")  # line numbers count blank lines
+    with pytest.raises(DataError, match=r"non-numeric/negative severity at line\(s\) 5$"):
+        datasets.read_template(path)

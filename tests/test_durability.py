@@ -1,17 +1,21 @@
 """Durability: a stop stops, exit codes tell the truth, and no disk, cache or second process can
 lose paid work. `mmad score` runs as a user runs it: a subprocess against the wire server."""
 
+import json
 import os
 import resource
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from mmad.cache import ResponseCache, check_cache, rebuild_cache
 from mmad.results import JsonlLog, read_result_file
 from tests.conftest import make_industry_subset
 from tests.wire_server import Fault, WireServer
@@ -29,8 +33,8 @@ def setup(tmp_path):
     server.stop()
 
 
-def score_cmd(url, out, *extra, provider="openai"):
-    return [sys.executable, "-m", "mmad.cli", "score", "--provider", provider, "--model", "m", "--base-url", url,
+def score_cmd(url, out, *extra, provider="openai", model="m"):
+    return [sys.executable, "-m", "mmad.cli", "score", "--provider", provider, "--model", model, "--base-url", url,
             "--dataset", "toy", "--out", str(out), "--quiet", *extra]
 
 
@@ -108,6 +112,10 @@ def test_unreachable_server_is_one_line_exit_3(setup, provider):
     ("auth", "refused the key"),
     ("not_found", "answered 404"),
     ("html", "not the API's JSON"),
+    ("html_404", "answered 404 (not found (HTTP 404): an HTML page, not the API's JSON)"),
+    # python -m http.server answers POST with 501 and an HTML page; 405 alike: no API endpoint, no retry
+    ("html_501", "HTTP 501 Not Implemented (an HTML page, not the API's JSON): this URL is not an API endpoint"),
+    ("html_405", "HTTP 405 Method Not Allowed (an HTML page, not the API's JSON): this URL is not an API"),
 ])
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_a_bad_first_answer_stops_everything(setup, provider, fault, fragment):
@@ -119,6 +127,21 @@ def test_a_bad_first_answer_stops_everything(setup, provider, fault, fragment):
     assert result.returncode == 3 and fragment in line and url in line
     assert len(server.requests) == 1  # the first job and nothing else
     assert KEY not in result.stderr
+    # the whole message on its one line (no newline from a body), and never the page itself
+    assert line.endswith("rerun the same command to resume") and "<" not in result.stderr
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_servers_error_message_is_one_short_redacted_line(setup, provider):
+    tmp, server, env = setup
+    message = f"no such model\n\n  key {KEY} was used\n" + "details " * 200
+    server.fault_rule = lambda received, n: Fault("not_found", message=message)
+    url = server.openai_url if provider == "openai" else server.anthropic_url
+    result = run(score_cmd(url, tmp / "out", provider=provider), env)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 3 and "no such model key *** was used details" in line
+    assert line.endswith("rerun the same command to resume") and len(line) < 700
+    assert KEY not in result.stderr and "SECRET" not in result.stderr
 
 
 def test_server_that_always_fails_exits_3_after_one_job(setup):
@@ -224,11 +247,87 @@ def test_corrupt_cache_is_one_line_and_rebuilt_from_the_results(setup):
     assert check.returncode == 7 and "damaged" in check.stderr
     rebuilt = run([sys.executable, "-m", "mmad.cli", "cache", "rebuild", "--from", str(out)], env)
     assert rebuilt.returncode == 0 and "restored 24 paid answers" in rebuilt.stdout
+    assert "nothing could be read from the damaged store (file is not a database)" in rebuilt.stdout
     assert list((tmp / "cache").glob("responses.damaged-*"))  # set aside, not deleted
     server.requests.clear()
     again = run(score_cmd(server.openai_url, tmp / "out2"), env)
     assert again.returncode == 0 and not jobs_sent(server)  # every answer came back from the results
     assert run([sys.executable, "-m", "mmad.cli", "cache", "check"], env).returncode == 0
+
+
+def test_rebuild_of_a_healthy_cache_keeps_every_answer_and_only_adds(setup):
+    """A rebuild from one out folder must not cost another folder's answers (they would be paid again)."""
+    tmp, server, env = setup
+    assert run(score_cmd(server.openai_url, tmp / "a"), env).returncode == 0
+    assert run(score_cmd(server.openai_url, tmp / "b", model="m2"), env).returncode == 0
+    log = tmp / "a" / "m_toy_widget.jsonl"
+    records = JsonlLog.read(log)
+    cache = ResponseCache(tmp / "cache")
+    for record in records[:3]:
+        del cache._store[record["key"]]  # answers the cache lacks and a record keeps
+    cached_text = cache.get(records[5]["key"])["text"]
+    cache.close()
+    log.write_text(log.read_text().replace(json.dumps(records[5]["raw"]), json.dumps("Anomaly Score: 1")))
+    rebuilt = run([sys.executable, "-m", "mmad.cli", "cache", "rebuild", "--from", str(tmp / "a")], env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "cache healthy: kept 45 answers, added 3 from 1 record file" in rebuilt.stdout
+    assert "1 record disagreed" in rebuilt.stdout and not list((tmp / "cache").glob("responses.damaged-*"))
+    cache = ResponseCache(tmp / "cache")
+    assert len(cache) == 48 and cache.get(records[5]["key"])["text"] == cached_text  # never overwritten
+    cache.close()
+    server.requests.clear()  # a rerun of either folder's run into a new folder pays nothing
+    for out, model in ((tmp / "a2", "m"), (tmp / "b2", "m2")):
+        assert run(score_cmd(server.openai_url, out, model=model), env).returncode == 0
+    assert not jobs_sent(server)
+
+
+def test_rebuild_of_a_damaged_cache_salvages_every_readable_answer(setup):
+    """One table page destroyed: its rows are unreadable, every other row is salvaged, and the
+    lost ones that no record keeps are counted, and paid again on a rerun, exactly."""
+    tmp, server, env = setup
+    assert run(score_cmd(server.openai_url, tmp / "a"), env).returncode == 0
+    assert run(score_cmd(server.openai_url, tmp / "b", model="m2"), env).returncode == 0
+    database = tmp / "cache" / "responses" / "cache.db"
+    with closing(sqlite3.connect(database)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    b_keys = [r["key"] for r in JsonlLog.read(tmp / "b" / "m2_toy_widget.jsonl")]
+    data = bytearray(database.read_bytes())
+    size = int.from_bytes(data[16:18], "big")
+    page = next(o // size * size for o in range(len(data))  # the table leaf page holding one of b's answers
+                if data.startswith(b_keys[10].encode(), o) and data[o // size * size] == 0x0D)
+    rows_on_page = int.from_bytes(data[page + 3:page + 5], "big")
+    data[page:page + size] = b"\xff" * size
+    database.write_bytes(bytes(data))
+    for extra in ("-wal", "-shm"):
+        Path(str(database) + extra).unlink(missing_ok=True)
+    rebuilt = run([sys.executable, "-m", "mmad.cli", "cache", "rebuild", "--from", str(tmp / "a")], env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "restored 24 paid answers" in rebuilt.stdout
+    assert f"salvaged {48 - rows_on_page} of 48 answers still readable" in rebuilt.stdout, rebuilt.stdout
+    cache = ResponseCache(tmp / "cache")
+    lost = [key for key in b_keys if cache.get(key) is None]
+    cache.close()
+    assert b_keys[10] in lost and f"{len(lost)} answer{'s' if len(lost) > 1 else ''} lost" in rebuilt.stdout
+    server.requests.clear()
+    assert run(score_cmd(server.openai_url, tmp / "b2", model="m2"), env).returncode == 0
+    assert len(jobs_sent(server)) == len(lost)  # only what no copy kept is paid again
+
+
+def test_long_answers_are_checked_and_salvaged_from_their_files(tmp_path):
+    """diskcache keeps an answer over 32 KB in a file beside the database: a check reads it, and a
+    missing file is damage that costs that one answer only."""
+    cache = ResponseCache(tmp_path)
+    cache.put("a" * 64, {"text": "x" * 40_000})
+    cache.put("b" * 64, {"text": "short"})
+    cache.close()
+    assert check_cache(tmp_path) == (2, "ok")
+    next((tmp_path / "responses").rglob("*.val")).unlink()
+    assert check_cache(tmp_path) == (2, "1 of 2 answers cannot be read")
+    done = rebuild_cache(tmp_path, [])
+    assert done.aside is not None and done.salvage.readable == 1 and (done.lost, done.lost_unknown) == (1, 0)
+    cache = ResponseCache(tmp_path)
+    assert cache.get("b" * 64)["text"] == "short" and cache.get("a" * 64) is None
+    cache.close()
 
 
 # --------------------------------------------------------------------------- two processes, one folder

@@ -11,6 +11,7 @@ from mmad.config import PACKAGED_PROMPTS
 from mmad.engine import Engine, EngineSettings, Paused
 from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
+from mmad.providers.base import ProviderFailure
 from mmad.providers.openai import OpenAIProvider
 from mmad.results import JsonlLog, read_result_file
 from tests.conftest import make_industry_subset, run_engine, write_image
@@ -147,6 +148,41 @@ def test_a_server_that_always_fails_stops_after_the_first_request(server, root, 
     summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=3)
     assert summary.fatal is not None and server.openai_url in str(summary.fatal)
     assert len(sent(server)) == 3 and summary.remaining == 12 and not summary.statuses  # no job recorded
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("fault", ["html_501", "html_405"])
+def test_a_url_that_takes_no_post_is_never_retried(kind, fault, server, root, tmp_path):
+    """501/405 (a web server, not an API) stop the run at once, later in a run too, like a 404."""
+    server.fault_rule = lambda received, n: Fault(fault) if n >= 4 else None
+    provider = provider_for(kind, server)
+    plans = plan_for(root, provider, tmp_path)
+    summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=3, concurrency=1)
+    assert summary.fatal is not None and not summary.fatal.retryable
+    assert f"HTTP {fault[-3:]}" in str(summary.fatal) and "not an API endpoint" in str(summary.fatal)
+    assert len(sent(server)) == 4 and summary.statuses == {"ok": 3}  # the 4th job stays to do
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("fault,status", [("html_404", 404), ("html_501", 501), ("html_405", 405), ("html", None),
+                                          ("500", 500)])
+def test_failure_messages_are_one_line_without_the_page(kind, fault, status, server, root, tmp_path):
+    server.fault_rule = lambda received, n: Fault(fault, message="line one\nline two")
+    provider = provider_for(kind, server)
+    job = plan_for(root, provider, tmp_path)[0].jobs[0]
+    request = job.request.__class__(system="s", parts=("hello",), model="m")
+
+    async def go():
+        try:
+            await provider.complete(request, {})
+        finally:
+            await provider.aclose()
+    with pytest.raises(ProviderFailure) as caught:
+        asyncio.run(go())
+    text = str(caught.value)
+    assert caught.value.status == status and "\n" not in text and "<" not in text and "line one" not in text
+    assert "not the API's JSON" in text or fault == "500"
+    assert len(text) < 400
 
 
 def test_breaker_stops_a_run_whose_server_goes_down(server, root, tmp_path):

@@ -77,6 +77,10 @@ def test_grid_runs_every_variant_once_and_compare_finds_the_planted_effect(setup
             "--prompt", "industrial,industrial-paper", "--refs", "0,3", "--out", str(tmp / "grid"), "-q"]
     dry = mmad(env, *grid, "--dry-run")
     assert dry.returncode == 0 and "240 jobs in 4 run(s)" in dry.stdout
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[3:7]]
+            for line in dry.stdout.splitlines() if line.startswith("│ m")}
+    # jobs, cached, identical, would send: the second zero-shot variant repeats the first's requests
+    assert rows["m+refs0"] == ["60", "0", "0", "60"] and rows["m+industrial-paper+refs0"] == ["60", "0", "60", "0"]
     estimate = mmad(env, "estimate", *grid[1:-1])
     assert estimate.returncode == 0 and "m+industrial-paper" in estimate.stdout
     first = mmad(env, *grid)
@@ -92,6 +96,9 @@ def test_grid_runs_every_variant_once_and_compare_finds_the_planted_effect(setup
     assert len(paid) == 180
     again = mmad(env, *grid)
     assert again.returncode == 0 and len([r for r in server.paid if r.body.get("max_tokens") == 300]) == 180
+    clash = mmad(env, "score", "--provider", "openai", "--model", "m", "--base-url", server.openai_url, "--dataset",
+                 "toy", "--refs", "1", "--out", str(tmp / "grid" / "m"), "--dry-run")
+    assert clash.returncode == 2 and "the run would be refused" in clash.stderr and "refs: 3 -> 1" in clash.stderr
     # interleaved: the first requests went to every variant, not one after another
     firsts = [r.texts()[0] for r in paid[:12]]
     assert any("\n\nImage 4:" in t for t in firsts) and any("\nImage 4:" in t and "\n\nImage 4:" not in t
@@ -143,3 +150,107 @@ def test_similar_references_are_the_closest_normal_images(tmp_path):
     assert chosen_for_copy[0] == pool[2]  # its own twin first
     assert references.choose(subset, 3, "random:7", [bright]) == references.choose(subset, 3, "random:7", [bright])
     assert references.choose(subset, 3, "random:7", [bright]) != references.choose(subset, 3, "random:8", [bright])
+
+
+# --------------------------------------------------------------------------- experiment files are checked like flags
+
+def score_experiment(tmp_path, monkeypatch, text, *flags):
+    """`mmad score --experiment` (dry run, nothing sent) on a file holding `text`: (exit code, stderr)."""
+    from mmad import cli
+    if not (tmp_path / "data").exists():
+        graded_subset(tmp_path / "data")
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("MMAD_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    args = ["score", "--provider", "openai", "--root", str(tmp_path / "data"), "--dataset", "toy", "--dry-run",
+            "-q", "--out", str(tmp_path / "out"), "--experiment", str(path), *flags]
+    return cli.main(args), path
+
+
+@pytest.mark.parametrize("text, table, key, says", [
+    ("[grid]\nrefs = [0, 9]\n", "[grid]", "refs", "between 0 and 5, not 9"),
+    ("[grid]\ntemperature = 7\n", "[grid]", "temperature", "between 0 and 2, not 7"),
+    ("[grid]\ntemperature = nan\n", "[grid]", "temperature", "not a finite number"),
+    ("[grid]\nrefs = []\n", "[grid]", "refs", "needs a value"),
+    ("[grid]\nrefs = true\n", "[grid]", "refs", "expected an integer (as --refs), not true"),
+    ("[grid]\nmax_height = [768, 10]\n", "[grid]", "max_height", "between 64 and 4096"),
+    ("[grid]\nmodel = \"a,b\"\n", "[grid]", "model", "one name"),
+    ("[grid]\nrepeat = [1]\n", "[grid]", "repeat", "unknown setting"),
+    ("[[variant]]\n[[variant]]\nmax_tokens = 0\n", "[[variant]] #2", "max_tokens", "at least 1, not 0"),
+    ("[[variant]]\nrefs = \"abc\"\n", "[[variant]] #1", "refs", "expected an integer (as --refs), not 'abc'"),
+    ("[[variant]]\nrefs = 2.0\n", "[[variant]] #1", "refs", "expected an integer"),
+    ("[[variant]]\ntemperature = \"hot\"\n", "[[variant]] #1", "temperature", "expected a number"),
+    ("[[variant]]\nrefs = [1, 2]\n", "[[variant]] #1", "refs", "belongs in [grid]"),
+    ("[[variant]]\ncorrupt = \"foo\"\n", "[[variant]] #1", "corrupt", "brightness:S or gaussian_noise:S"),
+    ("[[variant]]\ncorrupt_references = \"yes\"\n", "[[variant]] #1", "corrupt_references", "true or false"),
+    ("[[variant]]\nreference_choice = \"nearest\"\n", "[[variant]] #1", "reference_choice", "random:SEED"),
+    ("[[variant]]\nreference_choice = \" \"\n", "[[variant]] #1", "reference_choice", "needs a value"),
+    ("[[variant]]\ndetail = \"medium\"\n", "[[variant]] #1", "detail", "auto, low or high"),
+    ("[[variant]]\nprompt = \"\"\n", "[[variant]] #1", "prompt", "needs a value"),
+    ("[[variant]]\nsample = 0\n", "[[variant]] #1", "sample", "at least 1"),
+    ("[[variant]]\nsample_seed = 1.5\n", "[[variant]] #1", "sample_seed", "(as --seed)"),
+    ("[[variant]]\nrepeat = 2\n", "[[variant]] #1", "repeat", "--repeats"),
+    ("[[variant]]\nbogus = 1\n", "[[variant]] #1", "bogus", "unknown setting"),
+])
+def test_a_bad_experiment_value_is_one_line_naming_file_table_and_key(tmp_path, monkeypatch, capsys, text, table,
+                                                                       key, says):
+    code, path = score_experiment(tmp_path, monkeypatch, text)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{path}: {table}: {key}: " in err and says in err, err
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[variant]\nrefs = 1\n", "[[variant]] table"),
+    ("grid = 3\n", "[grid] table"),
+    ("[grids]\nrefs = [1]\n", "unknown table(s) or key(s) grids"),
+    ("", "no [[variant]] tables and no [grid]"),
+])
+def test_a_misshapen_experiment_file_is_one_line(tmp_path, monkeypatch, capsys, text, says):
+    code, path = score_experiment(tmp_path, monkeypatch, text)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and str(path) in err and says in err, err
+
+
+@pytest.mark.parametrize("key, flag, value, toml", [
+    ("refs", "--refs", "9", "9"), ("refs", "--refs", "-1", "-1"), ("temperature", "--temperature", "7", "7"),
+    ("temperature", "--temperature", "-0.5", "-0.5"), ("max_tokens", "--max-tokens", "0", "0"),
+    ("max_height", "--max-height", "10", "10"), ("detail", "--detail", "medium", '"medium"'),
+    ("corrupt", "--corrupt", "brightness:9", '"brightness:9"'), ("sample", "--sample", "0", "0"),
+    ("reference_choice", "--reference-choice", "random:x", '"random:x"'),
+])
+def test_the_file_and_the_flag_refuse_with_the_same_words(tmp_path, monkeypatch, capsys, key, flag, value, toml):
+    from mmad import cli
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["score", "--provider", "openai", "--dataset", "toy", f"{flag}={value}"])
+    flag_err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    reason = flag_err.split(f"argument {flag}: ", 1)[1].rsplit(" (see ", 1)[0]
+    code, _ = score_experiment(tmp_path, monkeypatch, f"[[variant]]\n{key} = {toml}\n")
+    file_err = capsys.readouterr().err.strip()
+    assert code == 2 and file_err.endswith(f"[[variant]] #1: {key}: {reason}"), (flag_err, file_err)
+
+
+def test_every_variant_setting_has_one_shared_check():
+    from dataclasses import fields
+    from mmad.value_checks import SETTINGS
+    from mmad.variants import GRID_FIELDS, Variant
+    assert set(SETTINGS) | {"repeat"} == {f.name for f in fields(Variant)}  # repeat: --repeats only
+    assert set(GRID_FIELDS) <= set(SETTINGS)
+
+
+def test_a_good_experiment_file_gives_normalised_variants(tmp_path, monkeypatch, capsys):
+    from mmad.variants import Variant, load_experiment
+    text = ('[grid]\nrefs = [0, 5]\ntemperature = [0, 0.7]\nmax_height = [768, "auto"]\n'
+            '[[variant]]\nprompt = " industrial-paper "\nrefs = 2\nreference_choice = "random:07"\ntemperature = 1\n'
+            'max_tokens = 100\nmax_height = "512"\ncorrupt = "brightness:2"\ncorrupt_references = true\n'
+            'sample = 4\nsample_seed = -3\nmodel = "m2"\ndetail = "low"\n')
+    code, path = score_experiment(tmp_path, monkeypatch, text)
+    assert code == 0, capsys.readouterr().err
+    assert "484 jobs in 9 run(s)" in " ".join(capsys.readouterr().out.split())  # 8 grid runs x 60, 4 sampled
+    variants = load_experiment(path, Variant(model="m"))
+    first = variants[0]
+    assert (first.prompt, first.reference_choice, first.temperature, first.max_height, first.sample_seed) == (
+        "industrial-paper", "random:7", 1.0, "512", -3)
+    assert {v.max_height for v in variants[1:]} == {"768", "auto"} and len(variants) == 9

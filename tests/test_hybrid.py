@@ -185,6 +185,11 @@ def test_dry_run_and_estimate_show_gated_versus_sent(setup, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "3 of 12 jobs decided by the gate, 9 calls to the model; saves ~$" in out
     assert "8 jobs to send" in out
+    code = cli.main(["estimate", "--provider", "openai", "--model", "gpt-4o", "--dataset", "toy",
+                     "--hybrid", str(detector), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["total"]["jobs"] == 8  # stdout is only the JSON
+    assert "3 of 12 jobs gated" in captured.err
 
 
 def test_misuse_is_one_line(setup, capsys):

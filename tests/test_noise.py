@@ -55,8 +55,10 @@ def test_runs_with_other_settings_are_not_repeats(tmp_path):
     b = _repeats(tmp_path, "b", {**SETTINGS, "prompt": "industrial-paper"}, 2, seed=5)
     groups = group_repeats(load_runs([*a, *b]))
     assert [[r.label for r in g] for g in groups] == [["a", "a+r1"], ["b", "b+r1"]]
-    assert cli.main(["noise", str(a[0]), str(b[0])]) == 2  # each has no repeat among those given
+    assert cli.main(["noise", str(a[0]), str(b[0])]) == 0  # each finds its +r1 beside it
     assert len(noise_report([*a, *b])) == 2
+    c = _repeats(tmp_path, "c", {**SETTINGS, "model": "gpt-4.1"}, 1)
+    assert cli.main(["noise", str(a[1]), str(c[0])]) == 2  # neither repeats the other
 
 
 def test_the_same_repeat_twice_is_refused_and_names_work_without_run_json(tmp_path):
@@ -70,6 +72,14 @@ def test_the_same_repeat_twice_is_refused_and_names_work_without_run_json(tmp_pa
     write_run(tmp_path / "plain+r1", "plain+r1", data)
     groups = group_repeats(load_runs([tmp_path / "plain+r1", tmp_path / "plain"]))
     assert [r.label for r in groups[0]] == ["plain", "plain+r1"]
+
+
+def test_noise_on_one_run_finds_its_repeats_beside_it(tmp_path, capsys):
+    _repeats(tmp_path, "m", SETTINGS, 3)
+    assert cli.main(["noise", str(tmp_path / "m"), "--json"]) == 0
+    captured = capsys.readouterr()
+    [group] = json.loads(captured.out)
+    assert group["runs"] == ["m", "m+r1", "m+r2"] and "with the repeats beside it" in captured.err
 
 
 def test_deterministic_repeats_have_no_spread(tmp_path, capsys):

@@ -57,6 +57,36 @@ def rows_of(out):
 
 # --------------------------------------------------------------------------- single questions
 
+def test_a_refusal_cut_short_by_a_stop_keeps_its_re_ask_allowance(generated, env):
+    """A stop between re-asks leaves the question to-do; the resume asks it again only as often
+    as the reference's limit (1 + 5) still allows, counting the re-asks logged before the stop."""
+    server = start(Behaviours())
+    out = env / "out"
+    try:
+        assert qa_run(server, generated, out, "--concurrency", "4") == 6
+        sixes = [r for r in questions_sent(server) if asked(r).number == 6]
+        assert len(sixes) == 6 * 9  # 9 defective images, question 6 refused 1 + 5 times each
+        # as if the run had been stopped after the 3rd re-ask of every question 6: drop what followed
+        for path in out.glob("*.jsonl"):
+            kept, reasked = [], Counter()
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                qid = record.get("question_id", "")
+                if qid.endswith("#6"):
+                    reasked[qid] += 1
+                    if reasked[qid] > 3:
+                        continue
+                kept.append(line)
+            path.write_text("".join(f"{line}\n" for line in kept))
+        server.requests.clear()
+        assert qa_run(server, generated, out, "--concurrency", "4") == 6
+        sixes = [r for r in questions_sent(server) if asked(r).number == 6]
+        assert len(sixes) == 3 * 9  # 2 re-asks left + the ask itself, per question
+        assert {asked(r).number for r in questions_sent(server)} == {6}  # nothing else asked again
+    finally:
+        server.stop()
+
+
 class Behaviours:
     """Question 1: a letter; 2: prose with a letter; 3: a refusal, then a letter; 4: an option's text;
     5: prose without a letter or option; 6: refusals only; 7: a letter that is not an option."""

@@ -175,3 +175,43 @@ def test_eval_agreement_between_metric_rankings(tmp_path, capsys):
     reference_result(reference_dir, "a", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"], [["x", "0", "1"]])
     code, _, err = run_cli(capsys, "eval", str(reference_dir), "--agreement")
     assert code == 2 and "needs at least 3 runs" in err
+
+
+def test_folders_with_runs_of_another_task_evaluate_the_score_runs_and_say_what_was_left_out(tmp_path, capsys):
+    from tests.run_fixtures import write_run
+    results = tmp_path / "results"
+    write_run(results / "m", "m", {("mvtec", "bottle"): ([0, 1, 2], [1, 5, 9])}, kind="mllm", settings={})
+    qa = results / "m-qa"
+    qa.mkdir()
+    (qa / "run.json").write_text(json.dumps({"mmad_run": 1, "run": "m-qa", "kind": "mllm",
+                                             "settings": {"task": "qa"}}))
+    write_csv(qa / "m-qa_Synth-Gravel.csv", ["image", "question", "answer"], [["a.png", "1", "A"]])
+    assert cli.main(["eval", str(results), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["run"] for r in json.loads(captured.out)] == ["m"]
+    assert "left out runs of another task" in captured.err and "mmad eval --task qa" in captured.err
+    assert cli.main(["eval", str(qa / "m-qa_Synth-Gravel.csv")]) == 2  # named directly: which --task reads it
+    assert "an MMAD-QA run" in capsys.readouterr().err
+    assert cli.main(["report", str(results / "m"), str(qa), "--json", "--root", str(tmp_path / "none")]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped_runs"] == [str(qa)]
+
+
+def test_a_run_and_its_export_are_two_runs_not_one_counted_twice(tmp_path, capsys):
+    from tests.run_fixtures import write_run
+    results = tmp_path / "results"
+    write_run(results / "m", "m", {("mvtec", "bottle"): ([0, 1, 2], [1, 5, 9]),
+                                   ("mvtec", "cable"): ([0, 1, 2], [9, 5, 1])}, kind="mllm", settings={})
+    assert cli.main(["export", "--reference-format", str(results / "m")]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(results), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted(r["run"] for r in records) == ["m (m)", "m (m)", "m (m-reference)", "m (m-reference)"]
+    assert cli.main(["eval", str(results / "m"), str(results / "m" / "m_mvtec_bottle.csv"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2  # a file named twice counts once
+
+
+def test_report_refuses_a_masks_folder_that_does_not_exist(tmp_path, capsys):
+    from tests.run_fixtures import write_run
+    write_run(tmp_path / "m", "m", {("mvtec", "bottle"): ([0, 1, 2], [1, 5, 9])}, kind="mllm", settings={})
+    assert cli.main(["report", str(tmp_path / "m"), "--json", "--masks", str(tmp_path / "nowhere")]) == 2
+    assert "--masks" in capsys.readouterr().err

@@ -106,8 +106,12 @@ def test_a_file_name_that_does_not_say_the_subset_needs_dataset_and_subset(tmp_p
     assert cli.main(["eval", str(path)]) == 2
     assert "pass --dataset and --subset" in capsys.readouterr().err
     assert cli.main(["eval", str(path), "--dataset", "mine", "--subset", "parts", "--json"]) == 0
-    [record] = json.loads(capsys.readouterr().out)
-    assert (record["dataset"], record["subset"]) == ("mine", "parts")
+    captured = capsys.readouterr()
+    [record] = json.loads(captured.out)
+    assert (record["dataset"], record["subset"], record["run"]) == ("mine", "parts", "myresults")
+    assert "'mine' is not a known or discovered dataset" in captured.err  # a label of the user's own, said so
+    assert cli.main(["eval", str(path), "--dataset", "mvtec", "--subset", "botle"]) == 2  # a typo of a known one
+    assert "--subset 'botle' is not a subset of mvtec (bottle, cable" in capsys.readouterr().err
 
 
 def test_bootstrap_intervals_show_in_the_table(tmp_path, capsys):

@@ -29,7 +29,9 @@ TOKENIZER = quicktok.get_encoding("o200k_base")
 @dataclass
 class Fault:
     """One injected outcome: ok (none), 429, 500, 529, hang, malformed, html, refusal, quota, bad_request,
-    garbage, auth, not_found."""
+    garbage, auth, not_found (the API's JSON 404, with `message` when given); html_404, html_501, html_405:
+    that status with a multi-line HTML error page (a web server that is no API: a 404 page,
+    `python -m http.server`'s 501 for POST), `message` (when given) inside the page."""
 
     kind: str
     retry_after_ms: int | None = None
@@ -119,6 +121,10 @@ class WireServer:
     bucket_rpm: float | None = None  # or: a token bucket refilled at this rate per minute ...
     bucket_burst_s: float = 2.0  # ... holding this many seconds of it (600/min, 2 s: 20 requests)
     fault_rule: Callable[[Received, int], Fault | None] | None = None
+    # How /v1/messages/count_tokens answers: "count" (as Anthropic), or as a compatible server without
+    # the endpoint: "html_404" (an HTML 404 page), "html_200" (a catch-all page), "message" (JSON without
+    # input_tokens)
+    count_tokens: str = "count"
 
     def __post_init__(self) -> None:
         self.faults: deque[Fault] = deque()
@@ -242,6 +248,12 @@ class WireServer:
             return self._error(handler, anthropic, 401, "authentication_error", "invalid x-api-key" if anthropic
                                else f"Incorrect API key provided: {key}.")
         if received.route.rstrip("/").endswith("/messages/count_tokens"):
+            if self.count_tokens == "html_404":
+                return self._send(handler, 404, html_error_page(404), {}, "text/html")
+            if self.count_tokens == "html_200":
+                return self._send(handler, 200, b"<html>\n<body>an app</body>\n</html>\n", {}, "text/html")
+            if self.count_tokens == "message":
+                return self._send(handler, 200, json.dumps({"id": "m", "type": "message", "content": []}).encode(), {})
             total = self.usage(received, True)["input_tokens"]
             return self._send(handler, 200, json.dumps({"input_tokens": total}).encode(), {})
         with self._lock:
@@ -281,7 +293,11 @@ class WireServer:
                 return self._send(handler, 200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", {},
                                   "text/html")
             if fault.kind == "not_found":
-                return self._send(handler, 404, b'{"error": {"message": "Not Found", "type": "not_found"}}', {})
+                return self._send(handler, 404, json.dumps({"error": {"message": fault.message or "Not Found",
+                                                                      "type": "not_found"}}).encode(), {})
+            if fault.kind in ("html_404", "html_405", "html_501"):
+                return self._send(handler, int(fault.kind[-3:]), html_error_page(int(fault.kind[-3:]), fault.message),
+                                  {}, "text/html;charset=utf-8")
         images = received.images()
         if self.max_images is not None and len(images) > self.max_images:
             return self._error(handler, anthropic, 400, "invalid_request_error",
@@ -494,6 +510,16 @@ class WireServer:
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+
+def html_error_page(status: int, message: str = "") -> bytes:
+    """An error page as `python -m http.server` writes it: many lines of HTML."""
+    from http import HTTPStatus
+    phrase = HTTPStatus(status).phrase
+    return (f"<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <meta charset=\"utf-8\">\n"
+            f"        <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n"
+            f"        <p>Error code: {status}</p>\n        <p>Message: {message or phrase}.</p>\n"
+            f"        <p>Error code explanation: {status} - {phrase}.</p>\n    </body>\n</html>\n").encode()
 
 
 def _text_tokens(text: str) -> int:

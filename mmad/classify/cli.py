@@ -132,7 +132,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
                     "max of held-out normal image scores",
                     "thresholds": {r.label: r.threshold.value for r in reports}}}
     run = VariantRun(ClassifyVariant(model), run_name, out_dir, plans, make_run_info(run_name, "mllm", settings))
-    _print_plan_report(run, reports, gate, to_stdout=planning, quiet=args.quiet)
+    _print_plan_report(run, reports, gate, to_stdout=planning and not getattr(args, "json", False),
+                       quiet=args.quiet)
     cache = ResponseCache(cache_dir)
     try:
         if planning:

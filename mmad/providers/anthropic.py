@@ -16,9 +16,9 @@ import httpx2
 
 from mmad.errors import ConfigError
 from mmad.images import EncodedImage, ImageRef
-from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, json_answer,
-                                 rate_limit_info, sdk_failure)
-from mmad.providers.openai import JSON_HEADERS, encode_body
+from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, json_answer, one_line,
+                                 rate_limit_info, sdk_failure, status_phrase)
+from mmad.providers.openai import JSON_HEADERS, dumps, encode_body
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 
@@ -132,20 +132,47 @@ class AnthropicProvider(Provider):
                     results.append((entry.custom_id, failure))
             else:
                 error = getattr(result, "error", None)
-                message = str(getattr(getattr(error, "error", None), "message", None) or result.type)
+                message = one_line(str(getattr(getattr(error, "error", None), "message", None) or result.type))
                 results.append((entry.custom_id, ProviderFailure("bad_request" if result.type == "errored"
                                                                  else "transient", f"batch {result.type}: {message}")))
         return results
 
     async def count_text_tokens(self, request: Request) -> int:
-        """Anthropic's free token-counting endpoint on the request's text alone (system + texts)."""
+        """Anthropic's free token-counting endpoint on the request's text alone (system + texts).
+        Raises ProviderFailure whose message says in words why no count came (a compatible server
+        without the endpoint, an unreachable server, a refused key)."""
         texts = [{"type": "text", "text": p} for p in request.parts if isinstance(p, str)]
+        body = {"model": request.model, "system": request.system, "messages": [{"role": "user", "content": texts}]}
+        # Posted like the messages themselves: the answer is read here, whatever it is (a server
+        # without the endpoint may answer 200 with an HTML page, which the SDK returns as a str).
         try:
-            result = await self._client.messages.count_tokens(
-                model=request.model, system=request.system, messages=[{"role": "user", "content": texts}])
+            response = await self._client.post("/v1/messages/count_tokens", cast_to=httpx2.Response,
+                                               content=dumps(body), options={"headers": JSON_HEADERS,
+                                                                             "idempotency_key": next(self._keys)})
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-            raise self._failure(exc) from None
-        return result.input_tokens
+            raise self._count_failure(self._failure(exc)) from None
+        try:
+            data = json_answer(response, self.url)
+        except ProviderFailure as failure:
+            raise self._count_failure(failure) from None
+        count = data.get("input_tokens")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise self._count_failure(ProviderFailure("protocol", "it answered without a token count"))
+        return count
+
+    def _count_failure(self, failure: ProviderFailure) -> ProviderFailure:
+        """A failed count_tokens request, worded for the estimate's note."""
+        what = (f"HTTP {failure.status} {status_phrase(failure.status)}".rstrip() if failure.status
+                else str(failure).replace(f"the server at {self.url} ", "it ", 1))
+        if failure.kind in ("not_found", "protocol"):  # 404/405/501, an HTML page, no count
+            text = f"the server at {self.url} has no Anthropic count_tokens endpoint ({what})"
+        elif failure.kind == "connection":
+            text = f"cannot reach {self.url} ({failure})"
+        elif failure.kind == "auth":
+            text = f"{self.url} refused the key ({failure})"
+        else:
+            text = f"the count_tokens request to {self.url} failed ({failure})"
+        return ProviderFailure(failure.kind, text, status=failure.status)
 
     def _failure(self, exc: Exception) -> ProviderFailure:
         return sdk_failure(exc, [self._key], "anthropic-ratelimit-", "anthropic")

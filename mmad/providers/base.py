@@ -10,7 +10,9 @@ No SDK imports here. Providers *classify* errors (`ProviderFailure.kind`); the e
     ├── connection   the server cannot be reached (refused, DNS, reset): retry; a run whose first
     │                request cannot connect stops at once, naming the URL
     ├── protocol     an answer that is not the API's JSON (an HTML page, a truncated body): retry;
-    │                fatal for the first request of a run
+    │                fatal for the first request of a run. HTTP 405/501 (a web server that takes
+    │                no POST: the URL is no API endpoint) are protocol failures that are never
+    │                retried and stop the run like a 404
     ├── quota        billing/quota exhausted: stop the run cleanly, resumable
     ├── auth         bad or missing key, no permission: stop the run
     ├── not_found    404: wrong URL path or unknown model: stop the run
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from http import HTTPStatus
 import re
 import uuid
 import time
@@ -87,20 +90,24 @@ class ProviderFailure(Exception):
     """A classified failure of one call. Messages never contain a key."""
 
     def __init__(self, kind: FailureKind, message: str, *, status: int | None = None,
-                 retry_after: float | None = None, limits: RateLimitInfo | None = None) -> None:
+                 retry_after: float | None = None, limits: RateLimitInfo | None = None,
+                 fatal: bool | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.retry_after = retry_after
         self.limits = limits
+        self._fatal = fatal  # None: decided by the kind
 
     @property
     def retryable(self) -> bool:
-        return self.kind in ("rate_limit", "transient", "connection", "protocol")
+        return not self.fatal and self.kind in ("rate_limit", "transient", "connection", "protocol")
 
     @property
     def fatal(self) -> bool:
         """The run cannot go on (every later call would fail the same way)."""
+        if self._fatal is not None:
+            return self._fatal
         return self.kind in ("quota", "auth", "not_found")
 
 
@@ -241,9 +248,13 @@ def rate_limit_info(headers: Mapping[str, str], prefix: str, style: str) -> Rate
 QUOTA_MARKERS = ("insufficient_quota", "billing", "credit balance", "quota", "spend limit")
 
 
+NOT_AN_ENDPOINT = (405, 501)  # a web server that takes no POST here (python -m http.server: 501)
+
+
 def classify_status(status: int, headers: Mapping[str, str], body: object, message: str,
                     limits: RateLimitInfo | None = None) -> ProviderFailure:
-    """Map an HTTP error status (and the error body) to a failure kind; shared by both vendors."""
+    """Map an HTTP error status (and the error body) to a failure kind; shared by both vendors.
+    `message` is already one line (`answer_detail`)."""
     text = f"{body} {message}".lower()
     if status == 402 or (status in (400, 403, 429) and any(m in text for m in QUOTA_MARKERS)):
         return ProviderFailure("quota", f"quota or billing exhausted (HTTP {status}): {message}",
@@ -255,24 +266,104 @@ def classify_status(status: int, headers: Mapping[str, str], body: object, messa
         return ProviderFailure("auth", f"authentication failed (HTTP {status}): {message}", status=status)
     if status == 404:
         return ProviderFailure("not_found", f"not found (HTTP 404): {message}", status=status)
+    if status in NOT_AN_ENDPOINT:  # the URL is no API endpoint: asking again cannot help
+        return ProviderFailure("protocol", f"HTTP {status} {status_phrase(status)} ({message}): this URL "
+                                           f"is not an API endpoint", status=status, fatal=True)
     if status in (408, 409) or status >= 500:
         return ProviderFailure("transient", f"server error (HTTP {status}): {message}", status=status,
                                retry_after=retry_after_seconds(headers))
     return ProviderFailure("bad_request", f"request rejected (HTTP {status}): {message}", status=status)
 
 
+def status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+# --------------------------------------------------------------------------- answer text
+
+MESSAGE_CAP = 300  # characters of a server's error message that make it into ours
+_SPACE = re.compile(r"\s+")
+
+
+def one_line(text: str, cap: int = MESSAGE_CAP) -> str:
+    """Whitespace (newlines included) collapsed, and at most `cap` characters."""
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= cap else text[:cap - 3].rstrip() + "..."
+
+
+def body_kind(content_type: str, text: str) -> str:
+    """What a body that is not the API's JSON is, in words ("an HTML page")."""
+    start = text.lstrip()[:200].lower()
+    if "html" in content_type or start.startswith("<"):
+        return "an HTML page"
+    if not start:
+        return "an empty body"
+    if "json" in content_type:
+        return "JSON that is not the API's error object"
+    return f"a body of type {content_type}" if content_type != "?" else "a body that is not JSON"
+
+
+def _content_type(headers: object) -> str:
+    try:
+        return str(headers.get("content-type") or "?").split(";")[0].strip().lower() or "?"
+    except AttributeError:
+        return "?"
+
+
+def _body_message(body: object) -> str | None:
+    """The human part of a vendor error body: {"error": {"message": ...}} (both vendors),
+    {"message": ...} (vLLM), {"error": "..."}, {"detail": "..."} (FastAPI servers)."""
+    if not isinstance(body, Mapping):
+        return None
+    error = body.get("error", body)
+    if isinstance(error, Mapping) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str) and error.strip():
+        return error
+    for key in ("message", "detail"):
+        if isinstance(body.get(key), str) and body[key].strip():
+            return body[key]
+    return None
+
+
+def error_message(body: object, fallback: str, secrets: list[str | None] = ()) -> str:
+    """The human part of a vendor error body (or `fallback`): redacted, one line, capped."""
+    return one_line(redact(_body_message(body) or fallback, list(secrets)))
+
+
+def answer_detail(response: object, body: object, secrets: list[str | None] = ()) -> str:
+    """One line for an error answer: the API's own message when the body is its JSON error,
+    otherwise what came instead, never the body itself ("an HTML page, not the API's JSON")."""
+    if isinstance(body, Mapping):
+        return error_message(body, "an error without a message", secrets)
+    if body is not None and not isinstance(body, str):
+        return "JSON that is not the API's error object"
+    text = body or ""
+    if body is None:
+        try:
+            text = response.text
+        except Exception:  # a body that was never read, or is not text
+            text = ""
+    kind = body_kind(_content_type(getattr(response, "headers", None)), text)
+    return kind if kind in ("an empty body", "JSON that is not the API's error object") \
+        else f"{kind}, not the API's JSON"
+
+
 def json_answer(response: object, url: str) -> dict:
     """The JSON object of an HTTP answer, or a `protocol` failure naming what came instead
     (an HTML page from a proxy, a truncated body)."""
-    content_type = response.headers.get("content-type", "?").split(";")[0]
+    content_type = _content_type(response.headers)
     try:
         data = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         if "json" in content_type:  # the API's own answer, cut short: worth another try
             raise ProviderFailure("transient", f"malformed JSON answer from {url} (truncated?)") from None
-        start = response.content[:60].decode("utf-8", "replace").strip().replace("\n", " ")
+        kind = body_kind(content_type, response.content[:200].decode("utf-8", "replace"))
         raise ProviderFailure("protocol", f"the server at {url} answered HTTP {response.status_code} with "
-                                          f"{content_type}, not the API's JSON (starts {start!r})") from None
+                                          f"{kind}, not the API's JSON") from None
     if not isinstance(data, dict):
         raise ProviderFailure("protocol", f"the server at {url} answered JSON that is not an object")
     return data
@@ -280,24 +371,15 @@ def json_answer(response: object, url: str) -> dict:
 
 def sdk_failure(exc: Exception, secrets: list[str | None], header_prefix: str, style: str) -> ProviderFailure:
     """Classify an exception of either SDK (both have the same shape: a status error carrying the
-    response, a timeout, a connection error). Messages are redacted."""
+    response, a timeout, a connection error). Messages are one line and redacted."""
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     if status is not None and response is not None:
         body = getattr(exc, "body", None)
-        return classify_status(status, response.headers, body, redact(error_message(body, str(exc)), secrets),
+        return classify_status(status, response.headers, body, answer_detail(response, body, secrets),
                                rate_limit_info(response.headers, header_prefix, style))
     if "timeout" in type(exc).__name__.lower():
         return ProviderFailure("transient", "request timed out")
     cause = exc.__cause__ or exc.__context__
     detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-    return ProviderFailure("connection", f"connection error: {redact(detail, secrets)[:200]}")
-
-
-def error_message(body: object, fallback: str) -> str:
-    """The human part of a vendor error body: {"error": {"message": ...}}."""
-    if isinstance(body, Mapping):
-        error = body.get("error", body)
-        if isinstance(error, Mapping) and error.get("message"):
-            return str(error["message"])[:300]
-    return fallback[:300]
+    return ProviderFailure("connection", f"connection error: {one_line(redact(detail, secrets), 200)}")

