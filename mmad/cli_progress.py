@@ -101,8 +101,12 @@ class ProgressView:
 
 def print_summary(summary, meter=None) -> None:
     table = Table(title="run summary", show_header=False)
-    table.add_row("jobs", f"{summary.total} ({summary.already_done} done before this run, {summary.remaining} left)")
-    table.add_row("this run", ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())) or "nothing to do")
+    failed = f", {summary.failed} failed" if summary.failed else ""
+    table.add_row("jobs", f"{summary.total} ({summary.already_done} done before this run, {summary.remaining} left"
+                          f"{failed})")
+    had_work = summary.total > summary.already_done
+    table.add_row("this run", ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items()))
+                  or ("nothing finished" if had_work else "nothing to do"))
     table.add_row("all jobs", ", ".join(f"{k} {v}" for k, v in sorted(summary.final_statuses.items())) or "—")
     table.add_row("sources", ", ".join(f"{k} {v}" for k, v in sorted(summary.sources.items())) or "—")
     table.add_row("HTTP calls", f"{summary.live_requests} (failed attempts: "

@@ -258,10 +258,11 @@ async def _score(args, provider, cache, runs: list[VariantRun]) -> int:
 
 def exit_code(summary, args) -> int:
     """Fatal provider trouble 3/4 > storage 7 > budget 5 > stopped with jobs left 1 > failed jobs 6 > 0."""
-    left = f"{summary.remaining} job(s) left"
+    left = f"{summary.remaining} job(s) left" + (f", {summary.failed} failed" if summary.failed else "")
     if summary.fatal is not None:
+        redo = " (add --retry-failed to redo the failed)" if summary.failed and not args.retry_failed else ""
         error = QuotaExhausted if summary.fatal.kind == "quota" else ProviderError
-        raise error(f"{summary.fatal}; {left}: rerun the same command to resume")
+        raise error(f"{summary.fatal}; {left}: rerun the same command to resume{redo}")
     if summary.storage_error is not None:
         lost = f"; {summary.unstored} paid answer(s) could not be stored" if summary.unstored else ""
         raise StorageError(f"{summary.storage_error}; stopped, nothing more was sent{lost}; {left}: free space "

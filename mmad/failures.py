@@ -39,7 +39,8 @@ def first_request_failure(failure: ProviderFailure, provider: Provider) -> Provi
     """A failure of the run's first request, as one line naming the URL and what to check."""
     url = provider.url
     text = {
-        "connection": f"cannot reach {url}: {failure}",
+        "connection": f"cannot reach {url}: {failure}; is the server up, and "
+                      f"{'--base-url right' if provider.base_url else 'this machine online'}?",
         "protocol": f"{failure}; is {url} an OpenAI/Anthropic-compatible API (check --base-url)?",
         "not_found": f"{url} answered 404 ({failure}); {provider.url_hint}",
         "auth": f"{url} refused the key ({failure})",

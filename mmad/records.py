@@ -83,9 +83,10 @@ def cause_of(failure: ProviderFailure) -> str:
         return "timeout" if "timed out" in str(failure) else "server error"
     if failure.kind == "connection":
         text = str(failure).lower()
-        for marker in ("refused", "reset", "name or service", "nodename", "unreachable", "ssl"):
+        for marker, cause in (("does not resolve", "host name does not resolve"), ("refused", "refused"),
+                              ("reset", "reset"), ("unreachable", "unreachable"), ("ssl", "ssl")):
             if marker in text:
-                return f"connection: {marker}"
+                return f"connection: {cause}"
         return "connection error"
     if failure.kind == "protocol":
         return "protocol: not the API's JSON"

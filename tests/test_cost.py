@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 
@@ -217,3 +218,19 @@ def test_estimate_against_a_server_without_count_tokens_says_why_in_words(answer
                         f"Anthropic count_tokens endpoint ({why}); text tokens estimated at ~3.5 characters per token")
     assert "Error" not in estimate.stderr and "<" not in estimate.stderr and "Traceback" not in estimate.stderr
     assert "16 jobs to send" in estimate.stdout
+
+
+def test_estimate_with_nothing_listening_says_so_in_words(root, tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    env = dict(os.environ, ANTHROPIC_API_KEY="k", MMAD_CACHE_DIR=str(tmp_path / "cache"), MMAD_DATA_ROOT=str(root))
+    estimate = subprocess.run([sys.executable, "-m", "mmad.cli", "estimate", "--provider", "anthropic",
+                               "--dataset", "toy", "--base-url", url], env=env, capture_output=True, text=True,
+                              timeout=60)
+    assert estimate.returncode == 0, estimate.stderr
+    notes = [line for line in estimate.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: exact token counting not possible: cannot reach {url} (connection error: connection "
+                     f"refused: nothing answers at that address and port); text tokens estimated at ~3.5 "
+                     f"characters per token"], estimate.stderr

@@ -104,6 +104,8 @@ def test_unreachable_server_is_one_line_exit_3(setup, provider):
     result = run(score_cmd(url, tmp / "out", provider=provider), env)
     line = one_line_error(result.stderr)
     assert result.returncode == 3 and f"cannot reach {url}" in line
+    assert "connection refused" in line and "--base-url right?" in line and "Error" not in line, line
+    assert "nothing finished" in result.stderr and "nothing to do" not in result.stderr
     assert time.monotonic() - started < 30
     assert KEY not in result.stderr
 
@@ -162,7 +164,13 @@ def test_finished_with_failed_jobs_exits_6_and_names_the_causes(setup):
     assert "3 job(s) failed (bad request (HTTP 400) x2" in result.stderr
     assert "--retry-failed" in result.stderr
     again = run(score_cmd(server.openai_url, tmp / "out"), env)  # nothing to do, but the failures remain
-    assert again.returncode == 6
+    assert again.returncode == 6 and "nothing to do" in again.stderr
+    server.fault_rule = lambda received, n: Fault("auth")  # the retry of the failed is stopped at once
+    refused = run(score_cmd(server.openai_url, tmp / "out", "--retry-failed"), env)
+    assert refused.returncode == 3 and "0 job(s) left, 3 failed: rerun the same command" in refused.stderr
+    assert "nothing finished" in refused.stderr
+    stopped = run(score_cmd(server.openai_url, tmp / "out"), env)  # a plain rerun: nothing of it is sent
+    assert stopped.returncode == 6
     server.fault_rule = None
     fixed = run(score_cmd(server.openai_url, tmp / "out", "--retry-failed"), env)
     assert fixed.returncode == 6  # the parse failure is re-read from the cache (free) and fails the same way

@@ -21,6 +21,7 @@ from mmad.providers.base import (Completion, Provider, ProviderFailure, Request,
 from mmad.providers.openai import JSON_HEADERS, dumps, encode_body
 
 KEY_ENV = "ANTHROPIC_API_KEY"
+COUNT_TIMEOUT_S = 10.0  # the free count is a calibration: never worth a long wait before a run
 
 
 class AnthropicProvider(Provider):
@@ -33,6 +34,7 @@ class AnthropicProvider(Provider):
                  prompt_caching: bool = True) -> None:
         self.base_url = base_url
         self.prompt_caching = prompt_caching
+        self._timeout = timeout
         self._key = api_key or os.environ.get(KEY_ENV)
         if not self._key:
             if base_url is None:
@@ -148,7 +150,8 @@ class AnthropicProvider(Provider):
         try:
             response = await self._client.post("/v1/messages/count_tokens", cast_to=httpx2.Response,
                                                content=dumps(body), options={"headers": JSON_HEADERS,
-                                                                             "idempotency_key": next(self._keys)})
+                                                                             "idempotency_key": next(self._keys),
+                                                                             "timeout": min(self._timeout, COUNT_TIMEOUT_S)})
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
             raise self._count_failure(self._failure(exc)) from None
         try:

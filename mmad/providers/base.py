@@ -381,5 +381,16 @@ def sdk_failure(exc: Exception, secrets: list[str | None], header_prefix: str, s
     if "timeout" in type(exc).__name__.lower():
         return ProviderFailure("transient", "request timed out")
     cause = exc.__cause__ or exc.__context__
-    detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    detail = connection_words(str(cause if cause is not None else exc) or type(cause or exc).__name__)
     return ProviderFailure("connection", f"connection error: {one_line(redact(detail, secrets), 200)}")
+
+
+def connection_words(text: str) -> str:
+    """What a failed connect means, in words (httpx says "All connection attempts failed")."""
+    low = text.lower()
+    if any(m in low for m in ("name or service not known", "nodename nor servname", "name resolution",
+                              "no address associated")):
+        return f"the host name does not resolve ({text})"
+    if "all connection attempts failed" in low or "connection refused" in low:
+        return "connection refused: nothing answers at that address and port"
+    return text
