@@ -8,7 +8,7 @@ per-position covariance small; `eps * I` keeps it invertible with few images.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -31,11 +31,16 @@ class Padim:
         chosen = features[:, self.channels.to(features.device)]
         return chosen.flatten(2).transpose(1, 2)
 
-    def fit(self, feature_batches: Iterable[torch.Tensor]) -> "Padim":
+    def fit(self, feature_batches: Iterable[torch.Tensor], *,
+            check_stop: Callable[[], None] | None = None) -> "Padim":
+        """One pass over the batches; `check_stop()` (the same hook as the other detectors') is
+        asked before each and may raise to abandon the fit."""
         total = None
         outer = None
         count = 0
         for features in feature_batches:
+            if check_stop is not None:
+                check_stop()
             x = self._select(features).double()
             batch_sum = x.sum(0)
             batch_outer = torch.einsum("bpd,bpe->pde", x, x)

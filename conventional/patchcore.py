@@ -7,7 +7,7 @@ test images. Scores are raw distances — never clamped or normalised into ties.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -17,11 +17,14 @@ def flatten_patches(features: torch.Tensor) -> torch.Tensor:
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
 
 
-def greedy_coreset(patches: torch.Tensor, count: int, *, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+def greedy_coreset(patches: torch.Tensor, count: int, *, projection_dim: int = 128, seed: int = 0,
+                   check_stop: Callable[[], None] | None = None) -> torch.Tensor:
     """Indices of `count` patches chosen by k-center greedy on a random projection.
 
     Each step adds the patch farthest from everything chosen so far, so the bank covers the
     normal feature space with few entries. The projection and the first pick are seeded.
+    A full-shot bank takes thousands of steps: `check_stop()` is called before each one and may
+    raise to abandon the selection (a stop during a long fit).
     """
     n, dims = patches.shape
     if count >= n:
@@ -40,6 +43,8 @@ def greedy_coreset(patches: torch.Tensor, count: int, *, projection_dim: int = 1
     index = int(torch.randint(n, (1,), generator=generator))
     nearest = torch.full((n,), float("inf"), dtype=projected.dtype, device=projected.device)
     for i in range(count):
+        if check_stop is not None:
+            check_stop()
         chosen[i] = index
         squared = norms - 2 * (projected @ projected[index]) + norms[index]
         torch.minimum(nearest, squared, out=nearest)
@@ -75,10 +80,13 @@ class PatchCore:
         self.seed = seed
         self.memory: torch.Tensor | None = None
 
-    def fit(self, feature_batches: Iterable[torch.Tensor]) -> "PatchCore":
+    def fit(self, feature_batches: Iterable[torch.Tensor], *,
+            check_stop: Callable[[], None] | None = None) -> "PatchCore":
+        """`check_stop()` is asked at every coreset step and may raise to abandon the fit."""
         patches = torch.cat([flatten_patches(f) for f in feature_batches])
         count = max(1, round(patches.shape[0] * self.coreset_ratio))
-        keep = greedy_coreset(patches, count, projection_dim=self.projection_dim, seed=self.seed)
+        keep = greedy_coreset(patches, count, projection_dim=self.projection_dim, seed=self.seed,
+                              check_stop=check_stop)
         self.memory = patches[keep].contiguous()
         return self
 

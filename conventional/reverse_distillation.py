@@ -4,12 +4,14 @@ images to rebuild the teacher's features from that embedding. Where the student 
 them (1 - cosine similarity), the image is unlike the normal ones.
 
 The teacher is frozen, so its features are computed once per image and the student trains on
-them directly: training costs only the small bottleneck + decoder.
+them directly: training costs only the small bottleneck + decoder. Training runs for many epochs
+inside `fit`, so `fit` takes `check_stop`, called before every step: a stop (Ctrl-C, SIGTERM)
+raised from it ends the fit at once instead of after the last epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -87,7 +89,10 @@ class ReverseDistillation:
         self.decoder: StudentDecoder | None = None
         self.losses: list[float] = []
 
-    def fit(self, feature_batches: Iterable[Sequence[torch.Tensor]]) -> "ReverseDistillation":
+    def fit(self, feature_batches: Iterable[Sequence[torch.Tensor]], *,
+            check_stop: Callable[[], None] | None = None) -> "ReverseDistillation":
+        """Train the student on the normal images' teacher features; `check_stop()` is called before
+        every training step and may raise to abandon the fit (the model is then unusable)."""
         batches = [list(b) for b in feature_batches]
         teacher = [torch.cat([b[i] for b in batches]) for i in range(len(batches[0]))]
         channels = [t.shape[1] for t in teacher]
@@ -106,6 +111,8 @@ class ReverseDistillation:
             order = torch.randperm(count, generator=generator)
             total = 0.0
             for start in range(0, count, self.batch_size):
+                if check_stop is not None:
+                    check_stop()
                 pick = order[start:start + self.batch_size].to(device)
                 if pick.numel() < 2 and count >= 2:  # batch norm needs two samples
                     pick = order[-2:].to(device)

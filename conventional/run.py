@@ -5,7 +5,8 @@ Few-shot uses exactly the references the MLLM prompts use (the first k sorted no
 images); full-shot uses the whole normal-train folder. A subset whose results are already in the
 output folder (same settings, every row present) is skipped, so an interrupted baseline resumes.
 A test image that cannot be decoded is recorded as that row's `error` (empty score), never scored.
-A stop (`should_stop`, polled between batches) abandons the subset in progress: its files are
+A stop (`should_stop`, polled between batches and between the training steps inside a detector's
+fit: RD's epochs, PatchCore's coreset selection) abandons the subset in progress: its files are
 written only once it is complete, so an abandoned subset leaves nothing and is redone on rerun.
 Few-shot runs also score up to CALIBRATION_MAX held-out normal training images (after the k
 references, never fitted on) and keep their scores in the .maps.npz: the data a hybrid gate's
@@ -87,12 +88,20 @@ class _Stopped(Exception):
     """should_stop() said yes: abandon the subset in progress (nothing of it has been written)."""
 
 
+def _stop_check(should_stop: Callable[[], bool] | None) -> Callable[[], None]:
+    """What a detector's fit calls between its own steps: raises _Stopped once `should_stop` says yes."""
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise _Stopped()
+    return check
+
+
 def _until_stopped(items: Iterable, should_stop: Callable[[], bool] | None) -> Iterator:
     """`items`, asking `should_stop` before each one (before a lazy batch is even computed)."""
     iterator = iter(items)
+    check = _stop_check(should_stop)
     while True:
-        if should_stop is not None and should_stop():
-            raise _Stopped()
+        check()
         try:
             item = next(iterator)
         except StopIteration:
@@ -168,6 +177,11 @@ def already_done(csv_path: Path, jsonl_path: Path, paths: tuple[str, ...]) -> bo
     return recorded >= set(paths)
 
 
+def count_done(subsets: list[datasets.Subset], out_dir: Path, run_name: str) -> int:
+    """Subsets whose results are complete in `out_dir`: what a resumed run will skip."""
+    return sum(already_done(*result_paths(out_dir, run_name, s), datasets.load_subset(s).paths) for s in subsets)
+
+
 def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Path], batch_size: int,
                    should_stop: Callable[[], bool] | None = None) -> Calibration:
     """Score the first CALIBRATION_MAX normal-train images that were not fitted on (images that do
@@ -196,9 +210,10 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
     """`refs` = k for few-shot (the MLLM references), None for full-shot (every normal image).
     `on_progress(label, done, total)` is called after each scored batch. `resume`: skip subsets
     whose results are complete in `out_dir` (the caller has checked that run.json matches).
-    `should_stop()` is asked before each subset and between batches (fit, scoring, held-out
-    normals); once it says yes the subset in progress is abandoned unwritten and the report's
-    `left` counts the subsets not finished."""
+    `should_stop()` is asked before each subset, between batches (fit, scoring, held-out normals)
+    and between the steps of a detector's own training loop (`fit(check_stop=...)`); once it says
+    yes the subset in progress is abandoned unwritten and the report's `left` counts the subsets
+    not finished."""
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
     few_shot = refs is not None
@@ -238,7 +253,8 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
-            detector.fit(_until_stopped(extractor.batches(train, settings.batch_size), should_stop))
+            detector.fit(_until_stopped(extractor.batches(train, settings.batch_size), should_stop),
+                         check_stop=_stop_check(should_stop))
             fitted = time.perf_counter()
             queries = [subset.test_root / rel for rel in template.paths]
             with ThreadPoolExecutor(max_workers=4) as pool:

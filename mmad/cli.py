@@ -39,7 +39,7 @@ def _data_parsers(sub) -> None:
             continue
         p.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
         if name == "list":
-            p.add_argument("-v", "--verbose", action="store_true")
+            p.add_argument("-v", "--verbose", action="store_true", help="also each subset present locally and its template file")
         if name == "fetch":
             p.add_argument("--source", default="tricao1105/MultilevelADSet",
                            help="hub dataset id or a local folder saved with save_to_disk")
@@ -47,7 +47,7 @@ def _data_parsers(sub) -> None:
             p.add_argument("--train", type=positive_int, default=20, help="normal training images per subset")
             p.add_argument("--per-level", type=positive_int, default=10, help="test images per level")
             p.add_argument("--size", type=positive_int, default=224, help="image side in pixels")
-            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
 
     cache = sub.add_parser("cache", help="the response cache: check, rebuild", formatter_class=HelpFormatter)
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
@@ -70,15 +70,15 @@ def _eval_parsers(sub) -> None:
     ev.add_argument("--task", choices=("score", "classify", "qa"), default="score",
                     help="what the runs did: severity scores, anomaly classification, or MMAD-QA answers")
     fmt = ev.add_mutually_exclusive_group()
-    fmt.add_argument("--markdown", action="store_true")
+    fmt.add_argument("--markdown", action="store_true", help="tables as Markdown")
     fmt.add_argument("--csv", action="store_true", help="numbers in [0, 1] (not percentages), for scripts")
-    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="the metrics as JSON")
     ev.add_argument("--ties", choices=("half", "strict"), default="half",
                     help="tied scores across levels: half credit (reference stack) or none (paper)")
     ev.add_argument("--normal-up-to", type=nonneg_int, default=0, metavar="K", help="treat severity levels <= K as normal")
     ev.add_argument("--bootstrap", type=bootstrap_count, default=0, metavar="N",
                     help="seeded 95%% bootstrap intervals from N resamples (0 = off)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seed of --bootstrap")
     ev.add_argument("--agreement", action="store_true",
                     help="Spearman correlation between the run rankings by AUROC, C-index and tau-b (3+ runs)")
     ev.add_argument("--root", help="data root whose discovered datasets are recognised in file names")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--run-name", help="file-name prefix (default <method>-fullshot)")
     bl.add_argument("--corrupt", action="append", type=listed(corruption),
                     help="brightness:S or gaussian_noise:S on the test images")
-    bl.add_argument("-q", "--quiet", action="store_true")
+    bl.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     add_detector_options(bl)
     bl.set_defaults(func=cmd_baseline)
     from mmad.cli_report import register as register_report

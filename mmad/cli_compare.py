@@ -30,13 +30,13 @@ def register(sub) -> None:
                     help="tied scores across levels: half credit (reference stack, default) or none (paper)")
     cp.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
                     help=f"resamples of the paired bootstrap (default 2000, at least {MIN_RESAMPLES})")
-    cp.add_argument("--seed", type=_non_negative, default=0)
+    cp.add_argument("--seed", type=_non_negative, default=0, help="seed of the bootstrap")
     cp.add_argument("--noise", nargs="+", default=[], metavar="RUN",
                     help="repeat folders of the base and/or the others (same settings, another settings.repeat); "
-                         "give it after the runs")
+                         "give it after the runs (default: none)")
     fmt = cp.add_mutually_exclusive_group()
-    fmt.add_argument("--markdown", action="store_true")
-    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--markdown", action="store_true", help="tables as Markdown")
+    fmt.add_argument("--json", action="store_true", help="the comparison as JSON")
     cp.set_defaults(func=cmd_compare)
 
     nz = sub.add_parser("noise", formatter_class=HelpFormatter, help="run-to-run noise between repeats of one run (item and metric spread)")
@@ -44,8 +44,8 @@ def register(sub) -> None:
     nz.add_argument("--ties", choices=("half", "strict"), default="half",
                     help="tied scores across levels: half credit (reference stack) or none (paper)")
     nz_fmt = nz.add_mutually_exclusive_group()
-    nz_fmt.add_argument("--markdown", action="store_true")
-    nz_fmt.add_argument("--json", action="store_true")
+    nz_fmt.add_argument("--markdown", action="store_true", help="tables as Markdown")
+    nz_fmt.add_argument("--json", action="store_true", help="the noise per run as JSON")
     nz.set_defaults(func=cmd_noise)
 
 

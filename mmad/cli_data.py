@@ -13,7 +13,7 @@ from mmad.cli_output import console, err_console
 from mmad.errors import DataError, StorageError
 
 if TYPE_CHECKING:
-    from mmad.cache import Rebuild
+    from mmad.cache_repair import Rebuild
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -94,7 +94,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_check(args: argparse.Namespace) -> int:
-    from mmad.cache import NO_CACHE, STORE, check_cache
+    from mmad.cache import STORE
+    from mmad.cache_repair import NO_CACHE, check_cache
     directory = config.cache_dir(args.cache_dir)
     entries, verdict = check_cache(directory)
     console.print(f"{directory / STORE}: {entries} answers, {verdict}", markup=False, highlight=False)
@@ -107,20 +108,31 @@ def cmd_cache_check(args: argparse.Namespace) -> int:
 
 def cmd_cache_rebuild(args: argparse.Namespace) -> int:
     """Merge into a healthy cache; set a damaged one aside, salvage it, and say what was lost."""
-    from mmad.cache import STORE, rebuild_cache
+    from mmad.cache import STORE
+    from mmad.cache_repair import rebuild_cache
     from mmad.results import JsonlLog
     directory = config.cache_dir(args.cache_dir)
     files: list[Path] = []
+    given: set[Path] = set()
     for source in (Path(p) for p in args.sources):
         if source.is_dir():
             files.extend(sorted(source.rglob("*.jsonl")))
         elif source.is_file():
             files.append(source)
+            given.add(source)
         else:
             raise DataError(f"{source}: no such file or folder")
-    records = (record for path in files for record in JsonlLog.read(path))
-    done = rebuild_cache(directory, records)
-    store, named = directory / STORE, _count(len(files), "record file")
+    read = {path: [r for r in JsonlLog.read(path) if isinstance(r, dict) and "key" in r] for path in files}
+    empty = [path for path, found in read.items() if not found]
+    for path in empty:  # checked before the cache is touched
+        if path in given:
+            raise DataError(f"{path}: no result records (the JSONL files mmad score writes beside its CSVs)")
+    if empty:
+        err_console.print(f"note: {_count(len(empty), 'JSONL file')} held no result records and "
+                          f"{'was' if len(empty) == 1 else 'were'} skipped: {', '.join(map(str, empty[:3]))}"
+                          f"{' ...' if len(empty) > 3 else ''}", markup=False, highlight=False)
+    done = rebuild_cache(directory, (record for found in read.values() for record in found))
+    store, named = directory / STORE, _count(len(files) - len(empty), "record file")
     lines = []
     if done.healthy and done.verdict == "ok":
         lines.append(f"cache healthy: kept {_count(done.kept, 'answer')}, added {done.added} from {named} ({store})")

@@ -5,6 +5,8 @@ with other settings, finished subsets are skipped (an interrupted baseline resum
 bar per subset, and an exit code that says whether every image was scored. Ctrl-C or SIGTERM
 stops at the next batch (the subset in progress is abandoned unwritten, finished ones are kept),
 one line says which signal and how many subsets are left, exit 1; a second signal aborts (130).
+`mmad score` options a detector would ignore (the MLLM ones: --dry-run, --temperature, ...) are
+refused when set, so a run never silently differs from what was asked.
 """
 
 from __future__ import annotations
@@ -32,15 +34,40 @@ def _conventional():
     return run
 
 
+# What a detector run reads from the namespace (`mmad score` and `mmad baseline`); every other
+# option of `mmad score` is for MLLM providers. --hybrid is refused by cmd_score with its own words.
+DETECTOR_OPTIONS = frozenset({"provider", "dataset", "subset", "root", "refs", "corrupt", "out", "run_name", "seed",
+                              "quiet", "device", "image_size", "batch_size", "backbone", "weights", "epochs",
+                              "coreset_ratio", "hybrid"})
+
+
+def _score_actions() -> list[argparse.Action]:
+    """The options of `mmad score`, from the real parser (so a new option is never missed)."""
+    from mmad.cli import build_parser
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices["score"]._actions
+
+
+def refuse_unused_options(args: argparse.Namespace, method: str) -> None:
+    """A ConfigError naming every option the detectors ignore that was set to a non-default value."""
+    unused = [max(action.option_strings, key=len) for action in _score_actions()
+              if action.option_strings and action.dest not in DETECTOR_OPTIONS and hasattr(args, action.dest)
+              and getattr(args, action.dest) != action.default]
+    if unused:
+        verb = "is" if len(unused) == 1 else "are"
+        raise ConfigError(f"{', '.join(unused)} {verb} for MLLM providers; a detector run (--provider {method}) "
+                          f"sends nothing and costs nothing")
+
+
 def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
     from mmad.results import atomic_write_text
     from mmad.runlock import lock_folders
+    refuse_unused_options(args, method)
     run = _conventional()
     from mmad_conventional.features import resolve_device
     resolve_device(args.device)  # asking for a GPU that is not there is the first thing to say
     root = config.data_root(args.root)
-    subsets = datasets.resolve(root, args.dataset, args.subset, prompt_family=getattr(args, "prompt_family", None),
-                               subject=getattr(args, "subject", None))
+    subsets = datasets.resolve(root, args.dataset, args.subset)
     corrupt_values = [v for group in (getattr(args, "corrupt", None) or []) for v in group]
     if len(corrupt_values) > 1:
         raise ConfigError("--corrupt takes one value for conventional detectors")
@@ -112,8 +139,11 @@ def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet
         progress.console.print(text, markup=False, highlight=False)
 
     if not quiet:
-        err_console.print(f"{settings.method}: fitting and scoring {len(subsets)} subset(s) on {settings.device} "
-                          f"(the first subset loads the backbone)", markup=False)
+        done = run.count_done(subsets, out_dir, run_name)
+        todo = f"{len(subsets) - done} of {len(subsets)} subset(s) ({done} already done)" if done else \
+            f"{len(subsets)} subset(s)"
+        err_console.print(f"{settings.method}: fitting and scoring {todo} on {settings.device}"
+                          f"{' (the first subset loads the backbone)' if done < len(subsets) else ''}", markup=False)
     with progress:
         return run.run_detector(subsets, settings, out_dir=out_dir, run_name=run_name, refs=refs,
                                 on_subset=on_subset, on_progress=on_progress, resume=True,

@@ -33,7 +33,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", required=True, help="dataset name (see `mmad data list`)")
     parser.add_argument("--subset", help="one subset (default: every subset of the dataset)")
     parser.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
 
@@ -108,8 +108,12 @@ def add_engine_options(sc: argparse.ArgumentParser) -> None:
     sc.add_argument("--batch", action="store_true",
                     help="use the provider's Batch API (half price, within 24 h); rerun the command to resume polling")
     sc.add_argument("--poll-interval", type=positive_float, default=30.0, help="seconds between batch status checks")
-    sc.add_argument("--batch-max-requests", type=positive_int, help="split batches at this many requests")
-    sc.add_argument("--batch-max-mb", type=positive_float, help="split batches at this many MiB of requests")
+    sc.add_argument("--batch-max-requests", type=positive_int,
+                    help="split batches at this many requests (default and cap: the provider's limit, 50,000 for "
+                         "OpenAI, 100,000 for Anthropic)")
+    sc.add_argument("--batch-max-mb", type=positive_float,
+                    help="split batches at this many MiB of requests (default and cap: the provider's limit, kept "
+                         "under the API's: 190 MiB for OpenAI (200 MB), 240 MiB for Anthropic (256 MB))")
     sc.add_argument("--dry-run", action="store_true", help="print the jobs per variant and the first request; send nothing")
     sc.add_argument("--progress-every", type=positive_float, default=10.0,
                     help="seconds between progress lines when the output is not a terminal")
@@ -124,7 +128,7 @@ def add_detector_options(parser: argparse.ArgumentParser, *, with_seed: bool = T
     group.add_argument("--image-size", type=image_size, default=224, help="images are resized to this square size")
     group.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     if with_seed:
-        group.add_argument("--seed", type=int, default=0)
+        group.add_argument("--seed", type=int, default=0, help="seed of the detector's random draws")
     group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),
                        default="efficientnet_lite0", help="feature extractor (EfficientNet-Lite0: weights bundled)")
     group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets)")

@@ -7,9 +7,18 @@ import sys
 
 from rich.console import Console
 
+class _Console(Console):
+    """rich exits 1 when the reader of a pipe leaves; mmad's rule for that (cli.main) is one exit
+    code, 141, for every command, so the error goes up to it."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError()
+
+
 # Wide enough for the metric tables when output goes to a file or a pipe.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = _Console(width=None if sys.stdout.isatty() else 160)
+err_console = _Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def percent(value: float) -> str:

@@ -64,7 +64,21 @@ def build_variants(args: argparse.Namespace, provider_name: str) -> list:
     if "detail" in grid and provider_name != "openai":
         raise ConfigError("--detail is an OpenAI option (Anthropic has no image detail setting)")
     if args.experiment:  # the file's variants over every combination the flags give
-        variants = [variant for flags in expand(base, grid) for variant in load_experiment(Path(args.experiment), flags)]
+        variants = []
+        for flags in expand(base, grid):
+            for variant in load_experiment(Path(args.experiment), flags):
+                overridden = [name for name in grid if getattr(variant, name) != getattr(flags, name)]
+                if overridden:  # the file would silently win over a flag the user typed
+                    flag = "--" + overridden[0].replace("_", "-")
+                    raise ConfigError(f"{args.experiment}: sets {overridden[0]} that {flag} also sets; "
+                                      f"set it in one place (the file's variants apply over the flags)")
+                variants.append(variant)
+        prompts_dir = config.prompts_dir(args.prompts_dir)
+        for prompt in dict.fromkeys(v.prompt for v in variants if v.prompt and v.prompt not in grid.get("prompt", ())):
+            try:  # a prompt the file names: the error says where it came from
+                load_prompt(prompt, prompts_dir)
+            except ConfigError as exc:
+                raise ConfigError(f"{args.experiment}: prompt {prompt!r}: {exc}") from None
         variants = [replace(v, repeat=r) for v in variants for r in range(args.repeats)]
     else:
         explicit_refs = "refs" in grid
@@ -101,9 +115,16 @@ def prepare_runs(args: argparse.Namespace, provider, memo) -> list[VariantRun]:
     from mmad.cli_hybrid import apply_hybrid
     runs = apply_hybrid(args, provider, runs, memo)
     # --- end hybrid ---
-    names = [run.out_dir for run in runs]
-    if len(set(names)) != len(names):
-        raise ConfigError("two variants would share one output folder; give each its own --run-name or drop --out")
+    seen: dict[Path, VariantRun] = {}
+    for run in runs:
+        other = seen.setdefault(run.out_dir, run)
+        if other is run:
+            continue
+        if other.variant == run.variant:
+            raise ConfigError(f"the variant {run.run_name!r} is listed twice (an experiment file's [[variant]] "
+                              f"repeating another, or one the flags' grid already gives); list each once")
+        raise ConfigError(f"the variants {other.run_name!r} and {run.run_name!r} would share the output folder "
+                          f"{run.out_dir}; drop --run-name (each variant then gets its own folder)")
     return runs
 
 

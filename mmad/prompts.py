@@ -89,7 +89,7 @@ def load_prompt(name_or_file: str, prompts_dir: Path) -> PromptTemplate:
             names = ", ".join(sorted(p.stem for p in prompts_dir.glob("*.toml"))) or "none"
             raise ConfigError(f"unknown prompt {name_or_file!r}: no file {path}; available: {names}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no text
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for field in ("system", "instruction"):

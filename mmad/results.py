@@ -181,7 +181,7 @@ def find_result_files(inputs: Sequence[Path], *, task: str = "score",
         else:
             raise DataError(f"{item}: no such file or folder")
     if not files:
-        other = f" (left out: {len(skipped)} run(s) of another task)" if skipped else ""
+        other = f" ({skipped_note(skipped)})" if skipped else ""
         raise DataError(f"no result CSV files in {', '.join(str(i) for i in inputs)}{other}")
     return files
 
@@ -218,10 +218,10 @@ def label_runs(tables: Sequence[ResultTable]) -> dict[tuple[str, Path], list[Res
         info = read_run_info(table.source.parent)
         name = str(info.get("run") or table.run) if info else table.run
         groups.setdefault((name, table.source.parent.resolve()), []).append(table)
-    names = [name for name, _ in groups]
     labelled: dict[tuple[str, Path], list[ResultTable]] = {}
     for (name, folder), group in groups.items():
-        label = f"{name} ({folder.name})" if names.count(name) > 1 else name
+        twins = [f for n, f in groups if n == name]
+        label = f"{name} ({distinct_tails(twins)[folder]})" if len(twins) > 1 else name
         seen: dict[tuple[str, str], Path] = {}
         for table in group:
             key = (table.dataset, table.subset)
@@ -231,6 +231,16 @@ def label_runs(tables: Sequence[ResultTable]) -> dict[tuple[str, Path], list[Res
             seen[key] = table.source
         labelled[(label, folder)] = [replace(t, run=label) for t in group]
     return labelled
+
+
+def distinct_tails(folders: Sequence[Path]) -> dict[Path, str]:
+    """Each folder by the fewest trailing path parts that tell it from the others: `gpt-4o` and
+    `gpt-4o-reference`, or `results/gpt-4o` and `copy/gpt-4o` when the last parts agree."""
+    for depth in range(1, max(len(f.parts) for f in folders) + 1):
+        tails = {f: "/".join(f.parts[-depth:]) for f in folders}
+        if len(set(tails.values())) == len(folders):
+            return tails
+    return {f: str(f) for f in folders}
 
 
 # --------------------------------------------------------------------------- writing

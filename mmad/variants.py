@@ -127,9 +127,13 @@ def load_experiment(path: Path, base: Variant) -> list[Variant]:
     A `[grid]` table is expanded like the comma-separated flags. Every value passes its flag's own
     check (value_checks.SETTINGS), so a file cannot run what the flags refuse."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is fine
     except FileNotFoundError:
         raise ConfigError(f"experiment file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"experiment file {path} is a folder; name a .toml file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the experiment file {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     extra = set(data) - {"variant", "grid"}

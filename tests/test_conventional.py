@@ -215,3 +215,40 @@ def test_a_full_disk_is_one_storage_error_and_leaves_no_half_file(small_root, tm
     assert len(err.splitlines()) == 1
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or ".tmp" in p.name]
     assert not (out / "padim-3shot_toy_widget.maps.npz").exists()
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--dry-run", "--temperature", "0.5"], "--temperature, --dry-run are"),
+    (["--experiment", "grid.toml"], "--experiment is"),
+    (["--model", "gpt-4o", "--prompt", "p", "--max-tokens", "50", "--detail", "low", "--max-height", "256",
+      "--reference-choice", "similar", "--repeats", "2"],
+     "--model, --prompt, --reference-choice, --max-tokens, --max-height, --detail, --repeats are"),
+    (["--max-cost", "1", "--batch", "--json", "--sample", "4", "--corrupt-references", "--no-prompt-cache",
+      "--subject", "cable"],
+     "--subject, --corrupt-references, --sample, --no-prompt-cache, --max-cost, --batch, --json are"),
+])
+def test_score_refuses_the_mllm_options_a_detector_would_ignore(extra, named, small_root, tmp_path, capsys):
+    """Each of these ran the detector anyway (--dry-run wrote results): now one line, exit 2, nothing written."""
+    out = tmp_path / "out"
+    code = cli.main(["score", "--provider", "padim", "--root", str(small_root), "--dataset", "toy", "--out", str(out),
+                     "--image-size", "32", "--device", "cpu", "-q"] + extra)
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines() == [f"error: {named} for MLLM providers; a detector run (--provider padim) "
+                                              f"sends nothing and costs nothing"]
+    assert not out.exists()
+
+
+def test_detector_options_left_at_their_defaults_are_not_refused(small_root, tmp_path, monkeypatch, capsys):
+    """A value equal to the default is not a request; the options detectors read are accepted; the
+    start line says how many subsets are already done (and will be skipped)."""
+    random_backbone(monkeypatch)
+    make_industry_subset(small_root, "toy", "gadget", per_level=2, size=(48, 40))
+    base = ["score", "--provider", "padim", "--root", str(small_root), "--dataset", "toy", "--out", str(tmp_path / "o"),
+            "--image-size", "32", "--device", "cpu", "--max-tokens", "300", "--timeout", "120", "--refs", "2",
+            "--seed", "1", "--run-name", "pd"]
+    assert cli.main(base + ["--subset", "widget", "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(base) == 0
+    err = capsys.readouterr().err
+    assert "padim: fitting and scoring 1 of 2 subset(s) (1 already done) on cpu" in err
+    assert "toy/widget: already scored" in err and "toy/gadget: fit 2 images" in err

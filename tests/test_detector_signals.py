@@ -117,6 +117,55 @@ def test_a_stop_abandons_the_subset_in_progress(when, tmp_path, monkeypatch):
         assert already_done(*second, datasets.load_subset(subsets[1]).paths)
 
 
+def test_a_stop_during_rd_training_ends_the_fit_at_the_next_step(tmp_path, monkeypatch):
+    """RD trains for many epochs inside its own fit: should_stop() is asked before every training
+    step there too, so a stop costs at most one step, not the rest of the epochs."""
+    from mmad_conventional import reverse_distillation
+    monkeypatch.setattr(run, "make_backbone", lambda name, weights: efficientnet_lite0(pretrained=False))
+    make_industry_subset(tmp_path / "data", "toy", "only", per_level=2, train=4)
+    subsets = datasets.resolve(tmp_path / "data", "toy", None)
+    steps = {"taken": 0, "after_stop": 0}
+    state = {"stop": False}
+    forward = reverse_distillation.StudentDecoder.forward
+
+    def counting(self, embedding, sizes):
+        if self.training:  # a training step (scoring runs in eval mode)
+            steps["taken"] += 1
+            steps["after_stop"] += state["stop"]
+            state["stop"] |= steps["taken"] == 5
+        return forward(self, embedding, sizes)
+
+    monkeypatch.setattr(reverse_distillation.StudentDecoder, "forward", counting)
+    settings = DetectorSettings(method="rd", device="cpu", image_size=32, batch_size=2, epochs=200)
+    out = tmp_path / "out"
+    report = run_detector(subsets, settings, out_dir=out, run_name="rd", refs=3, resume=True,
+                          should_stop=lambda: state["stop"])
+    assert steps == {"taken": 5, "after_stop": 0}  # 200 epochs x 2 steps without the check
+    assert report.left == 1 and report.timings == []
+    assert not out.exists() or list(out.iterdir()) == []  # the abandoned subset wrote nothing
+
+
+def test_a_stop_during_the_coreset_selection_ends_it_at_the_next_step():
+    from mmad_conventional.patchcore import PatchCore, greedy_coreset
+    points = torch.randn(500, 8, generator=torch.Generator().manual_seed(0))
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def check_stop():
+        asked.append(1)
+        if len(asked) == 10:
+            raise Stop()
+    with pytest.raises(Stop):
+        greedy_coreset(points, 200, check_stop=check_stop)
+    assert len(asked) == 10
+    asked.clear()
+    with pytest.raises(Stop):
+        PatchCore(coreset_ratio=0.5).fit([points.T.reshape(1, 8, 25, 20)], check_stop=check_stop)
+    assert len(asked) == 10
+
+
 # --------------------------------------------------------------------------- real signals
 
 
@@ -128,12 +177,13 @@ def root(tmp_path) -> Path:
     return tmp_path / "data"
 
 
-def start(root: Path, out: Path, *, sigint=signal.SIG_DFL, quiet: bool = True) -> subprocess.Popen:
+def start(root: Path, out: Path, *, sigint=signal.SIG_DFL, quiet: bool = True, extra: tuple[str, ...] = (),
+          provider: str = "padim") -> subprocess.Popen:
     """`mmad score --provider padim` in its own process; `sigint`: the disposition it inherits (SIG_DFL
     even when pytest itself runs as a background job)."""
-    command = [sys.executable, "-m", "mmad.cli", "score", "--provider", "padim", "--root", str(root),
+    command = [sys.executable, "-m", "mmad.cli", "score", "--provider", provider, "--root", str(root),
                "--dataset", "toy", "--out", str(out), "--image-size", "32", "--device", "cpu", "--batch-size", "4"]
-    return subprocess.Popen(command + (["-q"] if quiet else []), cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen(command + (["-q"] if quiet else []) + list(extra), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
 
@@ -262,3 +312,17 @@ def test_sigint_ignored_by_the_parent_stays_ignored(root, tmp_path):
     assert code == 0, err
     assert "interrupted" not in err and "aborted" not in err
     assert all(p.exists() for name in SUBSETS for p in result_files(out, name))
+
+
+def test_sigterm_during_rd_training_is_honoured_at_the_next_step(root, tmp_path):
+    """100,000 epochs would take hours: the stop has to reach the training loop itself."""
+    out = tmp_path / "out"
+    process = start(root, out, quiet=False, provider="rd", extra=("--subset", SUBSETS[0], "--epochs", "100000"))
+    first = process.stderr.readline()  # printed before the backbone loads; training follows within seconds
+    assert first.startswith("rd: fitting and scoring 1 subset(s)"), first
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    code, err = finish(process)
+    assert code == 1, err
+    assert err.splitlines() == ["terminated (SIGTERM): 1 of 1 subset(s) left; rerun the same command to resume"]
+    assert list(out.glob("rd-*")) == [] and leftovers(out) == []  # the abandoned subset wrote nothing

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mmad.cache import ResponseCache, check_cache, rebuild_cache
+from mmad.cache import ResponseCache
+from mmad.cache_repair import check_cache, rebuild_cache
 from mmad.results import JsonlLog, read_result_file
 from tests.conftest import make_industry_subset
 from tests.wire_server import Fault, WireServer
@@ -240,6 +241,38 @@ def test_read_only_folders_are_one_line_exit_7(setup, which):
     assert not jobs_sent(server)
 
 
+def test_a_read_only_cache_is_checked_without_writing(setup):
+    tmp, server, env = setup
+    assert run(score_cmd(server.openai_url, tmp / "out"), env).returncode == 0
+    store = tmp / "cache" / "responses"
+    store.chmod(0o555)
+    try:
+        check = subprocess.run([sys.executable, "-m", "mmad.cli", "cache", "check"], env=env, capture_output=True,
+                               text=True, timeout=60, preexec_fn=without_override)
+    finally:
+        store.chmod(0o755)
+    assert check.returncode == 0 and "24 answers, ok" in check.stdout, check.stderr
+
+
+def test_a_cache_damaged_in_the_middle_is_not_written_into(setup):
+    """Bytes overwritten inside the database (a bad sector, a crash of the disk): the next run stops
+    before using the store, rather than writing into it and spreading the damage."""
+    tmp, server, env = setup
+    assert run(score_cmd(server.openai_url, tmp / "out"), env).returncode == 0
+    database = tmp / "cache" / "responses" / "cache.db"
+    run([sys.executable, "-c", f"import sqlite3; sqlite3.connect({str(database)!r}).execute('PRAGMA "
+                               f"wal_checkpoint(TRUNCATE)')"], env)
+    data = bytearray(database.read_bytes())
+    assert len(data) >= 4 * 4096
+    data[len(data) - 4096:len(data) - 2048] = os.urandom(2048)  # the last page: the newest answers
+    database.write_bytes(bytes(data))
+    server.requests.clear()
+    result = run(score_cmd(server.openai_url, tmp / "out2", "--refs", "2"), env)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 7 and "mmad cache rebuild" in line, result.stderr
+    assert not jobs_sent(server)
+
+
 def test_corrupt_cache_is_one_line_and_rebuilt_from_the_results(setup):
     tmp, server, env = setup
     out = tmp / "out"
@@ -357,8 +390,14 @@ def test_second_process_on_one_folder_is_refused_and_a_dead_holder_is_taken_over
     first.wait(timeout=10)
     done = len(JsonlLog.read(log))
     server.latency = 0
+    # what a kill between create and rename leaves: the next run that takes the folder removes it
+    stale = [out / ".run.json.x5z45lgc.tmp", out / ".m_toy_widget.csv.b_vol83n.tmp"]
+    for path in stale:
+        path.write_text("half")
+    (out / "notes.tmp").write_text("mine")  # not ours: kept
     third = run(score_cmd(server.openai_url, out), env)  # the dead run's lock is simply taken over
     assert third.returncode == 0, third.stderr
+    assert not any(p.exists() for p in stale) and (out / "notes.tmp").exists()
     records = JsonlLog.read(log)
     assert len({r["key"] for r in records}) == 24 and len(records) == 24
     assert done < 24 and len(jobs_sent(server)) <= 24 + 2  # at most the dead run's 2 in-flight requests again
@@ -407,3 +446,22 @@ def test_changed_settings_never_reuse_stale_answers(setup):
     write_image(victim, seed=4242)
     again = run(base, env, cwd=tmp)
     assert again.returncode == 0 and len(jobs_sent(server)) == sent_before + 25
+
+
+def test_rebuild_refuses_a_named_file_without_records_and_notes_skipped_ones(tmp_path, capsys, monkeypatch):
+    from mmad import cli
+    monkeypatch.setenv("MMAD_CACHE_DIR", str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    results.mkdir()
+    record = {"key": "ab" * 32, "raw": "Anomaly Score: 2", "status": "ok", "usage": {}}
+    (results / "m_toy_widget.jsonl").write_text(json.dumps(record) + "\n")
+    (results / "notes.jsonl").write_text("not json at all\n")
+    (tmp_path / "scores.csv").write_text("image,severity,score\na.png,0,1\n")
+    assert cli.main(["cache", "rebuild", "--from", str(tmp_path / "scores.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "scores.csv: no result records" in err
+    assert not (tmp_path / "cache" / "responses").exists()  # refused before the cache was touched
+    assert cli.main(["cache", "rebuild", "--from", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert "note: 1 JSONL file held no result records and was skipped" in captured.err and "notes.jsonl" in captured.err
+    assert "with 1 answer from 1 record file" in captured.out

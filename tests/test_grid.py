@@ -254,3 +254,33 @@ def test_a_good_experiment_file_gives_normalised_variants(tmp_path, monkeypatch,
     assert (first.prompt, first.reference_choice, first.temperature, first.max_height, first.sample_seed) == (
         "industrial-paper", "random:7", 1.0, "512", -3)
     assert {v.max_height for v in variants[1:]} == {"768", "auto"} and len(variants) == 9
+
+
+@pytest.mark.parametrize("text, flags, says", [
+    ("[[variant]]\nrefs = 1\n[[variant]]\nrefs = 1\n", (), "is listed twice"),
+    ("[grid]\nrefs = [0, 3]\n", ("--refs", "1,2"), "sets refs that --refs also sets; set it in one place"),
+    ("[[variant]]\ntemperature = 1.0\n", ("--temperature", "0.5"), "sets temperature that --temperature also sets"),
+    ("[[variant]]\nprompt = \"nosuchprompt\"\n", (), "prompt 'nosuchprompt': unknown prompt 'nosuchprompt'"),
+    ("[[variant]]\nprompt = \"missing.toml\"\n", (), "prompt 'missing.toml': prompt file missing.toml not found"),
+])
+def test_an_experiment_that_clashes_with_itself_or_the_flags_names_the_file(tmp_path, monkeypatch, capsys, text,
+                                                                             flags, says):
+    code, path = score_experiment(tmp_path, monkeypatch, text, *flags)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and says in err, err
+    if "listed twice" not in says:
+        assert str(path) in err
+
+
+def test_an_experiment_folder_is_exit_2_and_a_byte_order_mark_is_fine(tmp_path, monkeypatch, capsys):
+    from mmad import cli
+    code, path = score_experiment(tmp_path, monkeypatch, "[[variant]]\nrefs = 1\n")
+    folder = tmp_path / "exp-dir.toml"
+    folder.mkdir()
+    args = ["score", "--provider", "openai", "--root", str(tmp_path / "data"), "--dataset", "toy", "--dry-run", "-q",
+            "--out", str(tmp_path / "out"), "--experiment", str(folder)]
+    capsys.readouterr()
+    assert cli.main(args) == 2 and "is a folder" in capsys.readouterr().err
+    path.write_bytes(b"\xef\xbb\xbf[[variant]]\nrefs = 1\n")  # saved by an editor that writes a BOM
+    args[-1] = str(path)
+    assert cli.main(args) == 0, capsys.readouterr().err

@@ -1,4 +1,5 @@
 import json
+import shutil
 import math
 
 import numpy as np
@@ -192,6 +193,13 @@ def test_folders_with_runs_of_another_task_evaluate_the_score_runs_and_say_what_
     assert "left out runs of another task" in captured.err and "mmad eval --task qa" in captured.err
     assert cli.main(["eval", str(qa / "m-qa_Synth-Gravel.csv")]) == 2  # named directly: which --task reads it
     assert "an MMAD-QA run" in capsys.readouterr().err
+    assert cli.main(["eval", str(qa)]) == 2  # a folder of QA runs only: the error says which --task reads it
+    assert "mmad eval --task qa" in capsys.readouterr().err
+    write_csv(qa / "m-qa_Synth-Gravel.csv", ["question_id", "image", "subtask", "correct", "predicted", "status",
+                                             "note"], [["q1", "Synth-Gravel/a/good/0.png", "Anomaly Detection", "A",
+                                                        "A", "ok", ""]])
+    assert cli.main(["eval", "--task", "qa", str(results), "--json"]) == 0  # and the other way round
+    assert "left out 1 folder(s) of other result files" in capsys.readouterr().err
     assert cli.main(["report", str(results / "m"), str(qa), "--json", "--root", str(tmp_path / "none")]) == 0
     assert json.loads(capsys.readouterr().out)["skipped_runs"] == [str(qa)]
 
@@ -208,6 +216,10 @@ def test_a_run_and_its_export_are_two_runs_not_one_counted_twice(tmp_path, capsy
     assert sorted(r["run"] for r in records) == ["m (m)", "m (m)", "m (m-reference)", "m (m-reference)"]
     assert cli.main(["eval", str(results / "m"), str(results / "m" / "m_mvtec_bottle.csv"), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2  # a file named twice counts once
+    shutil.copytree(results / "m", tmp_path / "copy" / "m")  # a copy whose folder has the same name
+    assert cli.main(["eval", str(results / "m"), str(tmp_path / "copy" / "m"), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted(r["run"] for r in records) == ["m (copy/m)", "m (copy/m)", "m (results/m)", "m (results/m)"]
 
 
 def test_report_refuses_a_masks_folder_that_does_not_exist(tmp_path, capsys):

@@ -165,3 +165,21 @@ def test_recorded_commands_hide_credentials():
             "--base-url=http://a:b@h/v1", "--token=t0ken", "--dataset", "toy"]
     assert public_command(argv) == ["mmad", "score", "--base-url", "https://h.example:8443/v1", "--api-key", "***",
                                      "--base-url=http://h/v1", "--token=***", "--dataset", "toy"]
+
+
+@pytest.mark.parametrize("command", [["data", "list"], ["eval", "RUN"], ["eval", "RUN", "--json"],
+                                     ["eval", "RUN", "--csv"]])
+def test_a_reader_that_leaves_early_is_exit_141_for_every_command(tmp_path, command):
+    """`mmad ... | head -1`: whichever printer meets the closed pipe (rich's or print), exit 141, silently."""
+    from tests.run_fixtures import write_run
+    write_run(tmp_path / "m", "m", {("mvtec", "bottle"): ([0, 1, 2], [1, 5, 9])}, kind="mllm", settings={})
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has already gone
+    try:
+        done = subprocess.run([sys.executable, "-m", "mmad.cli", *[str(tmp_path / "m") if a == "RUN" else a
+                                                                    for a in command]],
+                              stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=dict(os.environ, MMAD_DATA_ROOT=str(tmp_path / "data")))
+    finally:
+        os.close(writer)
+    assert done.returncode == 141 and done.stderr == "", done.stderr

@@ -24,7 +24,7 @@ DEFAULT_OUT = "results-classify"
 def add_classify_parser(sub) -> None:
     cl = sub.add_parser("classify", help="which anomaly class an image shows (VELM), with an MLLM and optionally "
                                          "a detector run's gate and contours", formatter_class=HelpFormatter)
-    cl.add_argument("--provider", required=True, choices=("openai", "anthropic"))
+    cl.add_argument("--provider", required=True, choices=("openai", "anthropic"), help="the MLLM API")
     add_data_options(cl)
     cl.add_argument("--variant", choices=("raw", "conditioned"), default="raw",
                     help="raw: reference + query; conditioned: + the query with the detector's red contour")
@@ -37,7 +37,7 @@ def add_classify_parser(sub) -> None:
     cl.add_argument("--prompt", help="a classification prompt file of the same form as the packaged ones")
     cl.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest)")
     cl.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
-    cl.add_argument("--temperature", type=temperature, default=0.0)
+    cl.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
     cl.add_argument("--max-tokens", type=positive_int, default=128, help="VELM allows Qwen2-VL 128 new tokens")
     cl.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
     cl.add_argument("--out", help=f"output folder (default {DEFAULT_OUT}/<run-name>)")

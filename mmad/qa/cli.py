@@ -8,7 +8,7 @@ from pathlib import Path
 from mmad import config
 from mmad.cli_options import HelpFormatter, add_engine_options, bootstrap_count, detail, nonneg_int, positive_float, \
     positive_int, temperature
-from mmad.cli_output import console
+from mmad.cli_output import console, err_console
 from mmad.errors import ConfigError
 from mmad.qa.data import ROOT_ENV
 
@@ -27,7 +27,7 @@ def _root_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--provider", required=True, choices=("openai", "anthropic"))
+    p.add_argument("--provider", required=True, choices=("openai", "anthropic"), help="the MLLM API")
     p.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest)")
     p.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
     _root_option(p)
@@ -44,8 +44,8 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", help="QA prompt name in the packaged prompts, or a .toml file (default: mmad)")
     p.add_argument("--detail", type=detail,
                    help="OpenAI image detail low|high|auto (default low, as published; auto = not sent)")
-    p.add_argument("--max-tokens", type=positive_int, default=200)
-    p.add_argument("--temperature", type=temperature, default=0.0)
+    p.add_argument("--max-tokens", type=positive_int, default=200, help="answer length cap sent with each request")
+    p.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
     p.add_argument("--out", help="output folder (default results/<run-name>)")
     p.add_argument("--run-name", help="file-name prefix (default: model + mode + shots + non-default choices)")
     p.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
@@ -66,15 +66,17 @@ def register(sub) -> None:
     synth.add_argument("--normal", type=positive_int, default=4, help="normal test images per category")
     synth.add_argument("--defective", type=positive_int, default=6, help="defective test images per category")
     synth.add_argument("--train", type=positive_int, default=6, help="normal template images per category")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="seed of the generated images and questions")
     synth.set_defaults(func=cmd_qa_synth)
 
     check = qa_sub.add_parser("check", help="validate mmad.json and the images a run needs",
                               formatter_class=HelpFormatter)
     _root_option(check)
-    check.add_argument("--templates", choices=("random", "similar"), default="random")
-    check.add_argument("--shots", type=shots_count, default=1)
-    check.add_argument("--domain-knowledge", action="store_true")
+    check.add_argument("--templates", choices=("random", "similar"), default="random",
+                       help="which normal templates must exist: random_templates or similar_templates")
+    check.add_argument("--shots", type=shots_count, default=1, help="templates per image that must exist (k)")
+    check.add_argument("--domain-knowledge", action="store_true",
+                       help="also check domain_knowledge.json covers every category")
     check.set_defaults(func=cmd_qa_check)
 
     fetch = qa_sub.add_parser("fetch", help="download the benchmark's images from the Hugging Face hub",
@@ -89,7 +91,7 @@ def register(sub) -> None:
         p = qa_sub.add_parser(name, help=text, formatter_class=HelpFormatter)
         _job_options(p)
         if estimate_only:
-            p.add_argument("--json", action="store_true")
+            p.add_argument("--json", action="store_true", help="the estimate as JSON")
             p.add_argument("-v", "--verbose", action="store_true", help="a row per dataset")
             p.add_argument("--retry-failed", action="store_true", help="price redoing the failed questions too")
             p.set_defaults(func=cmd_qa_run, estimate_only=True, dry_run=False, max_cost=None)
@@ -102,12 +104,12 @@ def register(sub) -> None:
     compare.add_argument("base", help="run folder (or result file) of the baseline run")
     compare.add_argument("other", help="run folder (or result file) of the run compared with it")
     fmt = compare.add_mutually_exclusive_group()
-    fmt.add_argument("--markdown", action="store_true")
+    fmt.add_argument("--markdown", action="store_true", help="tables as Markdown")
     fmt.add_argument("--csv", action="store_true", help="numbers in [0, 1]")
-    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="the comparison as JSON")
     compare.add_argument("--bootstrap", type=bootstrap_count, default=1000, metavar="N",
                          help="paired image resamples for the intervals (0 = off)")
-    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     compare.set_defaults(func=cmd_qa_compare)
 
 
@@ -250,7 +252,12 @@ def eval_qa(args: argparse.Namespace) -> int:
     from mmad.qa.tables import print_failure_notes, print_scores
     if getattr(args, "agreement", False):
         raise ConfigError("--agreement ranks MAD-Bench score runs; it does not apply to --task qa")
-    runs = load_runs([Path(p) for p in args.paths])
+    skipped: list[Path] = []
+    runs = load_runs([Path(p) for p in args.paths], skipped)
+    if skipped:
+        err_console.print(f"note: left out {len(skipped)} folder(s) of other result files (score or classify runs: "
+                          f"`mmad eval` without --task qa, or --task classify): {', '.join(map(str, skipped[:3]))}"
+                          f"{' ...' if len(skipped) > 3 else ''}", markup=False, highlight=False)
     columns, results = evaluate_runs(runs, bootstrap=args.bootstrap, seed=args.seed)
     print_scores(columns, results, fmt=_format(args), bootstrap=args.bootstrap)
     print_failure_notes(results)

@@ -122,13 +122,18 @@ def run_label(path: Path) -> str:
     return str(info["run"]) if info and info.get("run") else path.parent.name
 
 
-def load_runs(inputs: Sequence[Path]) -> dict[str, list[QARow]]:
-    """Run label -> every row of its result files. Folders are searched for our CSVs; an answers
-    JSON of the reference is read when named."""
+def load_runs(inputs: Sequence[Path], skipped: list[Path] | None = None) -> dict[str, list[QARow]]:
+    """Run label -> every row of its result files. Folders are searched for our CSVs (the folders
+    of other CSVs, score or classification runs, are appended to `skipped`); an answers JSON of
+    the reference is read when named."""
     files: list[Path] = []
     for source in inputs:
         if source.is_dir():
-            found = sorted(p for p in source.rglob("*.csv") if is_qa_csv(p))
+            csvs = sorted(source.rglob("*.csv"))
+            found = [p for p in csvs if is_qa_csv(p)]
+            if skipped is not None:
+                skipped.extend(f for f in dict.fromkeys(p.parent for p in csvs if not is_qa_csv(p))
+                               if f not in skipped)
             if not found:
                 raise DataError(f"{source}: no MMAD-QA result CSV here (header {','.join(QA_HEADER)})")
             files.extend(found)
