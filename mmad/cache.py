@@ -106,14 +106,14 @@ def storage_failure(directory: Path, exc: BaseException) -> StorageError:
 
 def damaged(directory: Path, exc: BaseException) -> StorageError:
     return StorageError(
-        f"the response cache {directory / STORE} cannot be used ({type(exc).__name__}: {exc}); "
+        f"the response cache {directory / STORE} cannot be used ({exc}); "
         f"`mmad cache rebuild --cache-dir {directory} --from results/` sets it aside and rebuilds it "
         f"from the answers your result files hold and those it still yields (neither is paid again)")
 
 
 def one_line_verdict(verdict: str) -> str:
     """SQLite's check lists every problem on its own line: the first, and how many more."""
-    lines = verdict.splitlines()
+    lines = [line for line in verdict.splitlines() if line.strip() and not line.startswith("***")] or ["damaged"]
     return lines[0] + (f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else "")
 
 
@@ -139,9 +139,14 @@ class ResponseCache:
     def get(self, key: str) -> dict | None:
         try:
             value = self._store.get(key)
-            return json.loads(value) if value is not None else None
+        except sqlite3.OperationalError as exc:
+            if "decode" in str(exc).lower():
+                return None  # a stored text that is no longer UTF-8 (damaged bytes): as good as absent
+            raise storage_failure(self.directory, exc) from None
         except CACHE_ERRORS as exc:
             raise storage_failure(self.directory, exc) from None
+        try:
+            return json.loads(value) if value is not None else None
         except ValueError:
             return None  # a value that is not JSON is as good as absent: the job is asked again
 

@@ -28,8 +28,20 @@ _HELD = "SELECT value FROM Settings WHERE key = 'count'"
 
 
 def _connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
-    """Read-only, so a check or a salvage never changes the store it looks at."""
-    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}", uri=True)
+    """Read-only, so a check or a salvage never changes the store it looks at. Text comes back as
+    bytes: a damaged text (not UTF-8) is then one unreadable row, not an error for the whole scan."""
+    db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}", uri=True)
+    db.text_factory = bytes
+    return db
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
 
 
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:
@@ -43,12 +55,13 @@ def _answer(store: Path, key: object, raw: object, mode: object, filename: objec
             value: object) -> tuple[str, dict] | None:
     """A Cache row as (key, answer), or None when it cannot be read whole: diskcache keeps short
     texts in the row (MODE_RAW) and long ones in a file beside the database (MODE_TEXT)."""
-    if not (raw and isinstance(key, str) and HEX_KEY.fullmatch(key)):
+    key, filename = _text(key), _text(filename)
+    if not (raw and key is not None and HEX_KEY.fullmatch(key)):
         return None
     try:
         if mode == MODE_RAW and isinstance(value, (str, bytes)):
             text = value if isinstance(value, str) else value.decode("utf-8")
-        elif mode == MODE_TEXT and isinstance(filename, str):
+        elif mode == MODE_TEXT and filename is not None:
             path = (store / filename).resolve()
             if not path.is_relative_to(store.resolve()):
                 return None
@@ -74,7 +87,7 @@ def check_cache(directory: Path) -> tuple[int, str]:
         try:
             with closing(_connect(path, immutable)) as db:  # the count: the table's, else diskcache's own
                 count = _first(db, "SELECT COUNT(*) FROM Cache") or _first(db, _HELD) or 0
-                verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
+                verdict = _text(db.execute("PRAGMA integrity_check").fetchone()[0]) or "unreadable check"
                 if verdict != "ok":
                     return count, one_line_verdict(verdict)
                 bad = sum(_answer(store, *row) is None for row in db.execute(_ROW))
@@ -140,7 +153,7 @@ def salvage(store: Path, report: Salvage) -> Iterator[tuple[str, dict]]:
                 report.readable += 1
                 yield found
             elif row is not None or rowid in indexed:  # there, but not readable whole
-                key = row[0] if row is not None and isinstance(row[0], str) else indexed.get(rowid)
+                key = (_text(row[0]) if row is not None else None) or indexed.get(rowid)
                 if isinstance(key, str) and HEX_KEY.fullmatch(key):
                     report.unreadable_keys.add(key)
         if report.readable:
@@ -160,7 +173,7 @@ def _indexed_keys(db: sqlite3.Connection) -> dict[int, object]:
     found: dict[int, object] = {}
     try:
         for rowid, key in db.execute("SELECT rowid, key FROM Cache INDEXED BY Cache_key_raw"):
-            found[rowid] = key
+            found[rowid] = _text(key)
     except sqlite3.DatabaseError:
         pass
     return found

@@ -78,7 +78,7 @@ def build_variants(args: argparse.Namespace, provider_name: str) -> list:
             try:  # a prompt the file names: the error says where it came from
                 load_prompt(prompt, prompts_dir)
             except ConfigError as exc:
-                raise ConfigError(f"{args.experiment}: prompt {prompt!r}: {exc}") from None
+                raise ConfigError(f"{args.experiment}: prompt: {exc}") from None
         variants = [replace(v, repeat=r) for v in variants for r in range(args.repeats)]
     else:
         explicit_refs = "refs" in grid
@@ -121,8 +121,9 @@ def prepare_runs(args: argparse.Namespace, provider, memo) -> list[VariantRun]:
         if other is run:
             continue
         if other.variant == run.variant:
-            raise ConfigError(f"the variant {run.run_name!r} is listed twice (an experiment file's [[variant]] "
-                              f"repeating another, or one the flags' grid already gives); list each once")
+            where = f"{args.experiment}: " if args.experiment else ""
+            raise ConfigError(f"{where}the variant {run.run_name!r} is listed twice (a [[variant]] repeating "
+                              f"another, or one the flags' grid already gives); list each once")
         raise ConfigError(f"the variants {other.run_name!r} and {run.run_name!r} would share the output folder "
                           f"{run.out_dir}; drop --run-name (each variant then gets its own folder)")
     return runs

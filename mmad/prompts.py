@@ -78,6 +78,8 @@ class PromptTemplate:
 def load_prompt(name_or_file: str, prompts_dir: Path) -> PromptTemplate:
     """A prompt by name (`prompts/<name>.toml`) or by file path."""
     path = Path(name_or_file)
+    if path.is_dir():
+        raise ConfigError(f"prompt {path} is a folder; name a prompt or a .toml file (--prompts-dir takes folders)")
     if path.suffix == ".toml":  # a file of your own
         if not path.is_file():
             raise ConfigError(f"prompt file {path} not found")

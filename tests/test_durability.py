@@ -371,6 +371,27 @@ def test_long_answers_are_checked_and_salvaged_from_their_files(tmp_path):
     cache.close()
 
 
+def test_an_answer_whose_bytes_were_damaged_costs_that_answer_only(tmp_path):
+    """Bytes overwritten inside a stored text (not UTF-8 any more, the pages intact): a run treats
+    it as absent, the check counts it, and the rebuild keeps every other answer."""
+    import sqlite3
+    cache = ResponseCache(tmp_path)
+    cache.put("a" * 64, {"text": "Anomaly Score: 3"})
+    cache.put("b" * 64, {"text": "Anomaly Score: 1"})
+    cache.close()
+    with sqlite3.connect(tmp_path / "responses" / "cache.db") as db:
+        db.execute("UPDATE Cache SET value = CAST(? AS TEXT) WHERE key = ?", (b'{"text": "\xff\xfe"}', "a" * 64))
+    cache = ResponseCache(tmp_path)  # the pages are sound: the quick check passes
+    assert cache.get("a" * 64) is None and cache.get("b" * 64)["text"] == "Anomaly Score: 1"
+    cache.close()
+    assert check_cache(tmp_path) == (2, "1 of 2 answers cannot be read")
+    done = rebuild_cache(tmp_path, [])
+    assert done.aside is not None and done.salvage.readable == 1 and done.lost == 1
+    cache = ResponseCache(tmp_path)
+    assert cache.get("b" * 64)["text"] == "Anomaly Score: 1" and cache.get("a" * 64) is None
+    cache.close()
+
+
 # --------------------------------------------------------------------------- two processes, one folder
 
 def test_second_process_on_one_folder_is_refused_and_a_dead_holder_is_taken_over(setup):

@@ -260,16 +260,15 @@ def test_a_good_experiment_file_gives_normalised_variants(tmp_path, monkeypatch,
     ("[[variant]]\nrefs = 1\n[[variant]]\nrefs = 1\n", (), "is listed twice"),
     ("[grid]\nrefs = [0, 3]\n", ("--refs", "1,2"), "sets refs that --refs also sets; set it in one place"),
     ("[[variant]]\ntemperature = 1.0\n", ("--temperature", "0.5"), "sets temperature that --temperature also sets"),
-    ("[[variant]]\nprompt = \"nosuchprompt\"\n", (), "prompt 'nosuchprompt': unknown prompt 'nosuchprompt'"),
-    ("[[variant]]\nprompt = \"missing.toml\"\n", (), "prompt 'missing.toml': prompt file missing.toml not found"),
+    ("[[variant]]\nprompt = \"nosuchprompt\"\n", (), "prompt: unknown prompt 'nosuchprompt'"),
+    ("[[variant]]\nprompt = \"missing.toml\"\n", (), "prompt: prompt file missing.toml not found"),
 ])
 def test_an_experiment_that_clashes_with_itself_or_the_flags_names_the_file(tmp_path, monkeypatch, capsys, text,
                                                                              flags, says):
     code, path = score_experiment(tmp_path, monkeypatch, text, *flags)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and says in err, err
-    if "listed twice" not in says:
-        assert str(path) in err
+    assert str(path) in err
 
 
 def test_an_experiment_folder_is_exit_2_and_a_byte_order_mark_is_fine(tmp_path, monkeypatch, capsys):
@@ -284,3 +283,15 @@ def test_an_experiment_folder_is_exit_2_and_a_byte_order_mark_is_fine(tmp_path, 
     path.write_bytes(b"\xef\xbb\xbf[[variant]]\nrefs = 1\n")  # saved by an editor that writes a BOM
     args[-1] = str(path)
     assert cli.main(args) == 0, capsys.readouterr().err
+
+
+def test_a_prompt_that_is_a_folder_says_so(tmp_path, monkeypatch, capsys):
+    from mmad import cli
+    graded_subset(tmp_path / "data")
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("MMAD_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "my-prompts").mkdir()
+    code = cli.main(["score", "--provider", "openai", "--root", str(tmp_path / "data"), "--dataset", "toy",
+                     "--dry-run", "-q", "--prompt", str(tmp_path / "my-prompts")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a folder" in err and "--prompts-dir" in err and len(err.strip().splitlines()) == 1
