@@ -177,11 +177,6 @@ def already_done(csv_path: Path, jsonl_path: Path, paths: tuple[str, ...]) -> bo
     return recorded >= set(paths)
 
 
-def count_done(subsets: list[datasets.Subset], out_dir: Path, run_name: str) -> int:
-    """Subsets whose results are complete in `out_dir`: what a resumed run will skip."""
-    return sum(already_done(*result_paths(out_dir, run_name, s), datasets.load_subset(s).paths) for s in subsets)
-
-
 def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Path], batch_size: int,
                    should_stop: Callable[[], bool] | None = None) -> Calibration:
     """Score the first CALIBRATION_MAX normal-train images that were not fitted on (images that do
@@ -206,10 +201,12 @@ def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Pat
 def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, out_dir: Path, run_name: str,
                  refs: int | None = 3, on_subset: Callable[[SubsetTiming], None] | None = None,
                  on_progress: Callable[[str, int, int], None] | None = None, resume: bool = False,
-                 should_stop: Callable[[], bool] | None = None) -> DetectorReport:
+                 should_stop: Callable[[], bool] | None = None,
+                 on_start: Callable[[int, int], None] | None = None) -> DetectorReport:
     """`refs` = k for few-shot (the MLLM references), None for full-shot (every normal image).
     `on_progress(label, done, total)` is called after each scored batch. `resume`: skip subsets
-    whose results are complete in `out_dir` (the caller has checked that run.json matches).
+    whose results are complete in `out_dir` (the caller has checked that run.json matches);
+    `on_start(to_do, already_done)` says how many subsets that leaves, before any work.
     `should_stop()` is asked before each subset, between batches (fit, scoring, held-out normals)
     and between the steps of a detector's own training loop (`fit(check_stop=...)`); once it says
     yes the subset in progress is abandoned unwritten and the report's `left` counts the subsets
@@ -226,84 +223,24 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
         if not train:
             raise DataError(f"{subset.label}: no normal training images in {subset.reference_dir}")
         check_references(set(train))
-        loaded.append((subset, template, train))
+        csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
+        done = resume and already_done(csv_path, jsonl_path, template.paths)
+        loaded.append((subset, template, train, csv_path, jsonl_path, done))
+    if on_start:
+        finished = sum(entry[-1] for entry in loaded)
+        on_start(len(loaded) - finished, finished)
     report = DetectorReport()
-    backbone = None
-    extractor = None
+    models = _Models(settings, few_shot, device)
     try:
-        for subset, template, train in loaded:
-            csv_path, jsonl_path = result_paths(out_dir, run_name, subset)
-            if resume and already_done(csv_path, jsonl_path, template.paths):
+        for subset, template, train, csv_path, jsonl_path, done in loaded:
+            if done:
                 broken = sum(1 for r in JsonlLog.read(jsonl_path) if r.get("status") == "error")
                 timing = SubsetTiming(subset.label, len(train), len(template), 0.0, 0.0, str(device), 0.0,
                                       skipped=True, broken=broken)
-                report.csv_paths.append(csv_path)
-                report.timings.append(timing)
-                if on_subset:
-                    on_subset(timing)
-                continue
-            if should_stop is not None and should_stop():
-                raise _Stopped()
-            backbone = backbone or make_backbone(settings.backbone, settings.weights)
-            detector, stages, grid = make_detector(settings, few_shot, backbone)
-            raw = settings.method == "rd"
-            if extractor is None or extractor.stages != stages or extractor.raw != raw:
-                extractor = FeatureExtractor(stages, device, settings.image_size, model=backbone, grid_stage=grid,
-                                             raw=raw)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
-            detector.fit(_until_stopped(extractor.batches(train, settings.batch_size), should_stop),
-                         check_stop=_stop_check(should_stop))
-            fitted = time.perf_counter()
-            queries = [subset.test_root / rel for rel in template.paths]
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                problems = list(pool.map(decode_check, queries))
-            good = [i for i, problem in enumerate(problems) if problem is None]
-            scores = np.full(len(queries), np.nan)
-            maps = None
-            done = 0
-            for begin in _until_stopped(range(0, len(good), settings.batch_size), should_stop):
-                chunk = good[begin:begin + settings.batch_size]
-                features = next(extractor.batches([queries[i] for i in chunk], len(chunk), settings.corrupt))
-                batch_scores, batch_maps = detector.score(features)
-                batch_maps = batch_maps.float().cpu().numpy()
-                if maps is None:
-                    maps = np.full((len(queries),) + batch_maps.shape[1:], np.nan, dtype=np.float32)
-                scores[chunk] = batch_scores.double().cpu().numpy()
-                maps[chunk] = batch_maps
-                done += len(chunk)
-                if on_progress:
-                    on_progress(subset.label, done, len(good))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            finished = time.perf_counter()
-            calibration = Calibration()
-            if few_shot:
-                calibration = score_held_out(detector, extractor, subset, train, settings.batch_size, should_stop)
-            if maps is None:
-                maps = np.zeros((len(queries), 1, 1), dtype=np.float32)
-            try:
-                write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
-                                               [None if np.isnan(s) else float(s) for s in scores]))
-                records = []
-                for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
-                    record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
-                              "score": None if problem else float(score), "status": "error" if problem else "ok",
-                              "source": "local", "method": settings.method, "few_shot": few_shot}
-                    if problem:
-                        record.update(error=f"cannot decode {subset.test_root / rel}: {problem}",
-                                      cause="image: cannot be decoded")
-                    records.append(json.dumps(record))
-                atomic_write_text(jsonl_path, "\n".join(records) + "\n")
-                save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
-                          calibration)
-            except OSError as exc:  # full or read-only disk: one line, and no half-written file
-                where = exc.filename or csv_path.parent
-                raise StorageError(f"cannot write the results of {subset.label}: "
-                                   f"{describe_os_error(where, exc)}") from None
-            timing = SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
-                                  str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
+            else:
+                _stop_check(should_stop)()
+                timing = _fit_score_write(models, subset, template, train, csv_path, jsonl_path,
+                                          on_progress=on_progress, should_stop=should_stop)
             report.csv_paths.append(csv_path)
             report.timings.append(timing)
             if on_subset:
@@ -312,3 +249,98 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
         pass  # the subset in progress is abandoned unwritten; the finished ones are kept
     report.left = len(loaded) - len(report.timings)
     return report
+
+
+class _Models:
+    """The backbone (loaded once per run) and a feature extractor reused while the stages match."""
+
+    def __init__(self, settings: DetectorSettings, few_shot: bool, device: torch.device) -> None:
+        self.settings, self.few_shot, self.device = settings, few_shot, device
+        self._backbone = None
+        self._extractor = None
+
+    def for_subset(self):
+        """A fresh detector for one subset, and the extractor its features come from."""
+        settings = self.settings
+        self._backbone = self._backbone or make_backbone(settings.backbone, settings.weights)
+        detector, stages, grid = make_detector(settings, self.few_shot, self._backbone)
+        raw = settings.method == "rd"
+        extractor = self._extractor
+        if extractor is None or extractor.stages != stages or extractor.raw != raw:
+            extractor = self._extractor = FeatureExtractor(stages, self.device, settings.image_size,
+                                                           model=self._backbone, grid_stage=grid, raw=raw)
+        return detector, extractor
+
+
+def _fit_score_write(models: _Models, subset: datasets.Subset, template, train: list[Path], csv_path: Path,
+                     jsonl_path: Path, *, on_progress, should_stop) -> SubsetTiming:
+    """Fit on `train`, score every decodable test image, write the subset's three files (only once
+    all of it is done: a stop raises _Stopped before anything is written)."""
+    settings, device = models.settings, models.device
+    detector, extractor = models.for_subset()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    detector.fit(_until_stopped(extractor.batches(train, settings.batch_size), should_stop),
+                 check_stop=_stop_check(should_stop))
+    fitted = time.perf_counter()
+    queries = [subset.test_root / rel for rel in template.paths]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        problems = list(pool.map(decode_check, queries))
+    good = [i for i, problem in enumerate(problems) if problem is None]
+    scores, maps = _score_queries(detector, extractor, queries, good, settings, should_stop,
+                                  lambda done: on_progress and on_progress(subset.label, done, len(good)))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    finished = time.perf_counter()
+    calibration = Calibration()
+    if models.few_shot:
+        calibration = score_held_out(detector, extractor, subset, train, settings.batch_size, should_stop)
+    _write_results(subset, template, scores, maps, problems, settings, models.few_shot, calibration,
+                   csv_path, jsonl_path)
+    return SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
+                        str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
+
+
+def _score_queries(detector, extractor, queries: list[Path], good: list[int], settings: DetectorSettings,
+                   should_stop, progressed: Callable[[int], object]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (NaN for images that do not decode) and anomaly maps of the test images, in batches."""
+    scores = np.full(len(queries), np.nan)
+    maps = None
+    done = 0
+    for begin in _until_stopped(range(0, len(good), settings.batch_size), should_stop):
+        chunk = good[begin:begin + settings.batch_size]
+        features = next(extractor.batches([queries[i] for i in chunk], len(chunk), settings.corrupt))
+        batch_scores, batch_maps = detector.score(features)
+        batch_maps = batch_maps.float().cpu().numpy()
+        if maps is None:
+            maps = np.full((len(queries),) + batch_maps.shape[1:], np.nan, dtype=np.float32)
+        scores[chunk] = batch_scores.double().cpu().numpy()
+        maps[chunk] = batch_maps
+        done += len(chunk)
+        progressed(done)
+    return scores, maps if maps is not None else np.zeros((len(queries), 1, 1), dtype=np.float32)
+
+
+def _write_results(subset: datasets.Subset, template, scores: np.ndarray, maps: np.ndarray, problems: list,
+                   settings: DetectorSettings, few_shot: bool, calibration: Calibration, csv_path: Path,
+                   jsonl_path: Path) -> None:
+    """The subset's CSV, JSONL and maps, each written atomically; a full or read-only disk is one line."""
+    try:
+        write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
+                                       [None if np.isnan(s) else float(s) for s in scores]))
+        records = []
+        for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
+            record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
+                      "score": None if problem else float(score), "status": "error" if problem else "ok",
+                      "source": "local", "method": settings.method, "few_shot": few_shot}
+            if problem:
+                record.update(error=f"cannot decode {subset.test_root / rel}: {problem}",
+                              cause="image: cannot be decoded")
+            records.append(json.dumps(record))
+        atomic_write_text(jsonl_path, "\n".join(records) + "\n")
+        save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
+                  calibration)
+    except OSError as exc:  # full or read-only disk: one line, and no half-written file
+        where = exc.filename or csv_path.parent
+        raise StorageError(f"cannot write the results of {subset.label}: {describe_os_error(where, exc)}") from None

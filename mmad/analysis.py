@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mmad import metrics
-from mmad.datasets import discover
-from mmad.results import ResultTable, find_result_files, known_pairs, label_runs, read_result_file, unique_files
+from mmad.results import ResultTable, read_runs
 
 
 @dataclass(frozen=True)
@@ -97,11 +96,8 @@ def evaluate_paths(inputs: Sequence[Path], *, data_root: Path | None = None, dat
     the report labels them (mmad.results.label_runs); runs of another task found in folders are
     left out and appended to `skipped`.
     """
-    extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
-    pairs = known_pairs(extra)
-    tables = [read_result_file(path, dataset, subset, pairs=pairs)
-              for path in unique_files(find_result_files(inputs, skipped=skipped))]
-    return [evaluate_table(table, **options) for group in label_runs(tables).values() for table in group]
+    runs = read_runs(inputs, data_root=data_root, dataset=dataset, subset=subset, skipped=skipped)
+    return [evaluate_table(table, **options) for group in runs.values() for table in group]
 
 
 @dataclass(frozen=True)

@@ -138,16 +138,17 @@ def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet
                     f"{timing.test_images} in {timing.score_s:.1f}s on {timing.device}")
         progress.console.print(text, markup=False, highlight=False)
 
-    if not quiet:
-        done = run.count_done(subsets, out_dir, run_name)
-        todo = f"{len(subsets) - done} of {len(subsets)} subset(s) ({done} already done)" if done else \
-            f"{len(subsets)} subset(s)"
-        err_console.print(f"{settings.method}: fitting and scoring {todo} on {settings.device}"
-                          f"{' (the first subset loads the backbone)' if done < len(subsets) else ''}", markup=False)
+    def on_start(todo: int, done: int) -> None:
+        if quiet:
+            return
+        count = f"{todo} of {todo + done} subset(s) ({done} already done)" if done else f"{todo} subset(s)"
+        err_console.print(f"{settings.method}: fitting and scoring {count} on {settings.device}"
+                          f"{' (the first subset loads the backbone)' if todo else ''}", markup=False)
+
     with progress:
         return run.run_detector(subsets, settings, out_dir=out_dir, run_name=run_name, refs=refs,
                                 on_subset=on_subset, on_progress=on_progress, resume=True,
-                                should_stop=should_stop)
+                                should_stop=should_stop, on_start=on_start)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

@@ -172,5 +172,14 @@ def write_summary(document: dict, folders: list[Path]) -> None:
                 raise StorageError(f"cannot write {describe_os_error(folder / 'summary.json', exc)}") from None
 
 
+def store_summary(summary, document: dict, folders: list[Path]) -> None:
+    """write_summary, where a failure becomes the run's storage error (its exit code) instead of
+    hiding what the run did."""
+    try:
+        write_summary(document, folders)
+    except StorageError as error:
+        summary.storage_error = summary.storage_error or str(error)
+
+
 def print_json(document: dict) -> None:
     sys.stdout.write(json.dumps(document, indent=1, default=str) + "\n")

@@ -57,16 +57,17 @@ def _grid(args: argparse.Namespace) -> dict:
 def build_variants(args: argparse.Namespace, provider_name: str) -> list:
     """The variants the options ask for (a cross product of grid values, or an experiment file)."""
     from mmad.prompts import load_prompt
-    from mmad.variants import Variant, expand, load_experiment
+    from mmad.variants import Variant, expand, read_experiment
     grid = _grid(args)
     base = Variant(model=DEFAULT_MODELS.get(provider_name, ""), max_tokens=args.max_tokens,
                    corrupt_references=args.corrupt_references, sample=args.sample, sample_seed=args.seed)
     if "detail" in grid and provider_name != "openai":
         raise ConfigError("--detail is an OpenAI option (Anthropic has no image detail setting)")
     if args.experiment:  # the file's variants over every combination the flags give
+        experiment = read_experiment(Path(args.experiment))  # read and checked once
         variants = []
         for flags in expand(base, grid):
-            for variant in load_experiment(Path(args.experiment), flags):
+            for variant in experiment.over(flags):
                 overridden = [name for name in grid if getattr(variant, name) != getattr(flags, name)]
                 if overridden:  # the file would silently win over a flag the user typed
                     flag = "--" + overridden[0].replace("_", "-")
@@ -225,7 +226,7 @@ async def make_meter(args, provider, runs):
 async def _score(args, provider, cache, runs: list[VariantRun]) -> int:
     from mmad.cli_signals import install_stop_handlers
 
-    from mmad.cli_progress import ProgressView, print_json, print_summary, summary_document, write_summary
+    from mmad.cli_progress import ProgressView, store_summary, summary_document
     from mmad.engine import Engine, EngineSettings
     from mmad.runlock import lock_folders
 
@@ -266,12 +267,15 @@ async def _score(args, provider, cache, runs: list[VariantRun]) -> int:
         finally:
             await provider.aclose()
         document = summary_document(summary, meter, runs, command=sys.argv)
-        try:
-            write_summary(document, [run.out_dir for run in runs])
-        except StorageError as error:
-            summary.storage_error = summary.storage_error or str(error)
+        store_summary(summary, document, [run.out_dir for run in runs])
     finally:
         locks.release()
+    return conclude(summary, meter, document, args)
+
+
+def conclude(summary, meter, document: dict, args) -> int:
+    """The end of an MLLM run (score, qa run): the JSON on request, the summary table, the exit code."""
+    from mmad.cli_progress import print_json, print_summary
     if args.json:
         print_json(document)
     print_summary(summary, meter)

@@ -155,7 +155,7 @@ class Engine:
             for plan in plans:
                 records = self._logs.read(plan.jsonl_path)
                 previous[id(plan)] = best_records(records)
-                self._reasked.update(Counter(r["key"] for r in records if r.get("status") == "reasked"))
+                self._reasked.update(r["key"] for r in records if r.get("status") == "reasked")
                 if self.settings.retry_failed:  # a retried refusal gets a fresh allowance of re-asks
                     for key, record in previous[id(plan)].items():
                         if record["status"] == "refused":

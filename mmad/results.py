@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad.datasets import (PATH_COLUMNS, REGISTRY, SCORE_COLUMNS, SEVERITY_COLUMNS, find_column,
+from mmad.datasets import (PATH_COLUMNS, REGISTRY, SCORE_COLUMNS, SEVERITY_COLUMNS, discover, find_column,
                            first_rows, parse_number, read_csv_rows)
 from mmad.errors import DataError
 from mmad.runinfo import RUN_FILE, read_run_info
@@ -214,10 +214,14 @@ def label_runs(tables: Sequence[ResultTable]) -> dict[tuple[str, Path], list[Res
     file names). Two folders holding the same name (a run and its export, two copies) are told
     apart as `name (folder)`; one run with two files for a subset is an error."""
     groups: dict[tuple[str, Path], list[ResultTable]] = {}
+    infos: dict[Path, dict | None] = {}  # run.json, read once per folder
     for table in tables:
-        info = read_run_info(table.source.parent)
+        folder = table.source.parent.resolve()
+        if folder not in infos:
+            infos[folder] = read_run_info(folder)
+        info = infos[folder]
         name = str(info.get("run") or table.run) if info else table.run
-        groups.setdefault((name, table.source.parent.resolve()), []).append(table)
+        groups.setdefault((name, folder), []).append(table)
     labelled: dict[tuple[str, Path], list[ResultTable]] = {}
     for (name, folder), group in groups.items():
         twins = [f for n, f in groups if n == name]
@@ -231,6 +235,18 @@ def label_runs(tables: Sequence[ResultTable]) -> dict[tuple[str, Path], list[Res
             seen[key] = table.source
         labelled[(label, folder)] = [replace(t, run=label) for t in group]
     return labelled
+
+
+def read_runs(inputs: Sequence[Path], *, data_root: Path | None = None, dataset: str | None = None,
+              subset: str | None = None, skipped: list[Path] | None = None
+              ) -> dict[tuple[str, Path], list[ResultTable]]:
+    """Every result file named or found in folders, read once and grouped by run (label_runs).
+    Datasets discovered under `data_root` are recognised in file names besides the registry's;
+    runs of another task found in folders are left out and appended to `skipped`."""
+    extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
+    pairs = known_pairs(extra)
+    files = unique_files(find_result_files(inputs, skipped=skipped))
+    return label_runs([read_result_file(path, dataset, subset, pairs=pairs) for path in files])
 
 
 def distinct_tails(folders: Sequence[Path]) -> dict[Path, str]:

@@ -14,9 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmad.analysis import SubsetRecord, evaluate_table
-from mmad.datasets import discover
-from mmad.results import (JsonlLog, ResultTable, find_result_files, known_pairs, label_runs, read_result_file,
-                          unique_files)
+from mmad.results import JsonlLog, ResultTable, read_runs
 from mmad.runinfo import read_run_info
 
 FAMILIES = {"mllm": "MLLM", "detector": "conventional", "unknown": "unknown"}
@@ -66,12 +64,8 @@ def load_runs(inputs: Sequence[Path], *, data_root: Path | None = None,
     """Every run among the result files named or found in folders, in first-seen order, labelled
     by mmad.results.label_runs (`name (folder)` when two folders hold the same name). Runs of
     another task found in folders are left out and appended to `skipped`."""
-    extra = [(s.dataset, s.subset) for s in discover(data_root)] if data_root else []
-    pairs = known_pairs(extra)
-    files = unique_files(find_result_files(list(inputs), skipped=skipped))
-    tables = [read_result_file(path, pairs=pairs) for path in files]
     runs = []
-    for (label, folder), group in label_runs(tables).items():
+    for (label, folder), group in read_runs(list(inputs), data_root=data_root, skipped=skipped).items():
         info = read_run_info(folder)
         runs.append(Run(label, run_family(info, group), info, tuple(group)))
     return runs

@@ -114,7 +114,25 @@ def expand(base: Variant, grid: Mapping[str, Sequence], repeats: int = 1) -> lis
     return list(names_seen.values()) if variants else [base]
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment file's settings, checked: one dict per `[[variant]]` table, and its `[grid]`."""
+
+    variants: list[dict]
+    grid: dict
+
+    def over(self, base: Variant) -> list[Variant]:
+        """The file's variants applied over `base` (one combination of the command line's flags)."""
+        variants = [replace(base, **entry) for entry in self.variants]
+        return variants + (expand(base, self.grid) if self.grid else [])
+
+
 def load_experiment(path: Path, base: Variant) -> list[Variant]:
+    """The variants of an experiment file over `base` (see read_experiment)."""
+    return read_experiment(path).over(base)
+
+
+def read_experiment(path: Path) -> Experiment:
     """An experiment file: `[[variant]]` tables over the command line's settings, e.g.
 
         [[variant]]
@@ -145,13 +163,11 @@ def load_experiment(path: Path, base: Variant) -> list[Variant]:
         raise ConfigError(f"{path}: variant: write each variant as a [[variant]] table (double brackets)")
     if not isinstance(grid, dict):
         raise ConfigError(f"{path}: grid: write the grid as a [grid] table")
-    variants = [replace(base, **_settings(path, f"[[variant]] #{index}", entry, grid=False))
-                for index, entry in enumerate(entries, start=1)]
-    if grid:
-        variants.extend(expand(base, _settings(path, "[grid]", grid, grid=True)))
-    if not variants:
+    if not entries and not grid:
         raise ConfigError(f"{path}: no [[variant]] tables and no [grid]")
-    return variants
+    return Experiment([_settings(path, f"[[variant]] #{index}", entry, grid=False)
+                       for index, entry in enumerate(entries, start=1)],
+                      _settings(path, "[grid]", grid, grid=True) if grid else {})
 
 
 def _settings(path: Path, table: str, entry: Mapping[str, object], *, grid: bool) -> dict:

@@ -4,6 +4,7 @@ with a reason when it is absent (a user's clone has none)."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,21 @@ def make_industry_subset(root: Path, dataset: str, subset: str, per_level: int =
             write_image(base / "test" / rel, seed=100 * level + i, size=size)
             rows.append([rel, f"{level}.0"])
     return write_csv(root / "template" / f"{dataset}_{subset}_template.csv", ["Path", "Severity"], rows)
+
+
+@pytest.fixture
+def server():
+    """The local wire server (both vendors' formats, injectable faults), stopped after the test."""
+    from tests.wire_server import WireServer
+    srv = WireServer().start()
+    yield srv
+    srv.stop()
+
+
+def cli_env(tmp_path: Path, key: str = "k", **extra: str) -> dict[str, str]:
+    """The environment of a `mmad` subprocess: a key for both vendors, the test's cache and data root."""
+    return dict(os.environ, OPENAI_API_KEY=key, ANTHROPIC_API_KEY=key, MMAD_CACHE_DIR=str(tmp_path / "cache"),
+                MMAD_DATA_ROOT=str(tmp_path / "data"), **extra)
 
 
 @pytest.fixture

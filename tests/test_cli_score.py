@@ -1,7 +1,6 @@
 """`mmad score` as a user runs it: a subprocess against the local wire-format server."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,20 +9,15 @@ import time
 import pytest
 
 from mmad.results import JsonlLog, read_result_file
-from tests.conftest import make_industry_subset
-from tests.wire_server import WireServer
+from tests.conftest import cli_env, make_industry_subset
 
 KEY = "sk-cli-SECRET-abcdef123456"
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, server):
     make_industry_subset(tmp_path / "data", "toy", "widget", per_level=6)  # 24 jobs
-    server = WireServer().start()
-    env = dict(os.environ, OPENAI_API_KEY=KEY, ANTHROPIC_API_KEY=KEY, MMAD_CACHE_DIR=str(tmp_path / "cache"),
-               MMAD_DATA_ROOT=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
-    yield tmp_path, server, env
-    server.stop()
+    return tmp_path, server, cli_env(tmp_path, KEY, PYTHONUNBUFFERED="1")
 
 
 def score_cmd(server, out, *extra, provider="openai"):

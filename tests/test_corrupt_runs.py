@@ -4,7 +4,6 @@ described by its corruption, detectors take it too, and the report's Table 5 gro
 import base64
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -14,18 +13,13 @@ from PIL import Image
 
 from mmad import cli
 from mmad.corruptions import corrupt
-from tests.conftest import make_industry_subset
-from tests.wire_server import WireServer
+from tests.conftest import cli_env, make_industry_subset
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, server):
     make_industry_subset(tmp_path / "data", "toy", "widget", per_level=2, size=(48, 40))
-    server = WireServer().start()
-    env = dict(os.environ, OPENAI_API_KEY="k", MMAD_CACHE_DIR=str(tmp_path / "cache"),
-               MMAD_DATA_ROOT=str(tmp_path / "data"))
-    yield tmp_path, server, env
-    server.stop()
+    return tmp_path, server, cli_env(tmp_path)
 
 
 def score(env, server, out, *extra):

@@ -21,13 +21,6 @@ KEY = "sk-test-SECRET-0123456789"
 
 
 @pytest.fixture
-def server():
-    srv = WireServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
 def root(tmp_path):
     make_industry_subset(tmp_path, "toy", "widget", per_level=3)
     # one tall query image: must arrive downscaled to 512 px height

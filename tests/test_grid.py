@@ -4,7 +4,6 @@
 import base64
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mmad.results import JsonlLog
-from tests.conftest import write_csv
+from tests.conftest import cli_env, write_csv
 from tests.wire_server import WireServer
 
 LEVELS = 4
@@ -60,9 +59,7 @@ def graded_answer(received):
 def setup(tmp_path):
     graded_subset(tmp_path / "data")
     server = WireServer(answer=graded_answer).start()
-    env = dict(os.environ, OPENAI_API_KEY="k", MMAD_CACHE_DIR=str(tmp_path / "cache"),
-               MMAD_DATA_ROOT=str(tmp_path / "data"))
-    yield tmp_path, server, env
+    yield tmp_path, server, cli_env(tmp_path)
     server.stop()
 
 

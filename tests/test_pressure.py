@@ -18,14 +18,7 @@ from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider, dumps
 from mmad.results import JsonlLog
 from tests.conftest import FakeClock, make_industry_subset, run_engine, write_image
-from tests.wire_server import Fault, WireServer
-
-
-@pytest.fixture
-def server():
-    srv = WireServer().start()
-    yield srv
-    srv.stop()
+from tests.wire_server import Fault
 
 
 @pytest.fixture

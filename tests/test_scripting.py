@@ -10,19 +10,15 @@ import numpy as np
 import pytest
 
 from mmad import cli
-from tests.conftest import make_industry_subset, write_csv
-from tests.wire_server import Fault, WireServer
+from tests.conftest import cli_env, make_industry_subset, write_csv
+from tests.wire_server import Fault
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, server):
     make_industry_subset(tmp_path / "data", "toy", "widget", per_level=3)
     make_industry_subset(tmp_path / "data", "toy", "gear", per_level=3)
-    server = WireServer().start()
-    env = dict(os.environ, OPENAI_API_KEY="k", MMAD_CACHE_DIR=str(tmp_path / "cache"),
-               MMAD_DATA_ROOT=str(tmp_path / "data"))
-    yield tmp_path, server, env
-    server.stop()
+    return tmp_path, server, cli_env(tmp_path)
 
 
 def mmad(env, *args):

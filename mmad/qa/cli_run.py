@@ -95,10 +95,9 @@ class _QuestionEvents:
 async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callable[[], list[QAPlan]]) -> int:
     from mmad.cli_signals import install_stop_handlers
 
-    from mmad.cli_progress import ProgressView, print_json, print_summary, summary_document, write_summary
-    from mmad.cli_score import check_run_folder, exit_code, make_meter
+    from mmad.cli_progress import ProgressView, store_summary, summary_document
+    from mmad.cli_score import check_run_folder, conclude, make_meter
     from mmad.engine import Engine, EngineSettings, RunSummary
-    from mmad.errors import StorageError
     from mmad.runlock import lock_folders
 
     settings = EngineSettings(concurrency=args.concurrency, requests_per_minute=args.rpm, tokens_per_minute=args.tpm,
@@ -168,16 +167,10 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
         total.final_statuses, total.causes = after.statuses, after.causes
         document = summary_document(total, meter, [run], command=sys.argv)
         document["qa"] = {"questions": after.questions, "reasks": after.reasks}
-        try:
-            write_summary(document, [run.out_dir])
-        except StorageError as error:
-            total.storage_error = total.storage_error or str(error)
+        store_summary(total, document, [run.out_dir])
     finally:
         locks.release()
-    if args.json:
-        print_json(document)
-    print_summary(total, meter)
-    return exit_code(total, args)
+    return conclude(total, meter, document, args)
 
 
 def estimate_qa(args: argparse.Namespace, provider, cache, run, pending: list) -> int:
