@@ -1,8 +1,9 @@
 """Images as the reference scripts send them, and their identity for the cache.
 
 Preparation rules (`ImageSpec`), per prompt family by default (`spec_for_family`):
-  - industrial and medical scripts: taller than 512 px -> height 512, width `int(w * 512 / h)`
-    (truncated, as the scripts compute it), LANCZOS; re-encoded as PNG;
+  - industrial and medical scripts: taller than 512 px -> height 512, width `int(w * (512 / h))`
+    (the scripts' expression, evaluated in that order: the ratio first, so floating point gives
+    561x561 -> 511, where `int(w * 512 / h)` gives 512), LANCZOS; re-encoded as PNG;
   - the multidog (novelty) script: the original file bytes, no resize, no re-encode;
   - `--max-height N` forces the resize rule with another height, `original` forces the bytes.
 High-bit-depth images (16-bit grayscale `I;16`, 32-bit `I`, float `F`) are scaled to 8 bits by
@@ -114,10 +115,11 @@ def file_ref(path: Path, spec: ImageSpec = REFERENCE_SPEC) -> ImageRef:
 
 
 def resized_size(width: int, height: int, max_height: int | None) -> tuple[int, int]:
-    """The reference rule: taller than `max_height` -> that height, width `int(w * max / h)`."""
+    """The reference rule: taller than `max_height` -> that height, width `int(w * (max / h))`,
+    the scripts' expression exactly (the ratio is rounded to a float first)."""
     if max_height is None or height <= max_height:
         return width, height
-    return max(1, int(width * max_height / height)), max_height
+    return max(1, int(width * (max_height / height))), max_height
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
