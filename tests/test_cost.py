@@ -8,14 +8,13 @@ import sys
 
 import pytest
 
-from mmad.images import EncodedImage
-
 from mmad import datasets
 from mmad.cache import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
 from mmad.cost import CostMeter, ModelPrice, TokenCounter, estimate_plans, load_prices
 from mmad.tokens import anthropic_image_tokens, openai_image_tokens
 from mmad.errors import ConfigError
+from mmad.images import EncodedImage
 from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
