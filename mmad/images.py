@@ -42,10 +42,14 @@ class ImageSpec:
     original: bool = False  # send the file's bytes verbatim (sendable formats only)
     corrupt: str | None = None  # e.g. "brightness:3" (see mmad.corruptions)
     detail: str | None = None  # OpenAI's image `detail` ("low" / "high"); None: not sent
+    recipe: str | None = None  # a sister benchmark's own preparation (mmad.recipes): "mmad-qa", "velm"
 
     @property
     def token(self) -> str:
-        if self.original and self.corrupt is None:
+        if self.recipe is not None:
+            from mmad.recipes import recipe_token
+            base = recipe_token(self.recipe)
+        elif self.original and self.corrupt is None:
             base = "original"
         elif self.max_height is None:
             base = "png"
@@ -167,7 +171,11 @@ def prepare_bytes(raw: bytes, spec: ImageSpec = REFERENCE_SPEC, compress_level: 
 def encode_file(path: str | Path, spec: ImageSpec = REFERENCE_SPEC, compress_level: int = 1) -> EncodedImage:
     """Read, hash, prepare and base64-encode one image file (runs on a worker thread)."""
     raw = Path(path).read_bytes()
-    data, media_type, width, height = prepare_bytes(raw, spec, compress_level)
+    if spec.recipe is not None:
+        from mmad.recipes import encode_recipe
+        data, media_type, width, height = encode_recipe(spec.recipe, raw, path)
+    else:
+        data, media_type, width, height = prepare_bytes(raw, spec, compress_level)
     return EncodedImage(ImageRef(hashlib.sha256(raw).hexdigest(), spec.token), media_type,
                         base64.b64encode(data).decode("ascii"), width, height, spec.detail)
 
@@ -176,6 +184,9 @@ def prepared_size(path: Path, spec: ImageSpec = REFERENCE_SPEC) -> tuple[int, in
     """The size an image is sent at, from its header alone (for token estimates)."""
     with Image.open(path) as image:
         width, height = image.size
+    if spec.recipe is not None:
+        from mmad.recipes import recipe_size
+        return recipe_size(spec.recipe, width, height)
     if spec.original and spec.corrupt is None:
         return width, height
     return resized_size(width, height, spec.max_height)
