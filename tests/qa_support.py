@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.wire_server import Received
 
 QUESTION = re.compile(r"Question (\d+): ")
+OFFICIAL_QUESTION = "Question: "
 OPTION = re.compile(r"^([A-E])\. (.*)$", re.MULTILINE)
 
 
@@ -34,13 +35,17 @@ class Asked:
 
 
 def asked(received: Received) -> Asked:
-    """The question in the last user message of a request."""
+    """The question in the last user message of a request: numbered by its label ("Question N:",
+    mmad's prompt), or, in the published layout ("Question: "), by how many questions the message
+    holds (cumulative mode: question i comes with questions 1..i)."""
     text = message_text(received.body["messages"][-1])
     numbers = QUESTION.findall(text)
-    if not numbers:
+    count = text.count(OFFICIAL_QUESTION)
+    if not numbers and not count:
         return Asked(0, {}, "")
-    tail = text[text.rfind("Question "):]
-    return Asked(int(numbers[-1]), dict(OPTION.findall(tail)), received.query_id())
+    tail = text[text.rfind("Question"):]
+    number = int(numbers[-1]) if numbers else count
+    return Asked(number, dict(OPTION.findall(tail)), received.query_id())
 
 
 def small_set(root: Path) -> Path:
