@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mmad import cli, datasets
 from mmad.classify.answers import map_answer
@@ -266,3 +267,35 @@ def test_folder_layout_mvtec_ac(tmp_path, monkeypatch):
     rows = (tmp_path / "out" / "m+classify-raw_mvtec_ac_cable.csv").read_text().splitlines()
     assert sorted(rows[1:]) == ["bent_wire/000.png,,bent_wire,cut,ok,mllm", "bent_wire/001.png,,bent_wire,cut,ok,mllm",
                                 "cut/000.png,,cut,cut,ok,mllm", "cut/001.png,,cut,cut,ok,mllm"]
+
+
+def test_classify_velm_defaults_with_the_detector_contour(demo, capsys):
+    """VELM's request by default: no system message, the paragraph, then reference (the test set's
+    good_level_0/000.png), query and the detector's contour drawn at 448 px, no labels; answers
+    read by display name exactly (others are unknown); VELM's grouping in eval."""
+    tmp, root, subset, paths, scores, detector, server, truth = demo
+    assert classify(server, root, "--variant", "conditioned", "--detector-run", str(detector)) == 0
+    requests = list(server.requests)
+    assert len(requests) == sum(s >= 0.35 for s in scores.values())
+    reference = Image.open(subset.test_root / "good_level_0" / "000.png").resize((448, 448))
+    for received in requests:
+        body = received.body
+        assert body["messages"][0]["role"] == "user" and len(body["messages"]) == 1 and body["temperature"] == 0.0
+        texts, images = received.texts(), [decoded(d) for d in received.images()]
+        assert len(texts) == 1 and texts[0].startswith("The first image is a normal brick. The second image is an "
+                                                       "anomalous brick. The third image indicates")
+        assert [p["type"] for p in body["messages"][0]["content"]] == ["text"] + ["image_url"] * 3
+        assert all(image.size == (448, 448) for image in images)
+        assert pixels_key(images[0]) == pixels_key(reference)
+        assert red_mask(images[2]).sum() >= 4 * 12 and not red_mask(images[1]).any()
+    (folder,) = (tmp / "results-classify").iterdir()
+    assert folder.name == "m+classify-conditioned+det-3shot"
+    records = [json.loads(line) for line in (folder / f"{folder.name}_synth_brick.jsonl").open()]
+    asked = [r for r in records if r["source"] != "gate"]
+    # "Blotch." / "2" / "It is a dent." / "**blotch**": none is exactly a display name, so VELM's
+    # mapping reads every one as unknown (mmad's lenient mapping reads three of them: the test above)
+    assert asked and all(r["predicted"] == "unknown" and r["match"] == "none" for r in asked)
+    capsys.readouterr()
+    assert cli.main(["eval", "--task", "classify", str(folder), "--json"]) == 0
+    group = json.loads(capsys.readouterr().out)["groups"][0]
+    assert group["rule"] == "velm" and group["groups"] == ["normal", "A", "B"] and group["seeds"] == 5
