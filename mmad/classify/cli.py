@@ -124,7 +124,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from mmad.cli_score import DEFAULT_MODELS, VariantRun, make_provider
     from mmad.filememo import FileMemo
     from mmad.gate import open_detector_run
-    from mmad.jobs import safe_name
     from mmad.runinfo import make_run_info
 
     subsets, folder_layout = resolve_subsets(args)

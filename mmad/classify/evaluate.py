@@ -13,7 +13,7 @@ import numpy as np
 
 from mmad.classify.scores import ClassScores, classification_scores, effective_truth
 from mmad.classify.task import CSV_HEADER
-from mmad.errors import ConfigError, DataError
+from mmad.errors import DataError
 from mmad.runinfo import read_run_info
 
 
