@@ -1,6 +1,7 @@
 """MMAD-QA without a server: answer parsing, the metrics against hand computations, bootstrap
 and McNemar calibration, the prompt assets and the 512x512 fitting rule."""
 
+import base64
 import math
 from difflib import get_close_matches
 
@@ -336,3 +337,28 @@ def test_anthropic_has_no_image_detail(tmp_path, capsys):
     from mmad import cli
     assert cli.main(["qa", "estimate", "--provider", "anthropic", "--detail", "low", "--root", str(tmp_path)]) == 2
     assert "--detail is an OpenAI option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, mode, size", [("a.png", "RGB", (300, 200)), ("b.JPG", "RGB", (700, 1400)),
+                                              ("c.jpeg", "L", (64, 48)), ("d.bmp", "RGB", (100, 100)),
+                                              ("e.png", "RGBA", (90, 30))])
+def test_published_image_bytes_equal_gpt4o_s_opencv_calls(tmp_path, name, mode, size):
+    """cv2.imread, resize by min(512/w, 512/h) with INTER_AREA, imencode('.jpg'); the media type
+    from the name (.png -> image/png, .jpg/.jpeg -> image/jpeg, anything else image/jpeg)."""
+    import cv2
+    from PIL import Image
+
+    from mmad.images import ImageSpec, encode_file
+    rng = np.random.default_rng(len(name))
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8).squeeze()
+    Image.fromarray(pixels, mode).save(tmp_path / name)
+    image = cv2.imread(str(tmp_path / name))
+    scale = min(512 / image.shape[1], 512 / image.shape[0])
+    resized = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    official = cv2.imencode(".jpg", resized)[1].tobytes()
+    sent = encode_file(tmp_path / name, ImageSpec(max_height=None, recipe="mmad-qa"))
+    assert base64.b64decode(sent.data) == official and (sent.width, sent.height) == resized.shape[1::-1]
+    assert sent.media_type == ("image/png" if name.endswith(".png") else "image/jpeg")
+    true_type = encode_file(tmp_path / name, ImageSpec(max_height=None, recipe="mmad-qa-true-type"))
+    assert true_type.media_type == "image/jpeg" and true_type.data == sent.data
