@@ -17,6 +17,8 @@ RunBusy); 3 provider unusable; 4 quota; 5 --max-cost reached; 6 finished, but so
 
 from __future__ import annotations
 
+import errno as _errno
+
 
 class MmadError(Exception):
     """Base class: the CLI prints `error: <message>` and exits with `exit_code`."""
@@ -64,4 +66,29 @@ def describe_os_error(path: object, exc: BaseException) -> str:
     """`<path>: [Errno 28] No space left on device` — the path and the errno, in one line."""
     errno = getattr(exc, "errno", None)
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    path = shorten(str(path))
     return f"{path}: [Errno {errno}] {reason}" if errno else f"{path}: {reason}"
+
+
+# A path that cannot be one (too long, a symlink loop, a file where a folder belongs): the user's
+# input to fix, not a disk that fails.
+PATH_MISTAKES = {_errno.ENAMETOOLONG: "a path too long for this system (a name over 255 bytes?)",
+                 _errno.ELOOP: "a symlink loop", _errno.EISDIR: "a folder where mmad needs a file",
+                 _errno.EEXIST: "a file is in the way of a folder mmad needs there",
+                 _errno.ENOTDIR: "a file is in the way of a folder mmad needs there"}
+
+
+def os_failure(action: str, path: object, exc: OSError) -> MmadError:
+    """A failed file operation as the error it is: a path mistake (PATH_MISTAKES) is bad input,
+    exit 2, naming the path the system named; anything else is storage, exit 7."""
+    if exc.errno in PATH_MISTAKES:
+        return DataError(f"{shorten(str(exc.filename or path))}: {PATH_MISTAKES[exc.errno]}")
+    return StorageError(f"{action} {describe_os_error(path, exc)}")
+
+
+def shorten(text: str, cap: int = 200) -> str:
+    """A value echoed in a message, cut in the middle when long (a 10,000-character name would
+    fill a screen): its start, its end, and how long it was."""
+    if len(text) <= cap:
+        return text
+    return f"{text[:cap * 2 // 3]}...({len(text)} characters)...{text[-(cap // 4):]}"

@@ -17,7 +17,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mmad"
 
 # Lowest first. Packages in one layer must not import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("mmad.version", "mmad.errors", "mmad.redaction", "mmad.atomic", "mmad.metrics"),
+    ("mmad.version", "mmad.errors", "mmad.redaction", "mmad.metrics"),
+    ("mmad.paths",),  # what a path is, in words (imports mmad.errors)
+    ("mmad.atomic",),
     ("mmad.config",),
     ("mmad.data",),
     ("mmad.prompts", "mmad.providers"),

@@ -21,6 +21,7 @@ from diskcache.core import MODE_RAW, MODE_TEXT
 
 from mmad.cache.store import HEX_KEY, STORE, ResponseCache, one_line_verdict
 from mmad.errors import StorageError, describe_os_error
+from mmad.paths import require_folder
 
 NO_CACHE = "no cache here yet"
 _ROW = "SELECT key, raw, mode, filename, value FROM Cache"
@@ -78,7 +79,7 @@ def check_cache(directory: Path) -> tuple[int, str]:
     """(entries, "ok" or what is wrong): SQLite's integrity check, then every value read back as an
     answer (a long one lives in a file that can go missing). Raises StorageError when the store
     cannot be read at all (locked, no permission): that is no damage, and no reason to rebuild."""
-    store = directory / STORE
+    store = require_folder(directory, "the response cache folder") / STORE
     path = store / "cache.db"
     if not path.exists():
         return 0, NO_CACHE

@@ -30,6 +30,7 @@ import diskcache
 
 from mmad.data.images import ImageRef
 from mmad.errors import StorageError, describe_os_error
+from mmad.paths import require_folder
 from mmad.providers.base import Request
 from mmad.redaction import public_url
 
@@ -121,7 +122,7 @@ class ResponseCache:
     """Paid answers by cache key, as JSON values."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+        self.directory = require_folder(Path(directory), "the response cache folder")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._store = diskcache.Cache(str(self.directory / STORE), eviction_policy="none",

@@ -2,6 +2,6 @@
 
 import sys
 
-from mmad.cli.main import main
+from mmad.cli.entry import main
 
 sys.exit(main())

@@ -17,9 +17,10 @@ from mmad.cli.options import (
     add_data_options,
     add_engine_options,
     finite_float,
+    max_tokens,
     nonneg_int,
     positive_float,
-    positive_int,
+    run_name,
     temperature,
 )
 from mmad.cli.output import console, err_console, print_rows
@@ -58,10 +59,10 @@ def register(sub) -> None:
     cl.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest)")
     cl.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
     cl.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
-    cl.add_argument("--max-tokens", type=positive_int, default=128, help="VELM allows Qwen2-VL 128 new tokens")
+    cl.add_argument("--max-tokens", type=max_tokens, default=128, help="VELM allows Qwen2-VL 128 new tokens")
     cl.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
     cl.add_argument("--out", help=f"output folder (default {DEFAULT_OUT}/<run-name>)")
-    cl.add_argument("--run-name", help="file-name prefix (default <model>+classify-<variant>[+<detector run>])")
+    cl.add_argument("--run-name", type=run_name, help="file-name prefix (default <model>+classify-<variant>[+<detector run>])")
     cl.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
     cl.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     cl.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from mmad.cli.options import HelpFormatter
+from mmad.cli.options import MAX_RESAMPLES, HelpFormatter
 from mmad.cli.output import console, err_console, percent, tau
 from mmad.comparison.noise import scope_name
 from mmad.comparison.verdicts import METRIC_NAMES, format_difference, format_p
@@ -29,7 +29,7 @@ def register(sub) -> None:
     cp.add_argument("--ties", choices=("half", "strict"), default="half",
                     help="tied scores across levels: half credit (reference stack, default) or none (paper)")
     cp.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
-                    help=f"resamples of the paired bootstrap (default 2000, at least {MIN_RESAMPLES})")
+                    help=f"resamples of the paired bootstrap (default 2000, {MIN_RESAMPLES} to {MAX_RESAMPLES:,})")
     cp.add_argument("--seed", type=_non_negative, default=0, help="seed of the bootstrap")
     cp.add_argument("--noise", nargs="+", default=[], metavar="RUN",
                     help="repeat folders of the base and/or the others (same settings, another settings.repeat); "
@@ -51,8 +51,8 @@ def register(sub) -> None:
 
 def _resamples(text: str) -> int:
     value = _integer(text)
-    if value < MIN_RESAMPLES:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_RESAMPLES}, not {value}")
+    if not MIN_RESAMPLES <= value <= MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_RESAMPLES} and {MAX_RESAMPLES:,}, not {value}")
     return value
 
 

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from mmad import config
-from mmad.cli.options import HelpFormatter, add_data_options, positive_int, refs_count
+from mmad.cli.options import HelpFormatter, add_data_options, bounded_int, nonneg_int, positive_int, refs_count
 from mmad.cli.output import console, err_console
 from mmad.data import datasets
 from mmad.data.templates import read_template
 from mmad.errors import DataError, StorageError
+
+SYNTH_MAX_SIZE = 500  # the scikit-image textures are 512 px: a crop must leave room to move
 
 if TYPE_CHECKING:
     from mmad.cache.repair import Rebuild
@@ -124,7 +126,10 @@ def cmd_cache_rebuild(args: argparse.Namespace) -> int:
             files.append(source)
             given.add(source)
         else:
-            raise DataError(f"{source}: no such file or folder")
+            from mmad.paths import describe_target
+            found = describe_target(source)
+            raise DataError(f"{source}: no such file or folder" if found == "missing"
+                            else f"{source} is {found}, not a result file or folder")
     read = {path: [r for r in JsonlLog.read(path) if isinstance(r, dict) and "key" in r] for path in files}
     empty = [path for path, found in read.items() if not found]
     for path in empty:  # checked before the cache is touched
@@ -205,10 +210,11 @@ def register(sub) -> None:
             p.add_argument("--source", default="tricao1105/MultilevelADSet",
                            help="hub dataset id or a local folder saved with save_to_disk")
         if name == "synth":
-            p.add_argument("--train", type=positive_int, default=20, help="normal training images per subset")
-            p.add_argument("--per-level", type=positive_int, default=10, help="test images per level")
-            p.add_argument("--size", type=positive_int, default=224, help="image side in pixels")
-            p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
+            p.add_argument("--train", type=bounded_int(1, 10_000), default=20, help="normal training images per subset")
+            p.add_argument("--per-level", type=bounded_int(1, 10_000), default=10, help="test images per level")
+            p.add_argument("--size", type=bounded_int(32, SYNTH_MAX_SIZE, " pixels"), default=224,
+                           help=f"image side in pixels, 32 to {SYNTH_MAX_SIZE} (crops of the 512-px textures)")
+            p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the generated images")
 
     cache = sub.add_parser("cache", help="the response cache: check, rebuild", formatter_class=HelpFormatter)
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)

@@ -18,11 +18,19 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmad import config
-from mmad.cli.options import HelpFormatter, add_data_options, add_detector_options, corruption, listed, score_actions
+from mmad.cli.options import (
+    HelpFormatter,
+    add_data_options,
+    add_detector_options,
+    corruption,
+    listed,
+    run_name,
+    score_actions,
+)
 from mmad.cli.output import err_console
 from mmad.cli.signals import ABORTED, Aborted, stop_signals
 from mmad.data import datasets
-from mmad.errors import ConfigError, StorageError, describe_os_error
+from mmad.errors import ConfigError, os_failure
 from mmad.results.runinfo import RUN_FILE, make_run_info, read_run_info, setting_differences
 
 DETECTORS = ("patchcore", "padim", "rd")
@@ -91,7 +99,7 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
         try:
             atomic_write_text(out_dir / RUN_FILE, json.dumps(info, indent=1))
         except OSError as exc:
-            raise StorageError(f"cannot write {describe_os_error(out_dir / RUN_FILE, exc)}") from None
+            raise os_failure("cannot write", out_dir / RUN_FILE, exc) from None
         try:
             with stop_signals() as signals:
                 report = _run_with_progress(run, subsets, settings, out_dir, run_name, refs, quiet=args.quiet,
@@ -155,7 +163,7 @@ def register(sub) -> None:
     bl.add_argument("method", choices=DETECTORS)
     add_data_options(bl)
     bl.add_argument("--out", help="output folder (default results/<run-name>)")
-    bl.add_argument("--run-name", help="file-name prefix (default <method>-fullshot)")
+    bl.add_argument("--run-name", type=run_name, help="file-name prefix (default <method>-fullshot)")
     bl.add_argument("--corrupt", action="append", type=listed(corruption),
                     help="brightness:S or gaussian_noise:S on the test images")
     bl.add_argument("-q", "--quiet", action="store_true", help="no progress display")

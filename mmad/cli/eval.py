@@ -201,7 +201,7 @@ def register(sub) -> None:
     ev.add_argument("--normal-up-to", type=nonneg_int, default=0, metavar="K", help="treat severity levels <= K as normal")
     ev.add_argument("--bootstrap", type=bootstrap_count, default=0, metavar="N",
                     help="seeded 95%% bootstrap intervals from N resamples (0 = off)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of --bootstrap")
+    ev.add_argument("--seed", type=nonneg_int, default=0, help="seed of --bootstrap")
     ev.add_argument("--agreement", action="store_true",
                     help="Spearman correlation between the run rankings by AUROC, C-index and tau-b (3+ runs)")
     ev.add_argument("--root", help="data root whose discovered datasets are recognised in file names")

@@ -7,7 +7,6 @@ Only the CLI prints. Library errors (`MmadError`) become one line on stderr and 
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from mmad.cli import classify, compare, data, detect, hybrid, qa, report, score
 from mmad.cli import eval as eval_command
 from mmad.cli.options import HelpFormatter, Parser
 from mmad.cli.output import err_console
-from mmad.errors import MmadError, StorageError, describe_os_error
+from mmad.errors import PATH_MISTAKES, MmadError, StorageError, describe_os_error, shorten
 from mmad.version import __version__
 
 
@@ -50,11 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return BROKEN_PIPE
     except OSError as exc:  # a file no command anticipated: still one line naming it
-        if exc.errno in (errno.EEXIST, errno.ENOTDIR) and exc.filename:
-            what = f"{exc.filename}: a file is in the way of a folder mmad needs there"
-        else:
-            what = describe_os_error(exc.filename or "a file", exc)
-        return _fail(what, StorageError.exit_code)
+        return _fail(*os_error_line(exc))
     except Exception as exc:  # a bug: one line, and the traceback on request
         if os.environ.get(DEBUG_ENV):
             raise
@@ -63,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 DEBUG_ENV = "MMAD_DEBUG"
+def os_error_line(exc: OSError) -> tuple[str, int]:
+    """(message, exit code) of an OSError no command anticipated: a path that cannot be one is bad
+    input (2); anything else is the disk's trouble (7)."""
+    if exc.errno in PATH_MISTAKES and exc.filename:
+        return f"{shorten(str(exc.filename))}: {PATH_MISTAKES[exc.errno]}", MmadError.exit_code
+    return describe_os_error(exc.filename or "a file", exc), StorageError.exit_code
 
 
 def _fail(message: str, code: int) -> int:

@@ -10,8 +10,10 @@ import argparse
 from mmad import config
 from mmad.data import datasets
 from mmad.scoring.value_checks import (  # noqa: F401  (re-exported for the front ends)
+    MAX_RESAMPLES,
     SETTINGS,
     bootstrap_count,
+    bounded_int,
     corruption,
     detail,
     finite_float,
@@ -19,6 +21,7 @@ from mmad.scoring.value_checks import (  # noqa: F401  (re-exported for the fron
     integer,
     listed,
     max_height,
+    max_tokens,
     name,
     nonneg_float,
     nonneg_int,
@@ -27,6 +30,7 @@ from mmad.scoring.value_checks import (  # noqa: F401  (re-exported for the fron
     ratio,
     reference_choice,
     refs_count,
+    run_name,
     temperature,
 )
 
@@ -76,7 +80,8 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--subject", help="object/class name put into the prompt")
     sc.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
     sc.add_argument("--out", help="output folder (default results/<run-name>; with a grid, the parent folder)")
-    sc.add_argument("--run-name", help="file-name prefix (default: the model name + every non-default choice)")
+    sc.add_argument("--run-name", type=run_name,
+                    help="file-name prefix (default: the model name + every non-default choice)")
     sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
     sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
     sc.add_argument("--temperature", action="append", type=listed(SETTINGS["temperature"].check),
@@ -91,7 +96,7 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--corrupt", action="append", type=listed(SETTINGS["corrupt"].check),
                     help="brightness:S or gaussian_noise:S (S = 1..5, ImageNet-C) on the query images, grid")
     sc.add_argument("--corrupt-references", action="store_true", help="corrupt the reference images too")
-    sc.add_argument("--repeats", type=positive_int, default=1,
+    sc.add_argument("--repeats", type=bounded_int(1, 1000), default=1,
                     help="independent answers per job at identical settings (noise floor; every repeat is paid)")
     sc.add_argument("--sample", type=SETTINGS["sample"].check, help="score a stratified sample of N images per subset")
     sc.add_argument("--seed", type=SETTINGS["sample_seed"].check, default=0,
@@ -163,7 +168,7 @@ def add_detector_options(parser: argparse.ArgumentParser, *, with_seed: bool = T
     group.add_argument("--image-size", type=image_size, default=224, help="images are resized to this square size")
     group.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     if with_seed:
-        group.add_argument("--seed", type=int, default=0, help="seed of the detector's random draws")
+        group.add_argument("--seed", type=nonneg_int, default=0, help="seed of the detector's random draws")
     group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),
                        default="efficientnet_lite0", help="feature extractor (EfficientNet-Lite0: weights bundled)")
     group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets)")

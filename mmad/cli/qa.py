@@ -11,9 +11,11 @@ from mmad.cli.options import (
     add_engine_options,
     bootstrap_count,
     detail,
+    max_tokens,
     nonneg_int,
     positive_float,
     positive_int,
+    run_name,
     temperature,
 )
 from mmad.cli.output import console, err_console
@@ -39,7 +41,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     _root_option(p)
     p.add_argument("--dataset", action="append", help="only this dataset (first path component); repeatable")
     p.add_argument("--sample", type=positive_int, help="only N images per dataset (seeded draw, --seed)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of --sample")
     p.add_argument("--mode", choices=("cumulative", "single", "conversation"), default="cumulative",
                    help="cumulative: question i asked in one message with questions 1..i, no answers (the published "
                         "GPT-4o protocol); single: one question per request; conversation: earlier questions and the "
@@ -58,11 +60,11 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                         "enlarged, LANCZOS, PNG")
     p.add_argument("--detail", type=detail,
                    help="OpenAI image detail low|high|auto (default low, as published; auto = not sent)")
-    p.add_argument("--max-tokens", type=positive_int, default=200, help="answer length cap sent with each request")
+    p.add_argument("--max-tokens", type=max_tokens, default=200, help="answer length cap sent with each request")
     p.add_argument("--temperature", type=temperature, default=None,
                    help="sampling temperature to send (default: none sent, the API's default, as published)")
     p.add_argument("--out", help="output folder (default results/<run-name>)")
-    p.add_argument("--run-name", help="file-name prefix (default: model + mode + shots + non-default choices)")
+    p.add_argument("--run-name", type=run_name, help="file-name prefix (default: model + mode + shots + non-default choices)")
     p.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
     p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
     p.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
@@ -81,7 +83,7 @@ def register(sub) -> None:
     synth.add_argument("--normal", type=positive_int, default=4, help="normal test images per category")
     synth.add_argument("--defective", type=positive_int, default=6, help="defective test images per category")
     synth.add_argument("--train", type=positive_int, default=6, help="normal template images per category")
-    synth.add_argument("--seed", type=int, default=0, help="seed of the generated images and questions")
+    synth.add_argument("--seed", type=nonneg_int, default=0, help="seed of the generated images and questions")
     synth.set_defaults(func=cmd_qa_synth)
 
     check = qa_sub.add_parser("check", help="validate mmad.json and the images a run needs",
@@ -124,7 +126,7 @@ def register(sub) -> None:
     fmt.add_argument("--json", action="store_true", help="the comparison as JSON")
     compare.add_argument("--bootstrap", type=bootstrap_count, default=1000, metavar="N",
                          help="paired image resamples for the intervals (0 = off)")
-    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    compare.add_argument("--seed", type=nonneg_int, default=0, help="seed of the bootstrap")
     compare.set_defaults(func=cmd_qa_compare)
 
 

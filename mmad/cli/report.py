@@ -12,8 +12,10 @@ from mmad.cli.output import console, err_console
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mmad.atomic import atomic_write_text
+    from mmad.paths import check_replaceable
     from mmad.report.data import build_report, json_safe
-
+    if args.out:
+        check_replaceable(Path(args.out))  # a FIFO or a link there is refused before any work
     if not args.json:
         from mmad.report.figures import require_matplotlib
         require_matplotlib()  # fail before any work when the extra is missing
@@ -71,7 +73,7 @@ def _gaps(data) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mmad.cli.options import HelpFormatter, bootstrap_count
+    from mmad.cli.options import HelpFormatter, bootstrap_count, nonneg_int
     rp = sub.add_parser("report", formatter_class=HelpFormatter, help="one self-contained HTML page (or --json) with the paper's analyses "
                                        "(Tables 3-5, Figures 3-4) for your runs")
     rp.add_argument("paths", nargs="+", metavar="RUN", help="run folders, result CSV files, or folders of runs")
@@ -86,5 +88,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--no-compare", dest="compare", action="store_false",
                     help="do not run `mmad compare` on runs that are variants of one another")
     rp.add_argument("--bootstrap", type=bootstrap_count, default=1000, help="paired resamples per comparison")
-    rp.add_argument("--seed", type=int, default=0, help="seed of the comparisons")
+    rp.add_argument("--seed", type=nonneg_int, default=0, help="seed of the comparisons")
     rp.set_defaults(func=cmd_report)

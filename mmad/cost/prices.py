@@ -6,6 +6,7 @@ longest listed prefix (`gpt-4o-2024-08-06` -> `gpt-4o`).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from mmad.config import asset
 from mmad.errors import ConfigError
 
 PRICES_ENV = "MMAD_PRICES"
+PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "batch")
+MAX_PRICE = 10_000.0  # USD per million tokens: far above any model's; a typo beyond it is refused
 PACKAGED_PRICES = asset("prices.toml")
 
 
@@ -65,19 +68,31 @@ class PriceTable:
 def load_prices(path: str | Path | None = None) -> PriceTable:
     """--prices FILE > $MMAD_PRICES > the packaged mmad/assets/prices.toml."""
     chosen = Path(path) if path else Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else PACKAGED_PRICES
+    where = f"${PRICES_ENV} " if not path and os.environ.get(PRICES_ENV) else ""
     try:
         data = tomllib.loads(chosen.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"price file {chosen} not found") from None
+        raise ConfigError(f"price file {where}{chosen} not found") from None
+    except OSError as exc:  # a folder, a path through a file, a name too long: the setting is wrong
+        raise ConfigError(f"price file {where}{chosen} cannot be read: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
     models = {}
-    for name, entry in data.get("models", {}).items():
+    entries = data.get("models", {})
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{chosen}: models: expected [models.\"<name>\"] tables")
+    for name, entry in entries.items():
         try:
-            models[name] = ModelPrice(name, float(entry["input"]), float(entry["output"]),
-                                      float(entry.get("cached_input", entry["input"])),
-                                      float(entry.get("cache_write", entry["input"])), float(entry.get("batch", 1.0)))
-        except (KeyError, TypeError, ValueError) as exc:
+            values = [entry["input"], entry["output"], entry.get("cached_input", entry["input"]),
+                      entry.get("cache_write", entry["input"]), entry.get("batch", 1.0)]
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                raise TypeError("not a number")
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{chosen}: model {name!r} needs numeric input and output prices ({exc})") from None
+        bad = [field for field, v in zip(PRICE_FIELDS, values) if not (math.isfinite(v) and 0 <= v <= MAX_PRICE)]
+        if bad:
+            raise ConfigError(f"{chosen}: model {name!r}: {bad[0]} must be between 0 and {MAX_PRICE:g} USD per "
+                              f"million tokens (batch: a factor), not {values[PRICE_FIELDS.index(bad[0])]}")
+        models[name] = ModelPrice(name, *(float(v) for v in values))
     return PriceTable(chosen, int(data.get("version", 0)), str(data.get("date", "?")), str(data.get("source", "?")),
                       models)

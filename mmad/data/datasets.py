@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mmad.data.templates import Template, first_rows, read_template
 from mmad.errors import DataError
+from mmad.paths import describe_target, require_folder
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 PROMPT_FAMILIES = ("industrial", "novelty", "drd", "covid19", "skin-lesion")
@@ -147,7 +148,8 @@ def discover(root: Path) -> list[Subset]:
     `Industry/a/b_c`, `OneClassNovelty/a/level_0_train/b_c`, `Medical/a_b_c`, trying each split.
     """
     found: list[Subset] = []
-    template_dir = root / "template"
+    require_folder(root, "the data root")
+    template_dir = require_folder(root / "template", "the template folder")
     if not template_dir.is_dir():
         return found
     for path in sorted(template_dir.glob("*_template.csv")):
@@ -183,7 +185,9 @@ def resolve(root: Path, dataset: str, subset: str | None = None, *,
     spec = REGISTRY.get(dataset)
     if not available and spec is None:
         names = sorted(set(REGISTRY) | {s.dataset for s in discover(root)})
-        raise DataError(f"unknown dataset {dataset!r} under {root}; known: {', '.join(names)}")
+        found = describe_target(root)
+        where = f"{root} ({'no such folder' if found == 'missing' else found})" if found != "a folder" else root
+        raise DataError(f"unknown dataset {dataset!r} under {where}; known: {', '.join(names)}")
     if spec is not None:
         # Known datasets resolve from the registry even before the files are present,
         # so validation can say exactly which template is missing.
@@ -218,7 +222,7 @@ def reference_images(subset: Subset, count: int = 3) -> list[Path]:
     """The first `count` images of the sorted normal-train folder, fixed for the whole subset."""
     if count == 0:
         return []
-    if not subset.reference_dir.is_dir():
+    if not require_folder(subset.reference_dir, f"{subset.label}: the reference folder").is_dir():
         raise DataError(f"{subset.label}: reference folder {subset.reference_dir} not found")
     images = list_images(subset.reference_dir)
     if len(images) < count:
@@ -232,6 +236,9 @@ def load_subset(subset: Subset, *, check_images: bool = True) -> Template:
     exists (a `stat` each; `mmad data check` decodes them fully). A file that exists but does not
     decode is that job's failure when its turn comes, not a reason to refuse the whole run."""
     if not subset.template_path.is_file():
+        found = describe_target(subset.template_path)
+        if found not in ("missing", "a folder") and not found.startswith("a dangling"):
+            raise DataError(f"{subset.label}: template {subset.template_path} is {found}, not a file")
         raise DataError(f"{subset.label}: template {subset.template_path} not found "
                         f"(run `mmad data fetch` or `mmad data synth`)")
     template = read_template(subset.template_path)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from mmad.errors import RunBusy, StorageError, describe_os_error
+from mmad.errors import RunBusy, os_failure
 
 LOCK_FILE = ".mmad.lock"
 # What atomic_write_bytes names its temporaries (mkstemp: `.<target>.<8 random chars>.tmp`).
@@ -45,7 +45,7 @@ def lock_folders(folders: Iterable[Path]) -> FolderLocks:
                 folder.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise StorageError(f"cannot write the output folder: {describe_os_error(folder, exc)}") from None
+                raise os_failure("cannot write the output folder:", folder, exc) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -58,7 +58,7 @@ def lock_folders(folders: Iterable[Path]) -> FolderLocks:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             except OSError as exc:
-                raise StorageError(f"cannot write {describe_os_error(path, exc)}") from None
+                raise os_failure("cannot write", path, exc) from None
             remove_stale_temporaries(folder)
     except BaseException:
         locks.release()

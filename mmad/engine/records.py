@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mmad.errors import StorageError, describe_os_error
+from mmad.errors import StorageError, describe_os_error, os_failure
 from mmad.providers.base import ProviderFailure
 from mmad.results.files import JsonlLog
 
@@ -128,7 +128,7 @@ class RunLogs:
                 log = self._logs[path] = JsonlLog(path)
             log.append(record)
         except OSError as exc:
-            raise StorageError(f"cannot write {describe_os_error(path, exc)}") from None
+            raise os_failure("cannot write", path, exc) from None
 
     def flush(self, path: Path) -> None:
         log = self._logs.get(path)

@@ -23,6 +23,7 @@ from mmad.analysis.runs import CORRUPT_KEYS, Run, evaluate_runs, load_runs
 from mmad.analysis.severity_curves import ExpansionCurves, LevelCurves, expansion_curves, level_curves
 from mmad.analysis.spend import RunSpend, spend_table
 from mmad.errors import ConfigError
+from mmad.paths import require_folder
 from mmad.results.runinfo import setting_differences
 from mmad.version import __version__
 
@@ -96,13 +97,24 @@ def variant_pairs(runs: Sequence[Run]) -> list[str]:
     return [f"{a.name} vs {b.name}: {'; '.join(changes)}" for a, b, changes in comparable_pairs(runs)]
 
 
+def check_masks_dir(masks_dir: Path) -> None:
+    """--masks names a folder holding masks: a missing, empty or mask-less one is refused, not
+    silently an area analysis with nothing in it."""
+    require_folder(masks_dir, "--masks")
+    if not masks_dir.is_dir():
+        raise ConfigError(f"--masks {masks_dir}: no such folder")
+    if next(masks_dir.rglob("*_mask.png"), None) is None:
+        raise ConfigError(f"--masks {masks_dir}: no mask files in it (expected [<dataset>/<subset>/]<folder>/"
+                          f"<name>_mask.png)")
+
+
 def build_report(inputs: Sequence[Path], *, data_root: Path, masks_dir: Path | None = None, ties: str = "half",
                  prices: str | Path | None = None, verdicts: Sequence[str] | None = None,
                  title: str | None = None) -> ReportData:
     """Read the runs under `inputs` and compute every analysis. `verdicts`: lines from `mmad
     compare` to show in the report's comparison section (None = not computed)."""
-    if masks_dir is not None and not masks_dir.is_dir():
-        raise ConfigError(f"--masks {masks_dir}: no such folder")
+    if masks_dir is not None:
+        check_masks_dir(masks_dir)
     skipped: list[Path] = []
     runs = load_runs(inputs, data_root=data_root, skipped=skipped)
     records = evaluate_runs(runs, ties=ties)

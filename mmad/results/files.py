@@ -27,6 +27,7 @@ from mmad.data.templates import (
     read_csv_rows,
 )
 from mmad.errors import DataError
+from mmad.paths import describe_target
 from mmad.results.runinfo import RUN_FILE, read_run_info
 
 
@@ -180,7 +181,9 @@ def find_result_files(inputs: Sequence[Path], *, task: str = "score",
                                 f"read it with `mmad eval --task {other}`")
             files.append(item)
         else:
-            raise DataError(f"{item}: no such file or folder")
+            found = describe_target(item)
+            raise DataError(f"{item}: no such file or folder" if found == "missing"
+                            else f"{item} is {found}, not a result file or folder")
     if not files:
         other = f" ({skipped_note(skipped)})" if skipped else ""
         raise DataError(f"no result CSV files in {', '.join(str(i) for i in inputs)}{other}")

@@ -17,7 +17,7 @@ from mmad.data import datasets
 from mmad.data.filememo import FileMemo
 from mmad.engine.jobs import build_plans
 from mmad.engine.records import best_records
-from mmad.errors import ConfigError, StorageError, describe_os_error
+from mmad.errors import ConfigError, os_failure
 from mmad.prompts.templates import load_prompt
 from mmad.providers.base import Provider
 from mmad.providers.factory import DEFAULT_MODELS
@@ -134,4 +134,4 @@ def check_run_folder(run: VariantRun) -> None:
         try:
             atomic_write_text(run.out_dir / RUN_FILE, json.dumps(run.run_info, indent=1))
         except OSError as exc:
-            raise StorageError(f"cannot write {describe_os_error(run.out_dir / RUN_FILE, exc)}") from None
+            raise os_failure("cannot write", run.out_dir / RUN_FILE, exc) from None

@@ -61,10 +61,46 @@ def ratio(text: str) -> float:
     return value
 
 
+MAX_RESAMPLES = 100_000  # ~100x the default: more adds no precision a table can show, only minutes
+
+
 def bootstrap_count(text: str) -> int:
     value = _number(int, text, "an integer")
-    if value != 0 and value < 100:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or at least 100 resamples, not {value}")
+    if value != 0 and not 100 <= value <= MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or between 100 and {MAX_RESAMPLES:,} resamples, "
+                                         f"not {value}")
+    return value
+
+
+def bounded_int(low: int, high: int, unit: str = ""):
+    """An integer check with both ends named in its message (`--per-level`, `--repeats`)."""
+    def check(text: str) -> int:
+        value = _number(int, text, "an integer")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}{unit}, not {value:,}")
+        return value
+    check.__name__ = "integer"
+    return check
+
+
+MAX_OUTPUT_TOKENS = 200_000  # above every vendor's answer length; the budget reserves this much per request
+max_tokens = bounded_int(1, MAX_OUTPUT_TOKENS, " tokens")
+MAX_NAME = 200  # characters of a model or prompt name (they name folders and files)
+
+
+def run_name(text: str) -> str:
+    """A --run-name: it names the folder and every file of the run, so it is kept as typed and
+    must be a file name on every system (letters, digits, `.`, `_`, `+`, `-`)."""
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("needs a value")
+    if len(value) > MAX_NAME:
+        raise argparse.ArgumentTypeError(f"at most {MAX_NAME} characters (it names files), not {len(value):,}")
+    bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "._+-"))})
+    if bad or value.startswith((".", "-")):
+        shown = " ".join(repr(c) for c in bad[:5]) or repr(value[0]) + " at the start"
+        raise argparse.ArgumentTypeError(f"{value!r}: use ASCII letters, digits and . _ + - only (it names the run's "
+                                         f"folder and files); not {shown}")
     return value
 
 
@@ -140,6 +176,8 @@ def name(text: str) -> str:
     value = text.strip()
     if not value:
         raise argparse.ArgumentTypeError("needs a value")
+    if len(value) > MAX_NAME:
+        raise argparse.ArgumentTypeError(f"a name of {len(value):,} characters; at most {MAX_NAME}")
     if "," in value:
         raise argparse.ArgumentTypeError(f"{value!r}: one name, not a comma-separated list")
     return value
@@ -162,11 +200,11 @@ SETTINGS: dict[str, Setting] = {
     "refs": Setting("--refs", refs_count, (int,)),
     "reference_choice": Setting("--reference-choice", reference_choice, (str,)),
     "temperature": Setting("--temperature", temperature, (int, float)),
-    "max_tokens": Setting("--max-tokens", positive_int, (int,)),
+    "max_tokens": Setting("--max-tokens", max_tokens, (int,)),
     "max_height": Setting("--max-height", max_height, (int, str)),
     "detail": Setting("--detail", detail, (str,)),
     "corrupt": Setting("--corrupt", corruption, (str,)),
     "corrupt_references": Setting("--corrupt-references", None, (bool,)),
     "sample": Setting("--sample", positive_int, (int,)),
-    "sample_seed": Setting("--seed", integer, (int,)),
+    "sample_seed": Setting("--seed", nonneg_int, (int,)),
 }
