@@ -2,6 +2,6 @@
 
 import sys
 
-from mmad.cli.entry import main
+from mmad.cli.main import main
 
 sys.exit(main())

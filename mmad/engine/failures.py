@@ -41,7 +41,7 @@ def first_request_failure(failure: ProviderFailure, provider: Provider) -> Provi
     text = {
         "connection": f"cannot reach {url}: {failure}; is the server up, and "
                       f"{'--base-url right' if provider.base_url else 'this machine online'}?",
-        "protocol": f"{failure}; is {url} an OpenAI/Anthropic-compatible API (check --base-url)?",
+        "protocol": f"{failure}; is {url} an OpenAI/Anthropic-compatible API ({provider.url_hint})?",
         "not_found": f"{url} answered 404 ({failure}); {provider.url_hint}",
         "auth": f"{url} refused the key ({failure})",
         "transient": f"{url} failed on every attempt of the first request: {failure}",

@@ -21,6 +21,8 @@ from mmad.providers.base import (
     Provider,
     ProviderFailure,
     Request,
+    check_base_url,
+    check_key,
     json_answer,
     one_line,
     rate_limit_info,
@@ -37,7 +39,15 @@ COUNT_TIMEOUT_S = 10.0  # the free count is a calibration: never worth a long wa
 class AnthropicProvider(Provider):
     name = "anthropic"
     default_url = "https://api.anthropic.com"
-    url_hint = "check --base-url (without /v1: the SDK adds /v1/messages itself) and --model"
+
+    @property
+    def url_hint(self) -> str:
+        """What a 404/405/501 on the first request most likely means: a base URL ending in /v1
+        makes the SDK post to .../v1/v1/messages."""
+        if self.base_url and self.base_url.rstrip("/").endswith("/v1"):
+            return (f"--base-url ends in /v1, so the request went to {self.url}/v1/messages: drop the /v1 (the "
+                    f"SDK adds /v1/messages itself)")
+        return "check --base-url (without /v1: the SDK adds /v1/messages itself) and --model"
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None,
@@ -45,12 +55,14 @@ class AnthropicProvider(Provider):
         # The SDK falls back on $ANTHROPIC_BASE_URL: a server named there is a custom server like
         # one given by --base-url (its answers are cached apart from the Anthropic API's).
         env_url = os.environ.get(BASE_URL_ENV)
-        if base_url is None and env_url and httpx2.URL(env_url).host != "api.anthropic.com":
+        if base_url is not None:
+            check_base_url(base_url)
+        elif env_url and httpx2.URL(check_base_url(env_url, f"${BASE_URL_ENV}")).host != "api.anthropic.com":
             base_url = env_url
         self.base_url = base_url
         self.prompt_caching = prompt_caching
         self._timeout = timeout
-        self._key = api_key or os.environ.get(KEY_ENV)
+        self._key = api_key or check_key(os.environ.get(KEY_ENV), KEY_ENV)
         if not self._key:
             if base_url is None:
                 raise ConfigError(f"set {KEY_ENV} to use the anthropic provider")

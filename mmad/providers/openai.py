@@ -27,6 +27,8 @@ from mmad.providers.base import (
     Provider,
     ProviderFailure,
     Request,
+    check_base_url,
+    check_key,
     classify_status,
     error_message,
     json_answer,
@@ -78,11 +80,14 @@ class OpenAIProvider(Provider):
                  prompt_caching: bool = True) -> None:
         # The SDK itself falls back on $OPENAI_BASE_URL: a server named there is a custom server
         # like one given by --base-url (its answers are cached apart from the OpenAI API's).
-        if base_url is None and os.environ.get(BASE_URL_ENV) and not is_openai_api(os.environ[BASE_URL_ENV]):
+        if base_url is not None:
+            check_base_url(base_url)
+        elif os.environ.get(BASE_URL_ENV) and not is_openai_api(check_base_url(os.environ[BASE_URL_ENV],
+                                                                               f"${BASE_URL_ENV}")):
             base_url = os.environ[BASE_URL_ENV]
         self.base_url = base_url
         self.prompt_caching = prompt_caching
-        self._key = api_key or os.environ.get(KEY_ENV)
+        self._key = api_key or check_key(os.environ.get(KEY_ENV), KEY_ENV)
         if not self._key:
             if base_url is None:
                 raise ConfigError(f"set {KEY_ENV} to use the openai provider "

@@ -76,8 +76,10 @@ def bounded_int(low: int, high: int, unit: str = ""):
     """An integer check with both ends named in its message (`--per-level`, `--repeats`)."""
     def check(text: str) -> int:
         value = _number(int, text, "an integer")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}{unit}, not {value:,}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:,}, not {value:,}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}{unit}, not {value:,}")
         return value
     check.__name__ = "integer"
     return check
@@ -206,5 +208,5 @@ SETTINGS: dict[str, Setting] = {
     "corrupt": Setting("--corrupt", corruption, (str,)),
     "corrupt_references": Setting("--corrupt-references", None, (bool,)),
     "sample": Setting("--sample", positive_int, (int,)),
-    "sample_seed": Setting("--seed", nonneg_int, (int,)),
+    "sample_seed": Setting("--seed", integer, (int,)),
 }
