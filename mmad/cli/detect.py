@@ -30,7 +30,8 @@ from mmad.cli.options import (
 from mmad.cli.output import err_console
 from mmad.cli.signals import ABORTED, Aborted, stop_signals
 from mmad.data import datasets
-from mmad.errors import ConfigError, os_failure
+from mmad.errors import ConfigError, DataError, os_failure
+from mmad.results.folders import set_aside
 from mmad.results.runinfo import RUN_FILE, make_run_info, read_run_info, setting_differences
 
 DETECTORS = ("patchcore", "padim", "rd")
@@ -50,7 +51,7 @@ def _conventional():
 # option of `mmad score` is for MLLM providers. --hybrid is refused by cmd_score with its own words.
 DETECTOR_OPTIONS = frozenset({"provider", "dataset", "subset", "root", "refs", "corrupt", "out", "run_name", "seed",
                               "quiet", "device", "image_size", "batch_size", "backbone", "weights", "epochs",
-                              "coreset_ratio", "hybrid"})
+                              "coreset_ratio", "hybrid", "fresh"})
 
 
 def refuse_unused_options(args: argparse.Namespace, method: str) -> None:
@@ -88,14 +89,23 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
     info = make_run_info(run_name, "detector", settings.as_settings(refs))
     locks = lock_folders([out_dir])
     try:
-        existing = read_run_info(out_dir)
+        start_over = ("--fresh starts the folder over (its files move to <out>.replaced-<time>), or use another "
+                      "--out or --run-name")
+        if getattr(args, "fresh", False):
+            aside = set_aside(out_dir)
+            if aside is not None:
+                err_console.print(f"--fresh: {out_dir} starts over; its previous files are in {aside}",
+                                  markup=False, highlight=False)
+        try:
+            existing = read_run_info(out_dir)
+        except DataError as exc:
+            raise DataError(f"{exc}; {start_over}") from None
         if existing is not None and setting_differences(existing, info):
             raise ConfigError(f"{out_dir} holds the run {existing.get('run')!r} made with other settings "
-                              f"({'; '.join(setting_differences(existing, info))}); use another --out or "
-                              f"--run-name, or remove that folder")
+                              f"({'; '.join(setting_differences(existing, info))}); {start_over}")
         if existing is None and any(out_dir.glob("*.csv")):
             raise ConfigError(f"{out_dir} already holds results without a run.json (an older or foreign run); "
-                              f"use another --out or --run-name, or remove that folder")
+                              f"{start_over}")
         try:
             atomic_write_text(out_dir / RUN_FILE, json.dumps(info, indent=1))
         except OSError as exc:

@@ -126,6 +126,9 @@ def add_engine_options(sc: argparse.ArgumentParser) -> None:
                     help="seconds one job may spend waiting out 429s before it is recorded as failed")
     sc.add_argument("--image-workers", type=positive_int, help="threads preparing images (default: all cores)")
     sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
+    sc.add_argument("--fresh", action="store_true",
+                    help="start the output folder over: its previous run's files move to <out>.replaced-<time> "
+                         "(the cache still serves identical requests, so nothing paid is paid again)")
     sc.add_argument("--max-cost", type=nonneg_float, metavar="USD",
                     help="never spend more than this; stops when the next request's worst case does not fit")
     sc.add_argument("--batch", action="store_true",

@@ -107,7 +107,9 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
     plans = run.plans
     locks = lock_folders({run.out_dir})
     try:
-        check_run_folder(run)
+        note = check_run_folder(run, fresh=args.fresh)
+        if note:
+            say(note)
         meter = await make_meter(provider, [run], prices=args.prices, max_cost=args.max_cost,
                                  prompt_caching=args.prompt_cache, notes=say)
         batch = options.batch_options([run])

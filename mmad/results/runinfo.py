@@ -20,7 +20,9 @@ Well-known settings keys (absent = the default): `provider`, `base_url`, `model`
 `task` ("score" | "classify" | "qa"), `hybrid` (the detector run used as a gate).
 
 Folders without run.json (the reference implementation's results, older mmad runs) are still
-readable: `read_run_info` returns None and callers fall back to the file names.
+readable: `read_run_info` returns None and callers fall back to the file names. A run.json that is
+there but cannot be read as one (not JSON, not an object, `settings` not an object, not a file)
+is a DataError naming it: it is never guessed around, and never silently overwritten.
 """
 
 from __future__ import annotations
@@ -29,21 +31,49 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mmad.errors import DataError
+from mmad.paths import describe, describe_target
+
 RUN_FILE = "run.json"
 SCHEMA_VERSION = 1
 
 
 def read_run_info(folder: Path) -> dict | None:
-    """The run.json of a run folder (or of the folder holding a result file); None when absent
-    or unreadable."""
+    """The run.json of a run folder (or of the folder holding a result file); None when there is
+    none; a DataError naming the file when it cannot be read as one."""
     folder = Path(folder)
     if folder.is_file():
         folder = folder.parent
-    try:
-        data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    path = folder / RUN_FILE
+    found = describe(path)
+    if found == "missing":
         return None
-    return data if isinstance(data, dict) and data.get("mmad_run") else None
+    if describe_target(path) != "a regular file":
+        raise DataError(f"{path}: a run.json that is {found}, not a file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read this run.json ([Errno {exc.errno}] {exc.strerror})") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: malformed run.json (not JSON: {str(exc)[:120]})") from None
+    problem = _malformed(data)
+    if problem:
+        raise DataError(f"{path}: malformed run.json ({problem})")
+    return data
+
+
+def _malformed(data: object) -> str | None:
+    """What makes a parsed run.json not one of ours, in words (None: it is one)."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if not isinstance(data.get("mmad_run"), int) or isinstance(data.get("mmad_run"), bool):
+        return "no `mmad_run` schema number: not written by mmad"
+    if not isinstance(data.get("settings", {}), dict):
+        return f"`settings` is a {type(data['settings']).__name__}, not an object"
+    for key in ("run", "kind"):
+        if key in data and not isinstance(data[key], str):
+            return f"`{key}` is a {type(data[key]).__name__}, not a string"
+    return None
 
 
 def make_run_info(run: str, kind: str, settings: dict) -> dict:

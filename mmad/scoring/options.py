@@ -71,6 +71,7 @@ class ScoreOptions:
     batch_max_mb: float | None = None
     # --- planning only ---
     planning: bool = False  # an estimate or a dry run: nothing will be sent
+    fresh: bool = False  # start each run folder over (its files set aside); the cache still serves
 
     def grid(self) -> dict[str, list]:
         """The grid fields given more than nothing, as lists (max_tokens is a single value)."""

@@ -17,11 +17,12 @@ from mmad.data import datasets
 from mmad.data.filememo import FileMemo
 from mmad.engine.jobs import build_plans
 from mmad.engine.records import best_records
-from mmad.errors import ConfigError, os_failure
+from mmad.errors import ConfigError, DataError, os_failure
 from mmad.prompts.templates import load_prompt
 from mmad.providers.base import Provider
 from mmad.providers.factory import DEFAULT_MODELS
 from mmad.results.files import JsonlLog
+from mmad.results.folders import answered_records, remove_unanswered, set_aside
 from mmad.results.runinfo import RUN_FILE, make_run_info, read_run_info, setting_differences
 from mmad.scoring.options import ScoreOptions
 from mmad.scoring.variants import Variant, expand, read_experiment
@@ -107,31 +108,65 @@ def refuse_shared_folders(runs: list[VariantRun], experiment: str | None) -> Non
                           f"{run.out_dir}; drop --run-name (each variant then gets its own folder)")
 
 
-def folder_conflict(run: VariantRun) -> str | None:
-    """Why this run may not write into its folder (another run's settings or results), or None."""
-    existing = read_run_info(run.out_dir)
+@dataclass(frozen=True)
+class FolderConflict:
+    """Why a run may not simply write into its folder: `reason` in words; `takeover`: the folder's
+    run never received an answer, so the corrected command may take the folder over."""
+
+    reason: str
+    takeover: bool
+    kept: str = "it holds answers, so it is kept"
+
+    def refusal(self, folder: Path) -> str:
+        """The one line that refuses the run, saying which way out applies."""
+        return (f"{self.reason}; {self.kept}: --fresh starts this folder over (its files move "
+                f"to {folder.name}.replaced-<time>; the cache still serves identical requests, so nothing paid is "
+                f"paid again), or use another --out or --run-name")
+
+
+def folder_conflict(run: VariantRun) -> FolderConflict | None:
+    """Why this run may not write into its folder as it is (another run's settings or results, a
+    run.json that cannot be read), or None."""
+    try:
+        existing = read_run_info(run.out_dir)
+    except DataError as exc:  # never guessed around: the deliberate way is --fresh
+        return FolderConflict(f"{exc}", takeover=False, kept="mmad never guesses around nor overwrites it")
     if existing is not None:
         changed = setting_differences(existing, run.run_info)
-        if changed:
-            return (f"{run.out_dir} holds the run {existing.get('run')!r} made with other settings "
-                    f"({'; '.join(changed)}); use another --out or --run-name, or remove that folder")
-        return None
+        if not changed:
+            return None
+        return FolderConflict(f"{run.out_dir} holds the run {existing.get('run')!r} made with other settings "
+                              f"({'; '.join(changed)})", takeover=not answered_records(run.out_dir))
     keys = {job.key for plan in run.plans for job in plan.jobs}
     recorded = {key for plan in run.plans for key in best_records(JsonlLog.read(plan.jsonl_path))}
     if recorded and not recorded & keys:
-        return (f"{run.out_dir} holds {len(recorded)} results made with other settings (none matches "
-                f"this run's requests); use another --out or --run-name, or remove that folder")
+        return FolderConflict(f"{run.out_dir} holds {len(recorded)} results made with other settings (none matches "
+                              f"this run's requests)", takeover=not answered_records(run.out_dir))
     return None
 
 
-def check_run_folder(run: VariantRun) -> None:
-    """Refuse to mix runs made with other settings into this folder; then (re)write run.json."""
-    conflict = folder_conflict(run)
-    if conflict:
-        raise ConfigError(conflict)
+def check_run_folder(run: VariantRun, *, fresh: bool = False) -> str | None:
+    """Refuse to mix runs made with other settings into this folder, unless `fresh` (start it over:
+    its files are set aside) or its run never received an answer (taken over); then (re)write
+    run.json. Returns what was done to the folder, in one line, or None."""
+    note = None
+    if fresh:
+        aside = set_aside(run.out_dir)
+        if aside is not None:
+            note = (f"--fresh: {run.out_dir} starts over; its previous files are in {aside} (the cache still "
+                    f"serves identical requests)")
+    else:
+        conflict = folder_conflict(run)
+        if conflict is not None and not conflict.takeover:
+            raise ConfigError(conflict.refusal(run.out_dir))
+        if conflict is not None:
+            removed = remove_unanswered(run.out_dir)
+            note = (f"note: {conflict.reason}, but that run never received an answer: this run takes the folder "
+                    f"over ({removed} file(s) of it removed)")
     existing = read_run_info(run.out_dir)
     if existing is None or existing.get("settings") != run.run_info["settings"]:
         try:
             atomic_write_text(run.out_dir / RUN_FILE, json.dumps(run.run_info, indent=1))
         except OSError as exc:
             raise os_failure("cannot write", run.out_dir / RUN_FILE, exc) from None
+    return note

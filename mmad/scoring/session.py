@@ -46,6 +46,7 @@ class EngineOptions:
     poll_interval: float = 30.0
     batch_max_requests: int | None = None
     batch_max_mb: float | None = None
+    fresh: bool = False  # start the run folders over (their files set aside); the cache still serves
 
     @classmethod
     def of(cls, values: object) -> EngineOptions:
@@ -137,7 +138,9 @@ async def run_session(provider: Provider, cache, runs: list[VariantRun], options
     locks = lock_folders({run.out_dir for run in runs})
     try:
         for run in runs:
-            check_run_folder(run)
+            note = check_run_folder(run, fresh=options.fresh)
+            if note:
+                notes(note)
         meter = await make_meter(provider, runs, prices=options.prices, max_cost=options.max_cost,
                                  prompt_caching=options.prompt_cache, notes=notes)
         for line in uncacheable_prefixes(provider, meter, runs) if warn_uncacheable else ():
