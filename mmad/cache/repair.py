@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from diskcache.core import MODE_RAW, MODE_TEXT
 
+from mmad.cache.integrity import opened
 from mmad.cache.store import HEX_KEY, STORE, ResponseCache, one_line_verdict
 from mmad.errors import StorageError, describe_os_error
 from mmad.paths import require_folder
@@ -28,12 +29,28 @@ _ROW = "SELECT key, raw, mode, filename, value FROM Cache"
 _HELD = "SELECT value FROM Settings WHERE key = 'count'"
 
 
-def _connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
+# SQLite's message for a damaged schema quotes the schema's text; when that text is not UTF-8,
+# Python raises UnicodeDecodeError instead of the DatabaseError it stands for.
+DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
+def _connect(path: Path, immutable: bool = False, lenient: bool = False) -> sqlite3.Connection:
     """Read-only, so a check or a salvage never changes the store it looks at. Text comes back as
-    bytes: a damaged text (not UTF-8) is then one unreadable row, not an error for the whole scan."""
+    bytes: a damaged text (not UTF-8) is then one unreadable row, not an error for the whole scan.
+    `lenient`: a damaged schema entry (an index, a trigger) is skipped instead of failing every
+    statement (writable_schema, on a read-only connection: nothing can be written)."""
     db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}", uri=True)
     db.text_factory = bytes
+    if lenient:
+        db.execute("PRAGMA writable_schema=ON")
     return db
+
+
+def _damage_words(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"damaged schema: SQLite's own text is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at "
+                f"{exc.start} of its message)")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _text(value: object) -> str | None:
@@ -45,17 +62,29 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+def _is_damage(exc: BaseException) -> bool:
     """Corruption (not a database, malformed, tables gone), as opposed to a lock or an I/O error,
     which must never get a store set aside."""
+    if isinstance(exc, UnicodeDecodeError):
+        return True
     text = str(exc).lower()
     return not isinstance(exc, sqlite3.OperationalError) or "no such table" in text or "malformed" in text
 
 
 def _answer(store: Path, key: object, raw: object, mode: object, filename: object,
             value: object) -> tuple[str, dict] | None:
-    """A Cache row as (key, answer), or None when it cannot be read whole: diskcache keeps short
-    texts in the row (MODE_RAW) and long ones in a file beside the database (MODE_TEXT)."""
+    """A Cache row as (key, answer), or None when it cannot be read whole or fails its checksum."""
+    found = _stored(store, key, raw, mode, filename, value)
+    if found is None:
+        return None
+    answer = opened(found[0], found[1])
+    return (found[0], answer) if answer is not None and isinstance(answer.get("text"), str) else None
+
+
+def _stored(store: Path, key: object, raw: object, mode: object, filename: object,
+            value: object) -> tuple[str, object] | None:
+    """A Cache row as (key, the JSON stored), or None when it cannot be read whole: diskcache keeps
+    short texts in the row (MODE_RAW) and long ones in a file beside the database (MODE_TEXT)."""
     key, filename = _text(key), _text(filename)
     if not (raw and key is not None and HEX_KEY.fullmatch(key)):
         return None
@@ -69,10 +98,9 @@ def _answer(store: Path, key: object, raw: object, mode: object, filename: objec
             text = path.read_text(encoding="utf-8")
         else:
             return None
-        answer = json.loads(text)
+        return key, json.loads(text)
     except (OSError, ValueError):
         return None
-    return (key, answer) if isinstance(answer, dict) and isinstance(answer.get("text"), str) else None
 
 
 def check_cache(directory: Path) -> tuple[int, str]:
@@ -91,11 +119,15 @@ def check_cache(directory: Path) -> tuple[int, str]:
                 verdict = _text(db.execute("PRAGMA integrity_check").fetchone()[0]) or "unreadable check"
                 if verdict != "ok":
                     return count, one_line_verdict(verdict)
-                bad = sum(_answer(store, *row) is None for row in db.execute(_ROW))
-            return count, f"{bad} of {count} answers cannot be read" if bad else "ok"
-        except sqlite3.DatabaseError as exc:
+                stored = [_stored(store, *row) for row in db.execute(_ROW)]
+            unreadable = sum(found is None for found in stored)
+            mismatched = sum(found is not None and opened(*found) is None for found in stored)
+            problems = ([f"{unreadable} of {count} answers cannot be read"] if unreadable else []) + \
+                ([f"{mismatched} of {count} answers fail their checksum (changed bytes)"] if mismatched else [])
+            return count, "; ".join(problems) or "ok"
+        except DB_ERRORS as exc:
             if _is_damage(exc):
-                return count, f"{type(exc).__name__}: {exc}"
+                return count, _damage_words(exc)
             if not immutable and ("readonly" in str(exc) or "unable to open" in str(exc)):
                 continue
             raise StorageError(f"cannot read the response cache {store}: {exc}; nothing was changed") from None
@@ -129,13 +161,14 @@ def salvage(store: Path, report: Salvage) -> Iterator[tuple[str, dict]]:
     """Every answer still readable in a damaged store. Each row is fetched alone by rowid (a bad
     page costs only its own rows); the key index and diskcache's count say what was there."""
     db = None
-    for immutable in (False, True):  # immutable: when the WAL's shared memory cannot be opened
+    # immutable: when the WAL's shared memory cannot be opened; lenient: past a damaged schema entry
+    for immutable, lenient in ((False, False), (True, False), (False, True), (True, True)):
         try:
-            db = _connect(store / "cache.db", immutable)
-            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            db = _connect(store / "cache.db", immutable, lenient)
+            db.execute("EXPLAIN SELECT key FROM Cache").fetchall()  # the schema alone, no table page read
             break
-        except sqlite3.DatabaseError as exc:
-            report.reason = str(exc)
+        except DB_ERRORS as exc:
+            report.reason = _damage_words(exc) if isinstance(exc, UnicodeDecodeError) else str(exc)
             db = None
     if db is None:
         return
@@ -147,7 +180,7 @@ def salvage(store: Path, report: Salvage) -> Iterator[tuple[str, dict]]:
         for rowid in _rowids(db, top):
             try:
                 row = db.execute(f"{_ROW} WHERE rowid = ?", (rowid,)).fetchone()
-            except sqlite3.DatabaseError as exc:
+            except DB_ERRORS as exc:
                 row, report.reason = (indexed.get(rowid), None, None, None, None), str(exc)
             found = _answer(store, *row) if row is not None else None
             if found is not None:
@@ -164,7 +197,7 @@ def salvage(store: Path, report: Salvage) -> Iterator[tuple[str, dict]]:
 def _first(db: sqlite3.Connection, sql: str) -> int | None:
     try:
         row = db.execute(sql).fetchone()
-    except sqlite3.DatabaseError:
+    except DB_ERRORS:
         return None
     return row[0] if row and isinstance(row[0], int) else None
 
@@ -175,7 +208,7 @@ def _indexed_keys(db: sqlite3.Connection) -> dict[int, object]:
     try:
         for rowid, key in db.execute("SELECT rowid, key FROM Cache INDEXED BY Cache_key_raw"):
             found[rowid] = _text(key)
-    except sqlite3.DatabaseError:
+    except DB_ERRORS:
         pass
     return found
 
@@ -185,7 +218,7 @@ def _rowids(db: sqlite3.Connection, top: int) -> Iterator[int]:
     yield from range(1, top + 1)
     try:
         beyond = [r for (r,) in db.execute("SELECT rowid FROM Cache WHERE rowid > ? ORDER BY rowid", (top,))]
-    except sqlite3.DatabaseError:
+    except DB_ERRORS:
         beyond = []
     yield from beyond
 

@@ -11,7 +11,8 @@ so a parser fix never costs money. Nothing is ever evicted (diskcache's default 
 after 1 GB).
 
 A damaged database is a `StorageError` that says how to recover (`mmad cache rebuild`, see
-mmad/cache_repair.py); every open runs SQLite's quick check so a damaged store is never written.
+mmad/cache/repair.py); every open runs SQLite's quick check so a damaged store is never written.
+Every value carries a checksum (mmad/cache/integrity.py): a changed byte inside an answer is a miss.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import diskcache
 
+from mmad.cache.integrity import opened, sealed_text
 from mmad.data.images import ImageRef
 from mmad.errors import StorageError, describe_os_error
 from mmad.paths import require_folder
@@ -36,7 +38,8 @@ from mmad.redaction import public_url
 
 KEY_VERSION = 2
 STORE = "responses"
-CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+# UnicodeDecodeError: SQLite's message about a damaged schema quotes the schema, here not UTF-8
+CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout, UnicodeDecodeError)
 HEX_KEY = re.compile(r"[0-9a-f]{64}")  # a sha256 from cache_key; anything else is not ours
 
 
@@ -96,6 +99,8 @@ class KeyTemplate:
 def storage_failure(directory: Path, exc: BaseException) -> StorageError:
     """A cache error as one line: damage (not a database, malformed) or trouble writing (disk full,
     read-only, a file-size limit), which SQLite reports as an I/O error without an errno."""
+    if isinstance(exc, UnicodeDecodeError):
+        return damaged(directory, sqlite3.DatabaseError("damaged schema: SQLite's own text is not UTF-8"))
     if isinstance(exc, sqlite3.OperationalError) or not isinstance(exc, sqlite3.DatabaseError):
         if isinstance(exc, OSError):
             return StorageError(f"cannot use the response cache: {describe_os_error(directory / STORE, exc)}")
@@ -147,14 +152,14 @@ class ResponseCache:
         except CACHE_ERRORS as exc:
             raise storage_failure(self.directory, exc) from None
         try:
-            return json.loads(value) if value is not None else None
+            return opened(key, json.loads(value)) if value is not None else None  # a bad checksum: a miss
         except ValueError:
             return None  # a value that is not JSON is as good as absent: the job is asked again
 
     def put(self, key: str, value: dict) -> None:
         """Store an answer; raises StorageError (naming the path and errno) when it cannot."""
         try:
-            self._store.set(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+            self._store.set(key, sealed_text(key, value))
         except CACHE_ERRORS as exc:
             raise storage_failure(self.directory, exc) from None
 
@@ -168,7 +173,7 @@ class ResponseCache:
             while batch := list(islice(answers, chunk)):
                 with self._store.transact():
                     for key, value in batch:
-                        if self._store.add(key, json.dumps(value, ensure_ascii=False, separators=(",", ":"))):
+                        if self._store.add(key, sealed_text(key, value)):
                             added += 1
                         elif (self.get(key) or {}).get("text") == value["text"]:
                             same += 1

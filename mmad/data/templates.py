@@ -95,6 +95,17 @@ def parse_number(cell: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+# Severity levels are small whole numbers (MAD-Bench's go up to 6; fractional ones are rounded up).
+# Anything beyond this is a typo or another column, and would overflow the level arithmetic.
+MAX_SEVERITY = 1000.0
+
+
+def parse_severity(cell: str) -> float | None:
+    """A severity cell: a finite number from 0 to MAX_SEVERITY, else None."""
+    value = parse_number(cell)
+    return value if value is not None and 0 <= value <= MAX_SEVERITY else None
+
+
 def first_rows(rows: list[int], limit: int = 5) -> str:
     shown = ", ".join(str(r) for r in rows[:limit])
     return shown + (f" (+{len(rows) - limit} more)" if len(rows) > limit else "")
@@ -116,15 +127,16 @@ def read_template(path: Path) -> Template:
     bad: list[int] = []
     for line, row in zip(lines, rows):
         cell = row[sev_col].strip() if sev_col < len(row) else ""
-        value = parse_number(cell)
-        if value is None or value < 0 or path_col >= len(row) or not row[path_col].strip():
+        value = parse_severity(cell)
+        if value is None or path_col >= len(row) or not row[path_col].strip():
             bad.append(line)
             continue
         paths.append(row[path_col].strip())
         path_lines.append(line)
         severities.append(value)
     if bad:
-        raise DataError(f"{path}: missing path or non-numeric/negative severity at line(s) {first_rows(bad)}")
+        raise DataError(f"{path}: missing path, or a severity that is not a number from 0 to {MAX_SEVERITY:g}, at "
+                        f"line(s) {first_rows(bad)}")
     counts = Counter(paths)
     dupes = [line for line, p in zip(path_lines, paths) if counts[p] > 1]
     if dupes:

@@ -18,12 +18,14 @@ import numpy as np
 
 from mmad.data.datasets import REGISTRY, discover
 from mmad.data.templates import (
+    MAX_SEVERITY,
     PATH_COLUMNS,
     SCORE_COLUMNS,
     SEVERITY_COLUMNS,
     find_column,
     first_rows,
     parse_number,
+    parse_severity,
     read_csv_rows,
 )
 from mmad.errors import DataError
@@ -106,8 +108,8 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
     if missing_path:
         raise DataError(f"{path}: no path at line(s) {first_rows(missing_path)}")
     for i, row in enumerate(rows):
-        sev = parse_number(row[sev_col]) if sev_col < len(row) else None
-        if sev is None or sev < 0:
+        sev = parse_severity(row[sev_col]) if sev_col < len(row) else None
+        if sev is None:
             bad_severity.append(lines[i])
         else:
             severities[i] = sev
@@ -119,7 +121,8 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
             else:
                 scores[i] = value
     if bad_severity:
-        raise DataError(f"{path}: non-numeric or negative severity at line(s) {first_rows(bad_severity)}")
+        raise DataError(f"{path}: a severity that is not a number from 0 to {MAX_SEVERITY:g} (non-numeric, negative, "
+                        f"infinite or out of range) at line(s) {first_rows(bad_severity)}")
     if bad_score:
         raise DataError(f"{path}: non-numeric score at line(s) {first_rows(bad_score)} "
                         f"(leave the cell empty for a failed row)")
@@ -162,6 +165,7 @@ def find_result_files(inputs: Sequence[Path], *, task: str = "score",
     directly is an error saying which --task reads it."""
     files: list[Path] = []
     tasks: dict[Path, str] = {}
+    skipped = skipped if skipped is not None else []  # said in the error when nothing else is found
 
     def task_of(folder: Path) -> str:
         if folder not in tasks:
@@ -172,7 +176,7 @@ def find_result_files(inputs: Sequence[Path], *, task: str = "score",
             for path in sorted(p for p in item.rglob("*.csv") if not p.name.endswith("_template.csv")):
                 if task_of(path.parent) == task:
                     files.append(path)
-                elif skipped is not None and path.parent not in skipped:
+                elif path.parent not in skipped:
                     skipped.append(path.parent)
         elif item.is_file():
             other = task_of(item.parent)
@@ -185,7 +189,7 @@ def find_result_files(inputs: Sequence[Path], *, task: str = "score",
             raise DataError(f"{item}: no such file or folder" if found == "missing"
                             else f"{item} is {found}, not a result file or folder")
     if not files:
-        other = f" ({skipped_note(skipped)})" if skipped else ""
+        other = f" of {TASK_NAMES.get(task, task)} runs; {skipped_note(skipped)}" if skipped else ""
         raise DataError(f"no result CSV files in {', '.join(str(i) for i in inputs)}{other}")
     return files
 
@@ -278,6 +282,7 @@ class JsonlLog:
     def __init__(self, path: Path, sync_every: float = 1.0) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_special(path)
         self._torn = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
         self._handle = open(path, "a", encoding="utf-8")
         self._sync_every = sync_every
@@ -287,12 +292,18 @@ class JsonlLog:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         if self._torn:
             line = "\n" + line
+        if self._handle.closed:  # an earlier failure could not reopen it (a disk turned read-only)
+            self._handle = open(self.path, "a", encoding="utf-8")  # raises that disk's OSError again
         try:
             self._handle.write(line)
             self._handle.flush()
         except OSError:
             self._torn = True  # part of the line may be on disk; the next append starts afresh
-            self._handle = _reopen(self._handle, self.path)
+            _close_quietly(self._handle)
+            try:
+                self._handle = open(self.path, "a", encoding="utf-8")  # a fresh handle, without the unwritable bytes
+            except OSError:
+                pass  # stays closed: the next append tries again and fails with the disk's own error
             raise
         self._torn = False
         now = time.monotonic()
@@ -316,6 +327,7 @@ class JsonlLog:
     def read(path: Path) -> list[dict]:
         if not path.exists():
             return []
+        _refuse_special(path)
         records = []
         with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -334,10 +346,16 @@ def _ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
-def _reopen(handle, path: Path):
-    """A fresh handle after a failed write (the old one may hold unwritable buffered bytes)."""
+def _close_quietly(handle) -> None:
+    """Close a handle whose buffer may hold bytes the disk refused (closing retries the write)."""
     try:
         handle.close()
-    except OSError:
+    except (OSError, ValueError):
         pass
-    return open(path, "a", encoding="utf-8")
+
+
+def _refuse_special(path: Path) -> None:
+    """A record file that is a FIFO or a device would block or swallow the run: refused by name."""
+    found = describe_target(path)
+    if found not in ("a regular file", "missing") and not found.startswith(("not reachable", "a path too long")):
+        raise DataError(f"{path} is {found}, not a record file (JSONL); remove it or use another --out")
