@@ -125,6 +125,7 @@ class WireServer:
     # the endpoint: "html_404" (an HTML 404 page), "html_200" (a catch-all page), "message" (JSON without
     # input_tokens)
     count_tokens: str = "count"
+    answer_model: str | None = None  # the model the answers name (None: the one asked, as APIs do)
 
     def __post_init__(self) -> None:
         self.faults: deque[Fault] = deque()
@@ -310,7 +311,7 @@ class WireServer:
                 self.paid.append(received)
         usage = self.usage(received, anthropic)
         output_tokens = max(1, len(TOKENIZER.encode_ordinary(text)))
-        model = received.body.get("model", "unknown")
+        model = self.answer_model or received.body.get("model", "unknown")
         if anthropic:
             payload = {"id": f"msg_{number}", "type": "message", "role": "assistant", "model": model,
                        "content": [{"type": "text", "text": text}],
@@ -560,6 +561,7 @@ if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tes
     parser.add_argument("--bucket-rpm", type=float, help="rate limit as a token bucket (requests/min)")
     parser.add_argument("--burst-seconds", type=float, default=2.0)
     parser.add_argument("--limit-header", type=int, help="announce this requests/min limit in the headers")
+    parser.add_argument("--answer-model", help="name this model in every answer instead of the one asked")
     parser.add_argument("--answer", choices=("score", "classify", "severity"), default="score",
                         help="classify: also answer classification prompts with a class name (classify_answer); "
                              "severity: scores that follow the images' defects (severity_answer)")
@@ -567,6 +569,6 @@ if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tes
     standalone = WireServer(latency=args.latency, bucket_rpm=args.bucket_rpm, bucket_burst_s=args.burst_seconds,
                             limit_headers={"requests": args.limit_header} if args.limit_header else {},
                             answer={"classify": classify_answer, "severity": severity_answer}.get(
-                                args.answer, default_answer)).start()
+                                args.answer, default_answer), answer_model=args.answer_model).start()
     print(standalone.port, flush=True)
     threading.Event().wait()

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mmad.cli.output import err_console
-from mmad.engine.runner import BatchSubmitted, JobFinished, Paused, Retrying, RunStarted, RunStopped
+from mmad.engine.runner import BatchSubmitted, JobFinished, OtherModel, Paused, Retrying, RunStarted, RunStopped
 
 
 class ProgressView:
@@ -93,6 +93,9 @@ class ProgressView:
             self.counts["429 pauses" if "429" in event.reason else "limit pauses"] += 1
         elif isinstance(event, Retrying):
             self.counts["retries"] += 1
+        elif isinstance(event, OtherModel):  # said even with --quiet: the scores may be another model's
+            err_console.print(other_model_line(event.asked, event.answered, event.url), markup=False,
+                              highlight=False)
         elif isinstance(event, (RunStopped, BatchSubmitted)) and not self.quiet:
             text = (f"batch {event.batch_id} submitted: {event.requests} requests" if isinstance(event, BatchSubmitted)
                     else f"stopping: {event.reason}")
@@ -121,10 +124,19 @@ def print_summary(summary, meter=None) -> None:
     for path in summary.csv_paths:
         table.add_row("results", str(path))
     err_console.print(table)
+    for pair, count in summary.other_models.items():
+        asked, answered = pair.split(" -> ", 1)
+        err_console.print(f"warning: {count} answer(s) of this run named model {answered!r}, not {asked!r} (each "
+                          f"record's `model` says which)", markup=False, highlight=False)
     if summary.failed:
         causes = ", ".join(f"{cause} x{n}" for cause, n in summary.causes.most_common(3))
         err_console.print(f"{summary.failed} job(s) failed ({causes}); rerun with --retry-failed to redo them",
                           markup=False, highlight=False)
+
+
+def other_model_line(asked: str, answered: str, url: str) -> str:
+    return (f"warning: asked for model {asked!r}, {url or 'the server'} answered as {answered!r}: the scores are "
+            f"that model's; check --model (and what the server serves)")
 
 
 def print_json(document: dict) -> None:

@@ -45,7 +45,15 @@ class BatchSubmitted:
     requests: int
 
 
-Event = RunStarted | JobFinished | Retrying | Paused | RunStopped | BatchSubmitted
+@dataclass(frozen=True)
+class OtherModel:
+    """The first answer of a run that names another model than the one asked (once per pair)."""
+    asked: str
+    answered: str
+    url: str
+
+
+Event = RunStarted | JobFinished | Retrying | Paused | RunStopped | BatchSubmitted | OtherModel
 
 
 @dataclass
@@ -71,3 +79,4 @@ class RunSummary:
     spent: float = 0.0  # USD for this run's live answers (when the model has a price)
     estimated: float = 0.0  # what was expected for those same answers
     url: str = ""
+    other_models: Counter = field(default_factory=Counter)  # "asked -> answered": answers naming another model

@@ -9,10 +9,12 @@ other settings (another prompt, other references, a changed image) never counts 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mmad.engine.events import OtherModel
 from mmad.errors import StorageError, describe_os_error, os_failure
 from mmad.providers.base import ProviderFailure
 from mmad.results.files import JsonlLog
@@ -34,13 +36,38 @@ def make_record(job, empty: Mapping, status: str, *, source: str, attempts: int,
 
 
 def answer_record(job, task, value: Mapping, *, source: str, attempts: int) -> dict:
-    """The record of an answer (live, cached or from a batch), read by the job's task."""
+    """The record of an answer (live, cached or from a batch), read by the job's task; `model` is
+    the model the answer names (the response's own field), which may differ from the one asked."""
     interpretation = task.interpret(value.get("text"), job)
     cause = None if interpretation.status == "ok" else (
         "refused by the model" if interpretation.status == "refused" else f"answer: {interpretation.error}")
-    return make_record(job, task.empty, interpretation.status, source=source, attempts=attempts,
-                       fields=interpretation.fields, raw=value.get("text"), usage=value.get("usage"),
-                       latency=value.get("latency_s"), error=interpretation.error, cause=cause)
+    record = make_record(job, task.empty, interpretation.status, source=source, attempts=attempts,
+                         fields=interpretation.fields, raw=value.get("text"), usage=value.get("usage"),
+                         latency=value.get("latency_s"), error=interpretation.error, cause=cause)
+    record["model"] = value.get("model")
+    return record
+
+
+def other_model(asked: str, answered: object) -> str | None:
+    """The model an answer names when it is not the one asked, else None. A vendor's alias answered
+    by its dated snapshot (`gpt-4o` -> `gpt-4o-2024-08-06`, `claude-3-5-sonnet-latest` ->
+    `claude-3-5-sonnet-20241022`) or by a tag (`llava` -> `llava:latest`) is the same model."""
+    if not isinstance(answered, str) or not answered or answered == asked:
+        return None
+    base = re.escape(asked.removesuffix("-latest"))
+    if re.fullmatch(base + r"(-\d{4}-?\d{2}-?\d{2}|-\d{4}|:[\w.-]+)?", answered):
+        return None
+    return answered
+
+
+def note_model(summary, asked: str, record: Mapping) -> OtherModel | None:
+    """Count an answer that names another model than `asked`; the event for the first of its pair."""
+    answered = other_model(asked, record.get("model"))
+    if answered is None:
+        return None
+    pair = f"{asked} -> {answered}"
+    summary.other_models[pair] += 1
+    return OtherModel(asked, answered, summary.url) if summary.other_models[pair] == 1 else None
 
 
 def merge_record(best: dict[str, dict], record: Mapping) -> None:

@@ -36,7 +36,17 @@ from dataclasses import dataclass
 from mmad.cache.store import ResponseCache
 from mmad.cost.estimate import CostMeter
 from mmad.data.images import EncodedImage
-from mmad.engine.events import BatchSubmitted, Event, JobFinished, Paused, Retrying, RunStarted, RunStopped, RunSummary  # noqa: F401
+from mmad.engine.events import (  # noqa: F401  (re-exported for the progress view)
+    BatchSubmitted,
+    Event,
+    JobFinished,
+    OtherModel,
+    Paused,
+    Retrying,
+    RunStarted,
+    RunStopped,
+    RunSummary,
+)
 from mmad.engine.failures import Breaker, backoff, fatal_for_first_request, first_request_failure
 from mmad.engine.lock import lock_folders
 from mmad.engine.preparation import ImagePreparationError, ImagePreparer, image_executor  # noqa: F401  (re-exported)
@@ -50,6 +60,7 @@ from mmad.engine.records import (
     interleave,
     make_record,
     merge_record,
+    note_model,
     now_iso,
 )
 from mmad.engine.work import Job, SubsetPlan
@@ -418,9 +429,9 @@ class Engine:
         value = {"text": completion.text, "usage": completion.usage, "latency_s": round(latency, 4),
                  "finish_reason": completion.finish_reason, "model": completion.model, "time": now_iso()}
         if completion.refused:
-            return self._record(job, "refused", source="live", attempts=attempts, raw=completion.text,
-                                usage=completion.usage, latency=latency, error="the model refused",
-                                cause="refused by the model")
+            return dict(self._record(job, "refused", source="live", attempts=attempts, raw=completion.text,
+                                     usage=completion.usage, latency=latency, error="the model refused",
+                                     cause="refused by the model"), model=completion.model)
         record = self._answer_record(plan, job, value, source="live", attempts=attempts)
         if record["status"] != "refused":
             try:
@@ -453,6 +464,8 @@ class Engine:
         merge_record(best, record)  # kept in memory: the end of the run needs no second read of the file
         self._summary.statuses[record["status"]] += 1
         self._summary.sources[record["source"]] += 1
+        if (other := note_model(self._summary, job.request.model, record)) is not None:
+            self._emit(other)
         self._emit(JobFinished(record))
         tripped = self._breaker.observe(record)
         if tripped is not None:

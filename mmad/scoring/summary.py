@@ -46,6 +46,7 @@ def summary_document(summary, meter, variant_runs, *, command: list[str]) -> dic
         "stopped": summary.stopped,
         "fatal": str(summary.fatal) if summary.fatal else None,
         "storage_error": summary.storage_error,
+        "other_models": dict(summary.other_models),
         "results": [str(p) for p in summary.csv_paths],
     }
 
