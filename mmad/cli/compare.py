@@ -51,8 +51,11 @@ def register(sub) -> None:
 
 def _resamples(text: str) -> int:
     value = _integer(text)
-    if not MIN_RESAMPLES <= value <= MAX_RESAMPLES:
-        raise argparse.ArgumentTypeError(f"must be between {MIN_RESAMPLES} and {MAX_RESAMPLES:,}, not {value}")
+    if value < MIN_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_RESAMPLES}, not {value}")
+    if value > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_RESAMPLES:,} (more adds no precision, only minutes), "
+                                         f"not {value}")
     return value
 
 
