@@ -92,7 +92,7 @@ def _note(line: str) -> None:
     err_console.print(line, markup=False, soft_wrap=True)
 
 
-def dry_run(provider, cache, runs, *, fresh: bool = False) -> int:
+def dry_run(provider, cache, runs, *, start_over: bool = False) -> int:
     table = Table(title="dry run: nothing is sent")
     for column in ("run", "folder", "jobs", "cached", "identical", "would send"):
         table.add_column(column, justify="left" if column in ("run", "folder") else "right")
@@ -126,8 +126,8 @@ def dry_run(provider, cache, runs, *, fresh: bool = False) -> int:
     body = provider.body(replace(first.request, parts=tuple(parts)), images)
     console.print(f"first request ({runs[0].run_name}, {plan.subset.label}, prompt {plan.prompt_name}):")
     print(json.dumps(body, indent=2, ensure_ascii=False))
-    conflicts = [] if fresh else [c.refusal(run.out_dir) for run in runs
-                                  if (c := folder_conflict(run)) is not None and not c.takeover]
+    conflicts = [] if start_over else [c.refusal(run.out_dir) for run in runs
+                                       if (c := folder_conflict(run)) is not None and not c.takeover]
     if conflicts:  # the real run would stop here: say so now, with the same exit code
         more = f" (and {len(conflicts) - 1} more folder(s))" if len(conflicts) > 1 else ""
         raise ConfigError(f"the run would be refused: {conflicts[0]}{more}")

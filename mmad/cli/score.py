@@ -59,7 +59,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if estimate_only:
             return estimate(args, provider, cache, runs)
         if args.dry_run:
-            return dry_run(provider, cache, runs, fresh=args.fresh)
+            return dry_run(provider, cache, runs, start_over=args.fresh)
         return asyncio.run(score_with_progress(args, provider, cache, runs))
     finally:
         cache.close()
