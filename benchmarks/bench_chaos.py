@@ -8,8 +8,9 @@ process, while it is killed, stopped, starved of disk and capped by a budget.
 3. disk: a file-size limit (RLIMIT_FSIZE) fills the disk mid-run: exit code, and what the rerun
    paid again.
 4. budget: --max-cost worth k requests: requests sent, spend vs the budget.
+5.-7. integrity, inputs, early signals: what a run reads, attacked (benchmarks/chaos_inputs.py).
 
-    python benchmarks/bench_chaos.py [--only kills,stops,disk,budget] [--jobs 200]
+    python benchmarks/bench_chaos.py [--only kills,stops,disk,budget,integrity,inputs,signals] [--jobs 200]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import chaos_inputs  # noqa: E402
 from benchmarks.bench_engine import Server, burners, make_dataset  # noqa: E402
 
 
@@ -161,7 +163,7 @@ def budget(tmp: Path, data: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="kills,stops,disk,budget")
+    parser.add_argument("--only", default="kills,stops,disk,budget,integrity,inputs,signals")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -184,6 +186,20 @@ def main() -> None:
         if "budget" in chosen:
             print(f"[budget] {args.jobs} jobs, claude-3-5-sonnet prices, the spend of a full run per request as k")
             budget(tmp, data)
+        for name, title, case in (
+                ("integrity", f"[integrity] {args.jobs} jobs: damaged answers, schema, images, a read-only disk",
+                 lambda server: chaos_inputs.integrity(server, tmp, data, environment, args.jobs)),
+                ("inputs", "[inputs] bad invocations, special files made in a temp dir",
+                 lambda server: chaos_inputs.inputs(server, tmp, data, environment)),
+                ("signals", "[signals] Ctrl-C at a random moment of the first 0.8 s of `mmad score`",
+                 lambda server: chaos_inputs.early_signals(server, tmp, data, environment, 40, rng))):
+            if name in chosen:
+                print(title)
+                server = Server()
+                try:
+                    case(server)
+                finally:
+                    server.stop()
 
 
 if __name__ == "__main__":

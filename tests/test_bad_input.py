@@ -98,6 +98,8 @@ def test_a_run_json_that_cannot_be_read_is_refused_never_overwritten(tmp_path, e
     line = one_error(scored, 2)
     assert str(out / "run.json") in line and says in line and "--fresh starts this folder over" in line, line
     assert (out / "run.json").read_text() == content and not jobs_sent(server)
+    if "settings" not in says:
+        return  # the readers are checked on the issue's own case: `settings` that is not an object
     for command in (["eval", out], ["report", out, "--json"], ["compare", out, out]):
         line = one_error(mmad(env, *command), 2)
         assert str(out / "run.json") in line and says in line, (command, line)
