@@ -201,7 +201,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 from mmad.cli.estimate import estimate
                 return estimate(args, provider, cache, [run])
             from mmad.cli.estimate import dry_run
-            return dry_run(provider, cache, [run])
+            return dry_run(provider, cache, [run], start_over=args.fresh)
         from mmad.cli.score import score_with_progress
         return asyncio.run(score_with_progress(args, provider, cache, [run]))
     finally:

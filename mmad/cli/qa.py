@@ -267,7 +267,7 @@ def cmd_qa_run(args: argparse.Namespace) -> int:
             pending = pending_plans(plans, retry_failed=args.retry_failed)
             if estimate_only:
                 return estimate_qa(args, provider, cache, run, pending)
-            return dry_run_qa(provider, cache, run, pending)
+            return dry_run_qa(provider, cache, run, pending, start_over=args.fresh)
         return asyncio.run(run_qa(args, provider, cache, run, rebuild))
     finally:
         cache.close()

@@ -191,9 +191,10 @@ def estimate_qa(args: argparse.Namespace, provider, cache, run, pending: list) -
     return 0
 
 
-def dry_run_qa(provider, cache, run, pending: list) -> int:
+def dry_run_qa(provider, cache, run, pending: list, *, start_over: bool = False) -> int:
     pending = sorted(pending, key=lambda plan: not plan.jobs)  # the first request shown is a real one
     if not pending or not pending[0].jobs:
         console.print("dry run: every question of this run is answered already; nothing would be sent")
         return 0
-    return dry_run(provider, cache, [VariantRun(run.variant, run.run_name, run.out_dir, pending, run.run_info)])
+    return dry_run(provider, cache, [VariantRun(run.variant, run.run_name, run.out_dir, pending, run.run_info)],
+                   start_over=start_over)
