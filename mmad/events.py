@@ -30,8 +30,11 @@ class Retrying:
 
 @dataclass(frozen=True)
 class Paused:
+    """Nobody is admitted for `seconds` (until `until`, wall-clock seconds since the epoch)."""
+
     seconds: float
     reason: str
+    until: float | None = None
 
 
 @dataclass(frozen=True)

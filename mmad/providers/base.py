@@ -98,6 +98,7 @@ class ProviderFailure(Exception):
         self.retry_after = retry_after
         self.limits = limits
         self._fatal = fatal  # None: decided by the kind
+        self.own_wait = 0.0  # seconds its job waits before trying again (the engine's rate control sets it)
 
     @property
     def retryable(self) -> bool:
