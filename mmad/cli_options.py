@@ -60,7 +60,7 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--out", help="output folder (default results/<run-name>; with a grid, the parent folder)")
     sc.add_argument("--run-name", help="file-name prefix (default: the model name + every non-default choice)")
     sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
-    sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
+    sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     sc.add_argument("--temperature", action="append", type=listed(SETTINGS["temperature"].check),
                     help="sampling temperature(s), grid (default: 0)")
     sc.add_argument("--max-tokens", type=SETTINGS["max_tokens"].check, default=300,

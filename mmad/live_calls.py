@@ -66,7 +66,8 @@ class LiveCalls:
                 except ProviderFailure as failure:
                     wait = failure.own_wait
                     if failure.kind == "rate_limit":
-                        limited_since = limited_since or self._clock()
+                        if limited_since is None:
+                            limited_since = self._clock()
                         waited = self._clock() - limited_since
                         if waited + wait <= self.settings.rate_limit_timeout or not waited:
                             if await self._rest(wait):

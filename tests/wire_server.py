@@ -5,6 +5,9 @@ wire formats, with injected faults. The real SDKs talk to it; tests assert on wh
     server.faults.extend([Fault("429", retry_after_ms=50), Fault("500")])   # next two requests
     ... OpenAI(base_url=server.openai_url) / Anthropic(base_url=server.anthropic_url) ...
     server.requests  # [(route, headers, body)] as received
+
+Faults of real providers at random or after a point (random 429 / 5xx / hang shares, a server that
+fails everything after the N-th request, a trickling body, a long retry-after): tests/wire_faults.py.
 """
 
 from __future__ import annotations
@@ -23,20 +26,9 @@ from typing import Callable
 
 import quicktok
 
+from tests.wire_faults import FailAfter, Fault, FaultMix, reset_connection, trickle  # noqa: F401  (Fault re-exported)
+
 TOKENIZER = quicktok.get_encoding("o200k_base")
-
-
-@dataclass
-class Fault:
-    """One injected outcome: ok (none), 429, 500, 529, hang, malformed, html, refusal, quota, bad_request,
-    garbage, auth, not_found (the API's JSON 404, with `message` when given); html_404, html_501, html_405:
-    that status with a multi-line HTML error page (a web server that is no API: a 404 page,
-    `python -m http.server`'s 501 for POST), `message` (when given) inside the page."""
-
-    kind: str
-    retry_after_ms: int | None = None
-    seconds: float = 0.0
-    message: str = ""
 
 
 @dataclass
@@ -135,6 +127,7 @@ class WireServer:
         self._bucket: tuple[float, float] | None = None  # (tokens, time)
         self.arrivals: list[float] = []  # time.monotonic() of every job request, as received
         self.rate_limited = 0
+        self.bucket_limited = 0  # 429s from the rate limit itself (not injected)
         self._prompt_cache: set[str] = set()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -259,21 +252,32 @@ class WireServer:
         with self._lock:
             self.arrivals.append(time.monotonic())
         fault = self._next_fault(received, number)
-        wait = self._over_rpm()
+        wait = self._over_rpm()  # a faulted request counts against the limit too (as OpenAI's do)
         if wait is not None and fault is None:
             fault = Fault("429", retry_after_ms=int(wait * 1000) + 1)
+            with self._lock:
+                self.bucket_limited += 1
         if fault is not None and fault.kind == "429":
             with self._lock:
                 self.rate_limited += 1
         if self.latency:
             time.sleep(self.latency)
         if fault is not None:
+            if fault.kind == "slow":  # a good answer, late
+                time.sleep(fault.seconds)
             if fault.kind == "hang":
                 time.sleep(fault.seconds)
                 return self._error(handler, anthropic, 504, "timeout", "hung")
             if fault.kind == "429":
                 headers = {"retry-after-ms": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else {}
+                if fault.retry_after_s is not None:
+                    headers["retry-after"] = f"{fault.retry_after_s:g}"
                 return self._error(handler, anthropic, 429, "rate_limit_error", "Rate limit reached", headers)
+            if fault.kind == "reset":
+                return reset_connection(handler)
+            if fault.kind == "no_choices":
+                return self._send(handler, 200, json.dumps({"id": f"chatcmpl-{number}", "object": "chat.completion",
+                                                            "model": "x"}).encode(), {})
             if fault.kind in ("500", "529"):
                 return self._error(handler, anthropic, int(fault.kind),
                                    "overloaded_error" if fault.kind == "529" else "api_error", "server trouble")
@@ -324,6 +328,8 @@ class WireServer:
                        "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": output_tokens,
                                  "total_tokens": usage["prompt_tokens"] + output_tokens,
                                  "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]}}}
+        if fault is not None and fault.kind == "trickle":
+            return trickle(handler, 200, json.dumps(payload).encode(), self._limit_headers(anthropic), fault.rate)
         self._send(handler, 200, json.dumps(payload).encode(), self._limit_headers(anthropic))
 
     # ------------------------------------------------------------------ batch APIs
@@ -407,6 +413,7 @@ class WireServer:
         with self._lock:
             # "paid": every answered request (what a vendor would bill)
             return {"requests": len(self.requests), "paid": len(self.paid), "rate_limited": self.rate_limited,
+                    "bucket_limited": self.bucket_limited,
                     "arrivals": list(self.arrivals)}
 
     def _get(self, handler, path: str) -> None:
@@ -482,12 +489,24 @@ class WireServer:
         return {"prompt_tokens": total, "cached_tokens": cached}
 
     def _limit_headers(self, anthropic: bool) -> dict:
+        """The announced limits; with a token bucket, also the requests that remain in it now (as
+        both vendors send them)."""
         headers = {}
+        remaining = {}
+        if self.bucket_rpm and "requests" in self.limit_headers:
+            with self._lock:
+                tokens, then = self._bucket if self._bucket is not None else (0.0, time.monotonic())
+                rate = self.bucket_rpm / 60.0
+                remaining["requests"] = int(min(max(1.0, rate * self.bucket_burst_s),
+                                                tokens + (time.monotonic() - then) * rate))
         for kind, limit in self.limit_headers.items():
             if anthropic:
                 headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
             else:
                 headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            if kind in remaining:
+                headers[f"anthropic-ratelimit-{kind}-remaining" if anthropic else
+                        f"x-ratelimit-remaining-{kind}"] = str(remaining[kind])
         return headers
 
     def _error(self, handler, anthropic: bool, status: int, kind: str, message: str, headers: dict | None = None):
@@ -562,10 +581,30 @@ if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tes
     parser.add_argument("--answer", choices=("score", "classify", "severity"), default="score",
                         help="classify: also answer classification prompts with a class name (classify_answer); "
                              "severity: scores that follow the images' defects (severity_answer)")
+    faults = parser.add_argument_group("faults (tests/wire_faults.py)")
+    for kind in ("429", "500", "hang"):
+        faults.add_argument(f"--fault-{kind}", type=float, default=0.0, help=f"share of requests answered {kind}")
+    faults.add_argument("--hang-seconds", type=float, default=30.0)
+    faults.add_argument("--retry-after", type=float, help="seconds a 429 asks to wait (retry-after); alone: every "
+                                                          "request is answered 429")
+    faults.add_argument("--fail-after", type=int, help="every request after this many fails (truncated body, JSON "
+                                                       "without choices, reset connection, in turn)")
+    faults.add_argument("--trickle", type=float, help="every answer's body at this many bytes per second")
+    faults.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    shares = {kind: getattr(args, f"fault_{kind}") for kind in ("429", "500", "hang") if getattr(args, f"fault_{kind}")}
+    rule = None
+    if shares:
+        rule = FaultMix(shares, hang_s=args.hang_seconds, retry_after_s=args.retry_after, seed=args.seed)
+    elif args.retry_after is not None:
+        rule = FaultMix({"429": 1.0}, retry_after_s=args.retry_after)
+    elif args.fail_after is not None:
+        rule = FailAfter(args.fail_after)
+    elif args.trickle:
+        rule = lambda received, number: Fault("trickle", rate=args.trickle)  # noqa: E731
     standalone = WireServer(latency=args.latency, bucket_rpm=args.bucket_rpm, bucket_burst_s=args.burst_seconds,
                             limit_headers={"requests": args.limit_header} if args.limit_header else {},
                             answer={"classify": classify_answer, "severity": severity_answer}.get(
-                                args.answer, default_answer)).start()
+                                args.answer, default_answer), fault_rule=rule).start()
     print(standalone.port, flush=True)
     threading.Event().wait()
