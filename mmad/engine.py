@@ -247,9 +247,9 @@ class Engine(LiveCalls):
                         if delay <= 0:
                             return aside.popleft()[1:]
                         await self.nap(delay)
-                    else:
+                    else:  # a job in progress sets `wake` when it ends, stop or not
                         wake.clear()
-                        await self._until(wake.wait())
+                        await wake.wait()
                 except Stopped:
                     return None
             return None
@@ -394,3 +394,4 @@ class Engine(LiveCalls):
             except StorageError as error:
                 self._storage_failed(error)
         self._summary.elapsed_s = self._clock() - started
+        self._summary.pacing = {model: control.report() for model, control in self._controls.items() if model}

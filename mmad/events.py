@@ -74,3 +74,4 @@ class RunSummary:
     spent: float = 0.0  # USD for this run's live answers (when the model has a price)
     estimated: float = 0.0  # what was expected for those same answers
     url: str = ""
+    pacing: dict = field(default_factory=dict)  # per model: what the rate controller did (RateControl.report)

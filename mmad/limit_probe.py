@@ -37,7 +37,7 @@ STEPS = (0.3, 0.9)  # the smallest and largest multiplicative decrease
 MIN_FACTOR = 0.05
 RECOVERY_PER_S = 0.005  # linear recovery of the factor per second after a kept decrease
 HIGH_SHARE = 0.3  # above this a share is never the server's background
-LOW_SHARE = 0.03  # below this a share is noise whatever its cause (<= 3 % of requests waiting)
+LOW_SHARE = 0.03  # a share not significantly above this is noise whatever its cause (few requests wait)
 EVIDENCE_SENT, EVIDENCE_LIMITED = 50, 8  # answers, or 429s, at one rate before its share is trusted
 PACE_FLOOR = 0.02  # the share a token bucket still gives just under its limit
 SURPRISE = 1e-3  # binomial tail under which a share is above the background
@@ -147,7 +147,7 @@ class LimitProbe:
         if self.background is not None:
             return self._decrease(now) if above(tally.limited, tally.sent, self.background) else Verdict.NOISE
         if tally.sent >= EVIDENCE_SENT or tally.limited >= EVIDENCE_LIMITED:
-            return self._decrease(now) if tally.share >= LOW_SHARE else Verdict.NOISE
+            return self._decrease(now) if above(tally.limited, tally.sent, LOW_SHARE, RISING) else Verdict.NOISE
         first = tally.limited == 1 and self.decreases == 0
         return Verdict.NEWS if first else Verdict.NOISE
 

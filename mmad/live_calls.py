@@ -70,7 +70,7 @@ class LiveCalls:
                             limited_since = self._clock()
                         waited = self._clock() - limited_since
                         if waited + wait <= self.settings.rate_limit_timeout or not waited:
-                            if await self._rest(wait):
+                            if await self._rest(wait, control):
                                 continue  # the wait is this job's (or the shared pause); no attempt spent
                             return None
                     else:
@@ -82,7 +82,7 @@ class LiveCalls:
                     if failure.retryable and failure.kind != "rate_limit" and attempts < self.settings.max_attempts:
                         wait = backoff(attempts, failure, self.settings.backoff_initial, self.settings.backoff_max)
                         self._emit(Retrying(failure.kind, attempts, wait, str(failure)))
-                        if await self._rest(wait):
+                        if await self._rest(wait, control):
                             continue
                         return None
                     if failure.kind == "rate_limit":
@@ -120,10 +120,11 @@ class LiveCalls:
             return True
         return False
 
-    async def _rest(self, seconds: float) -> bool:
+    async def _rest(self, seconds: float, control: RateControl) -> bool:
         """Wait before the next attempt (holding the slot); False when the run stopped meanwhile."""
         if seconds <= 0:
             return not self.stopping
+        control.held(seconds)
         try:
             await self.nap(seconds)
         except Stopped:
@@ -162,6 +163,7 @@ class LiveCalls:
             except ProviderFailure as failure:
                 self._summary.failures[failure.kind] += 1
                 failure.own_wait = control.observe_failure(failure, ticket)
+                control.held(self._clock() - start, request=True)
                 self._count_request(failure)
                 raise
             finally:

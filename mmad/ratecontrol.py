@@ -46,6 +46,7 @@ from mmad.providers.base import ProviderFailure, RateLimitInfo
 HEADROOM = 0.97  # pace at this share of a limit the provider announces
 START_BURST_S = 1.0  # seconds of the paced rate that may leave at once when the first answer says they remain
 MEASURE_WINDOW_S = 10.0
+HOLD_WINDOW = 100  # requests over which failed calls and retry waits are averaged (slots they hold)
 MEASURE_MIN_SENDS = 10  # fewer sends say nothing about the rate; the shared pause alone then acts
 
 
@@ -107,6 +108,7 @@ class RateControl:
         self.pause_until = 0.0
         self.rate_limited = 0  # 429s seen
         self._streak = 0  # 429s since the last success
+        self._held: deque[float] = deque(maxlen=HOLD_WINDOW)  # per request: slot-seconds beyond an answer's latency
         self._sends: deque[float] = deque()
         self._requests = Pacer(1.0)
         self._tokens = Pacer(1.0)
@@ -255,11 +257,8 @@ class RateControl:
         self._streak = 0
         self.probe.record(ticket.epoch if ticket is not None else self.probe.epoch, False, now)
         self.probe.recover(now)
-        if not self.fixed_concurrency:
-            target = self.auto_concurrency()
-            if target and target != self.limit:
-                self.limit = target
-                self._wake()
+        self._held.append(0.0)
+        self._adapt()
 
     def observe_failure(self, failure: ProviderFailure, ticket: Ticket | None = None) -> float:
         """Learn from a failed call. Returns the seconds its job waits on its own before trying
@@ -300,10 +299,36 @@ class RateControl:
                 and limits.tokens_remaining < self.tokens_per_request and limits.tokens_reset_s):
             self.pause(limits.tokens_reset_s, "token limit reached until reset")
 
+    def report(self) -> dict:
+        """What the controller ended at and did, for the run's summary."""
+        rpm = self.requests_per_minute()
+        return {"paced_rpm": None if rpm is None else round(rpm, 1), "factor": round(self.factor, 3),
+                "concurrency": self.limit, "rate_limited": self.rate_limited, "decreases": self.probe.decreases,
+                "decreases_undone": self.probe.undone,
+                "background_429_share": None if self.probe.background is None else round(self.probe.background, 3)}
+
+    def held(self, seconds: float, request: bool = False) -> None:
+        """A slot was held `seconds` without an answer: a failed call (`request`), or a wait
+        before a retry (added to the last request). Slots held so are added to Little's law."""
+        if request or not self._held:
+            self._held.append(seconds)
+        else:
+            self._held[-1] += seconds
+        self._adapt()
+
+    def _adapt(self) -> None:
+        if not self.fixed_concurrency:
+            target = self.auto_concurrency()
+            if target and target != self.limit:
+                self.limit = target
+                self._wake()
+
     def auto_concurrency(self) -> int | None:
-        """Little's law: in flight = rate x latency, with headroom for latency jitter."""
+        """Little's law: in flight = rate x (latency with headroom for its jitter + the slot-seconds
+        failed calls and retry waits take per request), plus two."""
         rpm = self.requests_per_minute()
         if not rpm or self.latency is None:
             return None
-        needed = math.ceil(rpm / 60.0 * self.latency * 1.5) + 2
+        extra = sum(self._held) / len(self._held) if self._held else 0.0
+        needed = math.ceil(rpm / 60.0 * (self.latency * 1.5 + extra)) + 2
         return max(1, min(self.concurrency_cap, needed))

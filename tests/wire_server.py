@@ -413,7 +413,7 @@ class WireServer:
         with self._lock:
             # "paid": every answered request (what a vendor would bill)
             return {"requests": len(self.requests), "paid": len(self.paid), "rate_limited": self.rate_limited,
-                    "bucket_limited": self.bucket_limited,
+                    "bucket_limited": self.bucket_limited, "paid_ids": [r.query_id() for r in self.paid],
                     "arrivals": list(self.arrivals)}
 
     def _get(self, handler, path: str) -> None:
