@@ -10,10 +10,11 @@ server in its own process.
 3. images: query-image preparation on the engine's worker threads, 1 vs all cores.
 4. cached: a fully cached rerun of 21,603 jobs through `mmad score` end to end (target <= 20 s),
    and a no-op rerun of the finished run (target ~1 s per 10,000 jobs).
-5. faults (benchmarks/engine_faults.py): random429, mixed, failing, twins, trickle, retryafter:
-   money and pace under the faults real providers produce.
+5. faults (benchmarks/engine_faults.py): clean, random429, mixed, failing, twins, trickle,
+   retryafter: money and pace under the faults real providers produce.
 
-    python benchmarks/bench_engine.py [--only limits,cpu,images,cached,random429,mixed,failing,twins,trickle,retryafter]
+    python benchmarks/bench_engine.py [--only limits,cpu,images,cached,clean,random429,mixed,failing,twins,trickle,
+                                              retryafter]
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The fault cases of `bench_engine.py`: `mmad score` as a user runs it against tests/wire_server.py
 in its own process, with the faults real providers produce (tests/wire_faults.py).
 
+clean      the same server without faults: what this machine reaches now (the control)
 random429  10 % of requests answered 429 at random, a 600/min token bucket announced in headers:
            ok answers per second / the limit                           target >= 0.80
 mixed      5 % 429 + 5 % 500 + 1 % hangs (30 s) at random, --timeout 10  target >= 0.85
@@ -72,7 +73,7 @@ def throughput(tmp: Path, name: str, jobs: int, shares: tuple[str, ...], faulted
     steady = (len(arrivals) - 1 - skip) / (arrivals[-1] - arrivals[skip]) * (1 - faulted)
     ceiling = HEADROOM * (1 - faulted)
     print(f"[{name}] {label}; {jobs} jobs, latency 0.3 s, a {LIMIT:.0f}/min bucket announced in headers "
-          f"(exit {process.returncode})")
+          f"(exit {process.returncode}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print(f"  {stats['requests']} requests, {stats['rate_limited']} x 429 ({stats['bucket_limited']} from the "
           f"bucket, i.e. our pace); {ok} answers")
     print(f"  ok answers/s / limit: {ok / wall * 60 / LIMIT:.3f} over the whole run ({wall:.1f} s with start-up), "
@@ -92,6 +93,10 @@ def pacing(out: Path) -> str:
     except (OSError, ValueError, KeyError, StopIteration):
         return "(no summary)"
     return ", ".join(f"{key} {value}" for key, value in report.items())
+
+
+def clean(tmp: Path, jobs: int) -> None:
+    throughput(tmp, "clean", jobs, (), 0.0, "no faults (the control for this machine's load)")
 
 
 def random429(tmp: Path, jobs: int) -> None:
@@ -199,5 +204,5 @@ def retryafter(tmp: Path, jobs: int) -> None:
     print(f"  {error[:300]}")
 
 
-CASES = {"random429": random429, "mixed": mixed, "failing": failing, "twins": twins, "trickle": trickle,
+CASES = {"clean": clean, "random429": random429, "mixed": mixed, "failing": failing, "twins": twins, "trickle": trickle,
          "retryafter": retryafter}

@@ -207,13 +207,7 @@ class Engine(LiveCalls):
                     from mmad.batch import run_batches
                     await run_batches(self, todo, self.batch)
                 elif todo:
-                    if self.settings.share_claims:
-                        try:
-                            self._claims = ClaimStore(self.cache.directory)
-                        except StorageError as error:
-                            self._storage_failed(error)
-                    if not self.stopping:
-                        await self._run_live(todo)
+                    await self._run_live(todo)
             finally:
                 self._finish_run(plans, started)
         finally:
@@ -281,13 +275,21 @@ class Engine(LiveCalls):
             renewer.cancel()
 
     async def _renew_claims(self) -> None:
-        while self._claims is not None:
+        while True:
             await asyncio.sleep(RENEW_EVERY_S)
             try:
-                self._claims.renew()
+                if self._claims is not None:
+                    self._claims.renew()
             except StorageError as error:
                 self._storage_failed(error)
                 return
+
+    def _claim_store(self) -> ClaimStore | None:
+        """The claims beside the cache, opened when the first request is about to be paid for
+        (a run whose answers are all cached never writes there)."""
+        if self._claims is None and self.settings.share_claims:
+            self._claims = ClaimStore(self.cache.directory)
+        return self._claims
 
     # ----------------------------------------------------------------- one job
 
@@ -324,7 +326,7 @@ class Engine(LiveCalls):
                 return self._answer_record(plan, job, cached, source="cache", attempts=0)
         if self.stopping:
             return None
-        claims = self._claims
+        claims = self._claim_store()
         if claims is not None and job.key not in claims.held:
             if not claims.claim(job.key):
                 return ELSEWHERE
