@@ -148,7 +148,8 @@ def limits(tmp: Path, jobs: int, rpm: float) -> None:
               f"({100 * stats['rate_limited'] / max(stats['requests'], 1):.1f} %, target <= 2 %); "
               f"{served / wall * 60 / rpm:.3f} of the limit over the whole run ({wall:.1f} s; target >= 0.95 on a "
               f"quiet machine), {steady * 60 / rpm:.3f} in steady state (target >= 0.95 on a quiet machine)")
-        print(f"    start-up to the first request {arrivals[0] - started:.2f} s; the first request alone "
+        print(f"    {served / (arrivals[-1] - arrivals[0]) * 60 / rpm:.3f} of the limit from the first request to the "
+              f"last; start-up to the first request {arrivals[0] - started:.2f} s; the first request alone "
               f"{arrivals[1] - arrivals[0]:.3f} s; {sum(1 for t in arrivals if t - arrivals[1] < 0.05)} requests "
               f"within 50 ms of the second (the start-up burst the bucket said remained)")
 
