@@ -310,7 +310,7 @@ class Engine(LiveCalls):
             return None
         return job.follow_up(record) if job.follow_up is not None and not self.stopping else None
 
-    async def _outcome(self, plan: SubsetPlan, job: Job, lead: bool = False):
+    async def _outcome(self, plan: SubsetPlan, job: Job):
         if job.local is not None:  # decided without a request (e.g. a detector's gate)
             local = job.local
             return self._record(job, local.get("status", "ok"), source=local.get("source", "local"), attempts=0,
@@ -326,14 +326,6 @@ class Engine(LiveCalls):
                 return self._answer_record(plan, job, cached, source="cache", attempts=0)
         if self.stopping:
             return None
-        claims = self._claim_store()
-        if claims is not None and job.key not in claims.held:
-            if not claims.claim(job.key):
-                return ELSEWHERE
-            cached = self.cache.get(job.key)  # stored by another process just before it let go
-            if cached is not None:
-                claims.release(job.key)
-                return self._answer_record(plan, job, cached, source="cache", attempts=0)
         done = asyncio.get_running_loop().create_future()
         self._inflight[job.key] = done
         try:
@@ -342,13 +334,28 @@ class Engine(LiveCalls):
             if self._inflight.get(job.key) is done:
                 del self._inflight[job.key]
             done.set_result(None)
-            if claims is not None:
-                try:
-                    claims.release(job.key)
-                except StorageError as error:
-                    self._storage_failed(error)
 
-    # ----------------------------------------------------------------- answers and records
+    def _claim(self, plan: SubsetPlan, job: Job):
+        """Claim the job's request for this process (`mmad.claims`), once it has its slot (so a run
+        holds no more claims than slots). None: go ahead and pay; a record: the answer another
+        process stored meanwhile; ELSEWHERE: another process is paying for it right now."""
+        claims = self._claim_store()
+        if claims is None or job.key in claims.held:
+            return None
+        if not claims.claim(job.key):
+            return ELSEWHERE
+        cached = self.cache.get(job.key)  # stored by another process just before it let go
+        if cached is not None:
+            claims.release(job.key)
+            return self._answer_record(plan, job, cached, source="cache", attempts=0)
+        return None
+
+    def _unclaim(self, job: Job) -> None:
+        if self._claims is not None:
+            try:
+                self._claims.release(job.key)
+            except StorageError as error:
+                self._storage_failed(error)
 
     def _answer_record(self, plan: SubsetPlan, job: Job, value: dict, *, source: str, attempts: int) -> dict:
         return answer_record(job, plan.task, value, source=source, attempts=attempts)

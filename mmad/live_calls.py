@@ -32,13 +32,22 @@ STOP_GRACE_MIN_S = 5.0  # requests in flight at a stop get this long to finish, 
 class LiveCalls:
     """The engine's live path (see the module docstring)."""
 
-    async def _live(self, plan: SubsetPlan, job: Job) -> dict | None:
-        """Run one job live to a record, or None when the run stopped first (the job stays to-do)."""
+    async def _live(self, plan: SubsetPlan, job: Job):
+        """Run one job live to a record; None when the run stopped first (the job stays to-do);
+        ELSEWHERE when another process is paying for the same request."""
         control = self.control(job.request.model)
         try:
             ticket = await control.admit_slot()
         except Stopped:
             return None
+        try:
+            claimed = self._claim(plan, job)
+        except BaseException:
+            control.release(ticket)
+            raise
+        if claimed is not None:
+            control.release(ticket)
+            return claimed
         try:
             try:
                 images = await self._prepare(job)
@@ -49,6 +58,7 @@ class LiveCalls:
                                     cause="image: cannot be decoded")
             return await self._attempts(plan, job, control, ticket, images)
         finally:
+            self._unclaim(job)
             control.release(ticket)
 
     async def _attempts(self, plan: SubsetPlan, job: Job, control: RateControl, ticket: Ticket, images) -> dict | None:
