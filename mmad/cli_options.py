@@ -100,7 +100,8 @@ def add_engine_options(sc: argparse.ArgumentParser) -> None:
     sc.add_argument("--max-attempts", type=positive_int, default=6,
                     help="tries per job for server errors and timeouts, the first included (429s do not count)")
     sc.add_argument("--rate-limit-timeout", type=positive_float, default=900.0,
-                    help="seconds one job may spend waiting out 429s before it is recorded as failed")
+                    help="seconds one job may spend waiting out 429s before it is recorded as failed; no single "
+                         "wait is longer (a longer retry-after stops the run, resumable)")
     sc.add_argument("--image-workers", type=positive_int, help="threads preparing images (default: all cores)")
     sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
     sc.add_argument("--max-cost", type=nonneg_float, metavar="USD",
