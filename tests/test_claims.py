@@ -3,6 +3,7 @@ failure or death, and a waiting twin that takes the answer from the cache."""
 
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -79,14 +80,18 @@ def test_two_runs_on_one_cache_pay_once(tmp_path, server, apart):
     commands = [[sys.executable, "-m", "mmad.cli", "score", "--provider", "openai", "--model", "m", "--base-url",
                  server.openai_url, "--dataset", "toy", "--out", str(tmp_path / f"out{i}"), "--quiet",
                  "--concurrency", "4"] for i in (1, 2)]
-    first = subprocess.Popen(commands[0], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if apart:
-        while len(server.paid) < 6 and first.poll() is None:
-            import time
+    processes = [subprocess.Popen(commands[0], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    try:
+        while apart and len(server.paid) < 6 and processes[0].poll() is None:
             time.sleep(0.05)
-    second = subprocess.Popen(commands[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for process in (first, second):
-        process.wait(timeout=120)
-        assert process.returncode == 0, process.stderr.read()
+        processes.append(subprocess.Popen(commands[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+        for process in processes:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
     paid = Counter(received.query_id() for received in server.paid)
     assert len(paid) == 24 and max(paid.values()) == 1  # every answer paid once, none twice
