@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from mmad.claims import FILE, LEASE_S, ClaimStore
+from mmad.cache.claims import FILE, LEASE_S, ClaimStore
 from tests.conftest import cli_env, make_industry_subset
 
 

@@ -7,15 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mmad import datasets
-from mmad.cache import ResponseCache
+from mmad.cache.store import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
-from mmad.engine import Engine, EngineSettings, Paused
-from mmad.failures import Breaker
-from mmad.jobs import build_plan
+from mmad.data import datasets
+from mmad.engine.failures import Breaker
+from mmad.engine.jobs import build_plan
+from mmad.engine.runner import Engine, EngineSettings, Paused
 from mmad.providers.base import ProviderFailure, Request
 from mmad.providers.openai import OpenAIProvider
-from mmad.results import JsonlLog
+from mmad.results.files import JsonlLog
 from tests.conftest import FakeClock, make_industry_subset, run_engine
 from tests.wire_faults import FailAfter, Fault
 
@@ -96,8 +96,8 @@ def test_a_trickling_body_gives_up_at_the_deadline(server):
 
 def test_a_stop_does_not_wait_for_a_trickling_answer(server, root, tmp_path, monkeypatch):
     """Requests in flight at a stop get a grace period, not the whole --timeout; their jobs stay to-do."""
-    import mmad.live_calls
-    monkeypatch.setattr(mmad.live_calls, "STOP_GRACE_MIN_S", 0.3)
+    import mmad.engine.live_calls
+    monkeypatch.setattr(mmad.engine.live_calls, "STOP_GRACE_MIN_S", 0.3)
     server.fault_rule = lambda received, n: Fault("trickle", rate=1.0)
     provider = OpenAIProvider(api_key="k", base_url=server.openai_url, timeout=600.0)
     cache = ResponseCache(tmp_path / "cache")
@@ -123,9 +123,9 @@ def test_a_slow_first_answer_does_not_hold_the_rest(server, root, tmp_path, monk
     wrong URL, key or model would take to fail, the others go."""
     from functools import partial
 
-    import mmad.engine
-    import mmad.failures
-    monkeypatch.setattr(mmad.engine, "LeadGate", partial(mmad.failures.LeadGate, patience=0.2))
+    import mmad.engine.failures
+    import mmad.engine.runner
+    monkeypatch.setattr(mmad.engine.runner, "LeadGate", partial(mmad.engine.failures.LeadGate, patience=0.2))
     server.fault_rule = lambda received, n: Fault("slow", seconds=3.0) if n == 1 else None
     provider = OpenAIProvider(api_key="k", base_url=server.openai_url)
     summary = run_engine(provider, plans_for(root, provider, tmp_path), tmp_path / "cache", concurrency=4)

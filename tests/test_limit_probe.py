@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from mmad.limit_probe import HIGH_SHARE, LimitProbe, Tally, Verdict, above
+from mmad.engine.limit_probe import HIGH_SHARE, LimitProbe, Tally, Verdict, above
+from mmad.engine.ratecontrol import RateControl, Ticket
 from mmad.providers.base import ProviderFailure
-from mmad.ratecontrol import RateControl, Ticket
 from tests.conftest import FakeClock
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from mmad.engine.ratecontrol import HEADROOM, RateControl, Stopped, Ticket
 from mmad.providers.base import ProviderFailure, RateLimitInfo
-from mmad.ratecontrol import HEADROOM, RateControl, Stopped, Ticket
 from tests.conftest import FakeClock
 
 

@@ -18,13 +18,14 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from tests.wire_batches import BatchEndpoints
 from tests.wire_billing import TOKENIZER, Billing, decode_image  # noqa: F401  (decode_image re-exported)
 from tests.wire_faults import FailAfter, Fault, FaultMix, reset_connection, trickle  # noqa: F401  (Fault re-exported)
+
 
 @dataclass
 class Received:
@@ -132,7 +133,7 @@ class WireServer(BatchEndpoints, Billing):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "WireServer":
+    def start(self) -> WireServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -24,17 +24,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from http import HTTPStatus
 import re
-import uuid
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Literal
 
-from mmad.images import EncodedImage, ImageRef
+from mmad.data.images import EncodedImage, ImageRef
 from mmad.redaction import public_url
 
 FailureKind = Literal["rate_limit", "transient", "connection", "protocol", "quota", "auth", "not_found",
@@ -44,12 +44,14 @@ FailureKind = Literal["rate_limit", "transient", "connection", "protocol", "quot
 @dataclass(frozen=True)
 class Request:
     """One job's request, provider-neutral. `parts` are texts and image identities in order (the
-    last user message); `history` holds earlier turns as (role, parts), oldest first."""
+    last user message); `history` holds earlier turns as (role, parts), oldest first. `system`
+    None sends no system message and `temperature` None sends no temperature (the API's default
+    applies): what the MMAD and VELM scripts do."""
 
-    system: str
+    system: str | None
     parts: tuple[str | ImageRef, ...]
     model: str
-    temperature: float = 0.0
+    temperature: float | None = 0.0
     max_tokens: int = 300
     # Prompt caching (never part of the response-cache key: it does not change the answer):
     prefix_parts: int | None = None  # parts[:prefix_parts] are the same for every job of a subset

@@ -1,8 +1,9 @@
 """The engine's task for MMAD-QA: read a reply as an option letter; write the dataset's result CSV.
 
-A refusal (see mmad.qa.parsing) is asked again up to `max_reasks` = 5 times, each a new paid
-request, as the reference does; a reply without a usable letter is `parse_failed` with the raw
-text kept, never a letter.
+A refusal (see mmad.qa.parsing) is asked again up to `max_reasks` = 4 times, each a new paid
+request: 5 requests in all, gpt4o.py's `max_retries = 5`. A reply without a usable letter is
+`parse_failed` with the raw text kept, never a letter. `rule` is the answer-parsing rule
+(`official` or `mmad`); parsing happens after the cache, so changing it costs nothing.
 """
 
 from __future__ import annotations
@@ -11,31 +12,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmad.engine.work import Interpretation, Task
 from mmad.qa.parsing import parse_choice
 from mmad.qa.results import QARow, write_qa_csv
-from mmad.tasks import Interpretation, Task
 
 if TYPE_CHECKING:
-    from mmad.jobs import Job, SubsetPlan
+    from mmad.engine.work import Job, SubsetPlan
 
 
 class QATask(Task):
     name = "qa"
     empty = {"letter": None, "match": None, "similarity": None}
-    max_reasks = 5
+    max_reasks = 4  # 5 requests in all
 
-    def __init__(self, options: Mapping[str, Mapping[str, str]]) -> None:
+    def __init__(self, options: Mapping[str, Mapping[str, str]], rule: str = "official") -> None:
         self.options = options  # question id -> {letter: option text}
+        self.rule = rule
 
-    def interpret(self, text: str | None, job: "Job") -> Interpretation:
-        choice = parse_choice(text, self.options[job.extra["question_id"]])
+    def interpret(self, text: str | None, job: Job) -> Interpretation:
+        choice = parse_choice(text, self.options[job.extra["question_id"]], self.rule)
         if choice.refused:
             return Interpretation("refused", {}, choice.error)
         if choice.letter is None:
             return Interpretation("parse_failed", {"similarity": choice.similarity}, choice.error)
         return Interpretation("ok", {"letter": choice.letter, "match": choice.how, "similarity": choice.similarity})
 
-    def write(self, plan: "SubsetPlan", best: Mapping[str, dict]) -> Path:
+    def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
         rows = []
         for question, record in plan.resolve(best):
             status = record["status"] if record is not None else "pending"
