@@ -87,7 +87,7 @@ class LiveCalls:
                         attempts += 1
                     if self.stopping:
                         return None  # cut short by the stop: the job stays to-do
-                    if self._stop_for(failure, job, lead, attempts, limited_since):
+                    if self._stop_for(failure, job, lead, attempts):
                         return None
                     if failure.retryable and failure.kind != "rate_limit" and attempts < self.settings.max_attempts:
                         wait = backoff(attempts, failure, self.settings.backoff_initial, self.settings.backoff_max)
@@ -112,8 +112,7 @@ class LiveCalls:
             if self._gate.leader == job.key and not self.stopping:
                 self._gate.open()  # the lead job ended without stopping the run: the rest may go
 
-    def _stop_for(self, failure: ProviderFailure, job: Job, lead: bool, attempts: int,
-                  limited_since: float | None) -> bool:
+    def _stop_for(self, failure: ProviderFailure, job: Job, lead: bool, attempts: int) -> bool:
         """Whether this failure stops the run (every later request would fail alike)."""
         if failure.kind == "rate_limit" and (failure.retry_after or 0) > self.settings.rate_limit_timeout:
             until = time.strftime("%H:%M:%S", time.localtime(time.time() + failure.retry_after))
