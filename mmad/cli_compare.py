@@ -21,7 +21,7 @@ from mmad.stats import METRICS
 MIN_RESAMPLES = 100
 METHODS_IN_WORDS = ("AUROC by DeLong's paired test, C-index and Kendall tau-b by paired U-statistic tests "
                     "(variances per severity level), pooled over subsets with the Table-3 weights (fixed effects); "
-                    "intervals: BCa of the paired stratified bootstrap; details in docs/compare.md")
+                    "intervals: percentile, paired stratified bootstrap; details in docs/compare.md")
 
 
 def register(sub) -> None:

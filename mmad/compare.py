@@ -2,8 +2,8 @@
 
 `compare_runs(base, others)` pairs identical items (same dataset, subset and path, scored in both
 runs), then per subset and metric reports both values, other - base, the paired test
-(`mmad.paired_tests`: DeLong for AUROC, U-statistic tests for C-index and Kendall tau-b) and a BCa
-interval of the paired stratified bootstrap (`mmad.stats`); per dataset (mean over its subsets)
+(`mmad.paired_tests`: DeLong for AUROC, U-statistic tests for C-index and Kendall tau-b) and the
+percentile interval of the paired stratified bootstrap (`mmad.stats`); per dataset (mean over its subsets)
 and overall (mean over datasets, the paper's Table-3 averaging) the same, pooled with fixed
 Table-3 weights (`mmad.compare_scopes`), plus wins/ties/losses and rank tests over the row's own
 units. Which differences are called is decided by one pre-specified procedure per metric
@@ -32,7 +32,7 @@ from mmad.errors import DataError
 from mmad.noise import GroupNoise, NoiseBand, Scope, group_noise, is_repeat_of, noise_band, order_repeats, scope_name
 from mmad.run_data import RunData, RunSummary, SubsetKey, load_runs, summarize_run
 
-INTERVAL_METHOD = ("BCa 95% interval of the paired stratified bootstrap (n - 1 draws per severity level); "
+INTERVAL_METHOD = ("percentile 95% interval of the paired stratified bootstrap (n - 1 draws per severity level); "
                    "dataset and overall means: the subsets' resamples combined with the Table-3 weights "
                    "(fixed effects); widened by run-to-run noise with its degrees of freedom when measured")
 TEST_METHODS = {
@@ -248,12 +248,11 @@ def _bootstrap(members: list[tuple[int, Paired]], n_boot: int, seed: list[int], 
 
 
 def _parts(paired: Paired, boot: dict, index: int) -> dict[str, Part]:
-    strata = paired_tests.resampling_strata(paired.levels)
     second = boot[("second", index)]
     out = {}
     for metric in stats.METRICS:
         d = stats.paired_difference(paired.levels, boot["base"], boot[index], metric, float(second[metric]))
-        out[metric] = Part(d.base, d.other, d.diff, d.variance, d.diff_resampled, d.influence, strata)
+        out[metric] = Part(d.base, d.other, d.diff, d.variance, d.diff_resampled)
     return out
 
 

@@ -5,8 +5,8 @@ its subsets' metrics, and the overall mean the mean of the dataset means (Table 
 weighted sums of subset differences, sum_s w_s d_s, so (the subsets holding different images)
 
   - the variance is sum_s w_s^2 v_s, v_s the subset's U-statistic variance (`mmad.paired_tests`);
-  - the bootstrap draws are sum_s w_s d*_s, the subsets' paired resamples combined draw by draw;
-  - the BCa acceleration comes from every image's influence, w_s x its influence in subset s.
+  - the bootstrap draws are sum_s w_s d*_s, the subsets' paired resamples combined draw by draw,
+    and the interval is their percentile interval.
 
 No random-effects shrinkage: the question is whether B beats A on these subsets, not on subsets
 like them. With run-to-run noise measured, its variance enters test and interval with its degrees
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmad import multiplicity, paired_tests
+from mmad import multiplicity, paired_tests, stats
 from mmad.noise import NoiseBand
 
 ALPHA = 0.05
@@ -39,20 +39,17 @@ class Part:
     diff: float
     variance: float
     draws: np.ndarray  # B paired resampled differences
-    influence: np.ndarray  # per image
-    strata: np.ndarray  # per image
 
 
 @dataclass(frozen=True)
 class Pooled:
-    """A weighted sum of subset differences: values, variance, draws and acceleration."""
+    """A weighted sum of subset differences: values, variance and draws."""
 
     base: float
     other: float
     diff: float
     variance: float
     draws: np.ndarray
-    accel: float
 
 
 def table3_weights(datasets: Sequence[str]) -> np.ndarray:
@@ -70,16 +67,12 @@ def fixed_effects(weights: np.ndarray, diffs: np.ndarray, variances: np.ndarray)
 
 
 def pool(parts: Sequence[Part], weights: np.ndarray) -> Pooled:
-    """`fixed_effects` of the parts, their draws combined draw by draw (sum_s w_s d*_s), and the
-    BCa acceleration over every image (w_s x its influence, strata kept apart per subset)."""
+    """`fixed_effects` of the parts, and their draws combined draw by draw (sum_s w_s d*_s)."""
     weights = np.asarray(weights, dtype=float)
     diff, variance = fixed_effects(weights, [p.diff for p in parts], [p.variance for p in parts])
     draws = np.asarray(weights @ np.stack([p.draws for p in parts]), dtype=float)
-    influence = np.concatenate([w * part.influence for w, part in zip(weights, parts)])
-    offsets = np.cumsum([0] + [int(part.strata.max()) + 1 if part.strata.size else 0 for part in parts[:-1]])
-    strata = np.concatenate([part.strata + offset for part, offset in zip(parts, offsets)])
     return Pooled(float(weights @ [p.base for p in parts]), float(weights @ [p.other for p in parts]),
-                  float(diff), float(variance), draws, paired_tests.acceleration(strata, influence))
+                  float(diff), float(variance), draws)
 
 
 def single(part: Part) -> Pooled:
@@ -97,9 +90,9 @@ class Decision:
 
 
 def decide(pooled: Pooled, noise: NoiseBand | None, confidence: float = 1 - ALPHA) -> Decision:
-    """p and interval of a pooled difference: the U-statistic z-test and the BCa interval of the
-    draws, or, with run-to-run noise, the df-aware test and the interval widened by the noise."""
-    low, high = paired_tests.bca_interval(pooled.diff, pooled.draws, pooled.accel, confidence)
+    """p and interval of a pooled difference: the U-statistic z-test and the percentile interval of
+    the draws, or, with run-to-run noise, the df-aware test and the interval widened by the noise."""
+    low, high = stats.percentile_interval(pooled.draws, confidence)
     if noise is None:
         return Decision(float(paired_tests.z_test(pooled.diff, pooled.variance).p), low, high)
     p = float(paired_tests.noisy_p(pooled.diff, pooled.variance, noise.run_variance, noise.df))

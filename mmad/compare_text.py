@@ -42,9 +42,12 @@ def plural(count: int, word: str) -> str:
 
 
 def verdict_lines(comparison: Comparison) -> list[str]:
-    """One line per metric and dataset (and overall, when there are several datasets)."""
+    """One line per metric and dataset (and overall, when there are several datasets), in the
+    order the procedure tests them: the primary question first."""
+    rank = {name: i for i, name in enumerate(comparison.sequence)}
+    scopes = sorted(comparison.pooled, key=lambda s: (s.scope != ("overall",), rank.get(scope_name(s.scope), 1e9)))
     lines, said = [], set()
-    for result in comparison.pooled:
+    for result in scopes:
         for metric, r in result.metrics.items():
             if not math.isfinite(r.diff) or id(r) in said:  # one dataset: overall = that dataset
                 continue
@@ -67,7 +70,10 @@ def _adjusted(r: MetricResult) -> str:
 def meaning(comparison: Comparison, metric: str, r: MetricResult) -> str:
     """What the procedure concluded, in words."""
     if r.status == SIGNIFICANT:
-        return f"{comparison.other} is {'higher' if r.diff > 0 else 'lower'}"
+        said = f"{comparison.other} is {'higher' if r.diff > 0 else 'lower'}"
+        if r.low <= 0 <= r.high:  # the test and the bootstrap interval disagree: say so
+            said += " (borderline: the bootstrap interval still includes 0)"
+        return said
     if r.status == NOT_SIGNIFICANT:
         if r.noise is not None and not r.noise.exceeded_by(r.diff):
             return "no significant difference (within run-to-run noise)"
