@@ -10,7 +10,7 @@ weighted sums of subset differences, sum_s w_s d_s, so (the subsets holding diff
 
 No random-effects shrinkage: the question is whether B beats A on these subsets, not on subsets
 like them. With run-to-run noise measured, its variance enters test and interval with its degrees
-of freedom (`paired_tests.noisy_p`). Rank tests across subsets (or, for the overall mean, across
+of freedom (`noise_rules.noisy_p`). Rank tests across subsets (or, for the overall mean, across
 datasets) are descriptive and use the row's own units, so that every number of a row is about one
 aggregation.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmad import multiplicity, paired_tests, stats
+from mmad import multiplicity, noise_rules, paired_tests, stats
 from mmad.noise import NoiseBand
 
 ALPHA = 0.05
@@ -95,9 +95,9 @@ def decide(pooled: Pooled, noise: NoiseBand | None, confidence: float = 1 - ALPH
     low, high = stats.percentile_interval(pooled.draws, confidence)
     if noise is None:
         return Decision(float(paired_tests.z_test(pooled.diff, pooled.variance).p), low, high)
-    p = float(paired_tests.noisy_p(pooled.diff, pooled.variance, noise.run_variance, noise.df))
+    p = float(noise_rules.noisy_p(pooled.diff, pooled.variance, noise.run_variance, noise.df))
     if math.isfinite(low) and math.isfinite(high):
-        low, high = paired_tests.noisy_interval(pooled.diff, low, high, noise.run_variance, noise.df, confidence)
+        low, high = noise_rules.noisy_interval(pooled.diff, low, high, noise.run_variance, noise.df, confidence)
     return Decision(p if math.isfinite(pooled.diff) else math.nan, low, high)
 
 

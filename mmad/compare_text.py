@@ -45,11 +45,13 @@ def verdict_lines(comparison: Comparison) -> list[str]:
     """One line per metric and dataset (and overall, when there are several datasets), in the
     order the procedure tests them: the primary question first."""
     rank = {name: i for i, name in enumerate(comparison.sequence)}
-    scopes = sorted(comparison.pooled, key=lambda s: (s.scope != ("overall",), rank.get(scope_name(s.scope), 1e9)))
+    datasets = [s for s in comparison.pooled if s.scope[0] == "dataset"]
+    scopes = [s for s in comparison.pooled if len(datasets) > 1 or s.scope[0] == "dataset"]  # one: overall = it
+    scopes.sort(key=lambda s: (s.scope != ("overall",), rank.get(scope_name(s.scope), 1e9)))
     lines, said = [], set()
     for result in scopes:
         for metric, r in result.metrics.items():
-            if not math.isfinite(r.diff) or id(r) in said:  # one dataset: overall = that dataset
+            if not math.isfinite(r.diff) or id(r) in said:
                 continue
             said.add(id(r))
             unit = "" if metric == "kendall_tau_b" else " points"

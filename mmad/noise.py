@@ -10,7 +10,7 @@ repeats (pooled over the repeat groups given, weighted by degrees of freedom, df
 group). Two single runs with the same settings differ by sqrt(2) x SD; the band they differ within
 95% of the time is t(df) x sqrt(2) x SD: Student's t, because with two or three repeats the SD
 itself is very uncertain (df 1: t = 12.7, not 1.96). `compare` puts this variance into its test
-and interval (mmad.paired_tests.noisy_p, noisy_interval), so a verdict never calls a difference
+and interval (mmad.noise_rules.noisy_p, noisy_interval), so a verdict never calls a difference
 the run-to-run noise explains.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad import metrics, paired_tests
+from mmad import metrics, noise_rules
 from mmad.errors import DataError
 from mmad.run_data import RunData, SubsetKey, load_runs
 from mmad.stats import METRICS, observed_metrics
@@ -243,7 +243,7 @@ class NoiseBand:
 
     @property
     def band(self) -> float:
-        return paired_tests.noise_band(self.run_variance, self.df)
+        return noise_rules.noise_band(self.run_variance, self.df)
 
     def exceeded_by(self, difference: float) -> bool:
         return abs(difference) > self.band

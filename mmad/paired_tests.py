@@ -20,8 +20,8 @@ this is exactly DeLong, DeLong & Clarke-Pearson (1988); with severity levels it 
 extension (the C-index as a K-sample U-statistic, cf. Kang et al. 2015, compareC). A level with
 one image has no within-level variance: it is merged with the next lower level (`resampling_strata`).
 
-All functions accept a batch of score vectors (shape (..., n)) over the same levels, so that
-thousands of simulated pairs cost one call.
+Run-to-run noise enters through `mmad.noise_rules`. All functions accept a batch of score
+vectors (shape (..., n)) over the same levels, so that thousands of simulated pairs cost one call.
 """
 
 from __future__ import annotations
@@ -341,70 +341,3 @@ def bca_interval(observed: float, draws: np.ndarray, accel: float, confidence: f
         quantiles.append(float(special.ndtr(z0 + z / (1 - accel * z))) if 1 - accel * z > 0 else tail)
     low, high = np.quantile(finite, quantiles)
     return float(low), float(high)
-
-
-# --------------------------------------------------------------------------- run-to-run noise
-
-def t_sf(x: np.ndarray, df: float) -> np.ndarray:
-    """Upper tail of Student's t with `df` degrees of freedom (normal for df = inf)."""
-    return scipy_stats.norm.sf(x) if math.isinf(df) else scipy_stats.t.sf(x, df)
-
-
-def t_ppf(q: float, df: float) -> float:
-    """Quantile of Student's t (normal for df = inf)."""
-    return float(scipy_stats.norm.ppf(q) if math.isinf(df) else scipy_stats.t.ppf(q, df))
-
-
-def noise_df(image_variance: np.ndarray, run_variance: np.ndarray, df: float) -> np.ndarray:
-    """Welch-Satterthwaite degrees of freedom of image_variance + run_variance, the image part
-    known (its df is the number of images) and the run part estimated from repeats with `df`."""
-    total = np.asarray(image_variance, dtype=float) + np.asarray(run_variance, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(np.asarray(run_variance) > 0, total ** 2 * df / np.asarray(run_variance, dtype=float) ** 2,
-                        np.inf)
-
-
-def noisy_p(diff: np.ndarray, image_variance: np.ndarray, run_variance: np.ndarray, df: float) -> np.ndarray:
-    """p of a difference between two single runs when repeats measured the run-to-run noise.
-
-    The larger of two p-values (an intersection-union test, so never above the nominal level):
-    the images and the run noise together (diff / sqrt(image + run variance) against t with the
-    Welch-Satterthwaite df), and the run noise alone (diff / sqrt(run variance) against t with the
-    repeats' df): a difference the run-to-run noise explains is never significant."""
-    diff = np.abs(np.asarray(diff, dtype=float))
-    image_variance = np.asarray(image_variance, dtype=float)
-    run_variance = np.asarray(run_variance, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        combined = 2 * _t_sf_each(diff / np.sqrt(image_variance + run_variance),
-                                  noise_df(image_variance, run_variance, df))
-        alone = np.where(run_variance > 0, 2 * t_sf(diff / np.sqrt(run_variance), df), 0.0)
-    p = np.maximum(combined, alone)
-    return np.where(diff == 0, 1.0, p)
-
-
-def _t_sf_each(x: np.ndarray, df: np.ndarray) -> np.ndarray:
-    x, df = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(df, dtype=float))
-    out = np.empty(x.shape)
-    for value in np.unique(df):
-        where = df == value
-        out[where] = t_sf(x[where], float(value))
-    return out
-
-
-def noise_band(run_variance: float, df: float, confidence: float = 0.95) -> float:
-    """Half-width of the band two single runs of the same settings differ within: t(df) quantile
-    x sqrt(run variance of the difference)."""
-    return t_ppf((1 + confidence) / 2, df) * math.sqrt(run_variance) if run_variance >= 0 else math.nan
-
-
-def noisy_interval(diff: float, low: float, high: float, run_variance: float, df: float,
-                   confidence: float = 0.95) -> tuple[float, float]:
-    """An image-level interval [low, high] widened by run-to-run noise: each half-width, read as
-    z x SE, becomes t(df_eff) x sqrt(SE^2 + run variance); its skew is kept."""
-    z = t_ppf((1 + confidence) / 2, math.inf)
-    bounds = []
-    for half in (diff - low, high - diff):
-        image_variance = (half / z) ** 2
-        df_eff = float(noise_df(image_variance, run_variance, df))
-        bounds.append(t_ppf((1 + confidence) / 2, df_eff) * math.sqrt(image_variance + run_variance))
-    return diff - bounds[0], diff + bounds[1]
