@@ -103,25 +103,40 @@ def metric_influences(levels: np.ndarray, scores: np.ndarray, *, ties: str = "ha
                          np.concatenate([p[m][1] for p in parts]).reshape(*batch, n)) for m in METRICS}
 
 
-def _level_counts(rank: np.ndarray, levels: int, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """below[r, i, h]: rows of level h scoring strictly below row i; upto[r, i, h]: at or below
-    (row i itself included when h is its level). One sort per score vector."""
+def _shares(rank: np.ndarray, levels: int, scores: np.ndarray, tie: float) -> tuple[np.ndarray, ...]:
+    """For every image (in each row's score order): its credited cross-level pairs c_i (pairs with
+    lower levels it beats, with higher levels that beat it, ties worth `tie`), its AUROC share
+    (against the other class), and the number of other images with its score. One sort per row;
+    `lower[p, g]` counts the images of levels below g among the first p in score order."""
     rows, n = scores.shape
     order = np.argsort(scores, axis=1, kind="stable")
     ordered = np.take_along_axis(scores, order, axis=1)
+    level = rank[order]
     new = np.ones((rows, n), dtype=bool)
     new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     position = np.broadcast_to(np.arange(n), (rows, n))
-    start = np.maximum.accumulate(np.where(new, position, 0), axis=1)
+    start = np.maximum.accumulate(np.where(new, position, 0), axis=1)  # first of its run of equal scores
     last = np.ones((rows, n), dtype=bool)
     last[:, :-1] = new[:, 1:]
     end = np.flip(np.minimum.accumulate(np.flip(np.where(last, position, n - 1), 1), axis=1), 1) + 1
-    cumulative = np.zeros((rows, n + 1, levels), dtype=np.float64)
-    np.cumsum(rank[order][:, :, None] == np.arange(levels), axis=1, out=cumulative[:, 1:])
-    back = np.argsort(order, axis=1)
-    below = np.take_along_axis(np.take_along_axis(cumulative, start[:, :, None], axis=1), back[:, :, None], axis=1)
-    upto = np.take_along_axis(np.take_along_axis(cumulative, end[:, :, None], axis=1), back[:, :, None], axis=1)
-    return below, upto
+    lower = np.zeros((rows, n + 1, levels + 1), dtype=np.float64)
+    np.cumsum(level[:, :, None] < np.arange(levels + 1), axis=1, out=lower[:, 1:])
+    flat = lower.reshape(-1)
+    base = (np.arange(rows)[:, None] * (n + 1)) * (levels + 1)
+
+    def at(where: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return flat[base + where * (levels + 1) + g]
+
+    below_low, upto_low = at(start, level), at(end, level)  # images of lower levels below / up to
+    below_high, upto_high = start - at(start, level + 1), end - at(end, level + 1)  # of higher levels
+    sizes = np.bincount(rank, minlength=levels)
+    above = n - np.cumsum(sizes)[level]  # images of higher levels
+    share = (1 - tie) * below_low + tie * upto_low + above - (1 - tie) * upto_high - tie * below_high
+    normal_below = (1 - tie) * at(start, np.ones_like(level)) + tie * at(end, np.ones_like(level))
+    auroc = np.where(level == 0, share, normal_below)
+    back = np.empty_like(order)
+    np.put_along_axis(back, order, position, axis=1)
+    return tuple(np.take_along_axis(x, back, axis=1) for x in (share, auroc, end - start - 1.0))
 
 
 def _influences(rank: np.ndarray, values: np.ndarray, scores: np.ndarray, ties: str) -> dict:
@@ -130,23 +145,14 @@ def _influences(rank: np.ndarray, values: np.ndarray, scores: np.ndarray, ties: 
     nan = np.full(rows, np.nan)
     if n == 0 or levels == 0:
         return {m: (nan, np.zeros((rows, n))) for m in METRICS}
-    below, upto = _level_counts(rank, levels, scores)
-    equal = upto - below
+    share, auroc_share, score_ties = _shares(rank, levels, scores, 0.5 if ties == "half" else 0.0)
+    share_half = share if ties == "half" else _shares(rank, levels, scores, 0.5)[0]
     sizes = np.bincount(rank, minlength=levels).astype(float)
-    lower = np.arange(levels)[None, :] < rank[:, None]  # (n, K): level h below row i's level
-    higher = np.arange(levels)[None, :] > rank[:, None]
-    half = 0.5 if ties == "half" else 0.0
-    beaten = below + half * equal  # credit of row i against each lower level's rows
-    beats = sizes - upto + half * equal  # credit of each higher level's rows against row i
-    share = (beaten * lower).sum(axis=2) + (beats * higher).sum(axis=2)  # c_i: pairs of row i, credited
-    share_half = share if ties == "half" else ((below + 0.5 * equal) * lower).sum(axis=2) + \
-        ((sizes - upto + 0.5 * equal) * higher).sum(axis=2)
     cross = (n * n - (sizes ** 2).sum()) / 2  # pairs of different levels
     with np.errstate(divide="ignore", invalid="ignore"):
         c_index = share.sum(axis=1) / 2 / cross if cross > 0 else nan
         c_influence = share / cross if cross > 0 else np.zeros((rows, n))
         # Kendall tau-b = (2 N - P) / sqrt(Dy * Ds): N half-credited concordance, Ds with score ties
-        score_ties = equal.sum(axis=2) - 1  # other rows with the same score, any level
         all_pairs = n * (n - 1) / 2
         level_pairs = all_pairs - (sizes * (sizes - 1) / 2).sum()
         score_pairs = all_pairs - score_ties.sum(axis=1) / 2
@@ -158,7 +164,6 @@ def _influences(rank: np.ndarray, values: np.ndarray, scores: np.ndarray, ties: 
     if values[0] == 0 and 0 < sizes[0] < n:  # AUROC: level 0 (normal) against every other level
         normal = rank == 0
         n0, n1 = sizes[0], n - sizes[0]
-        auroc_share = np.where(normal, (beats[:, :, 1:]).sum(axis=2), beaten[:, :, 0])
         auroc = (auroc_share * ~normal).sum(axis=1) / (n0 * n1)
         auroc_influence = auroc_share / (n0 * n1)
     else:
