@@ -17,6 +17,7 @@ from scipy import stats as scipy_stats
 from mmad import multiplicity, noise_rules, paired_tests, stats
 from mmad.compare_scopes import Part, decide, fixed_effects, pool, single, table3_weights
 from mmad.noise import NoiseBand
+from tests.simulated_pairs import correlated_runs
 
 METRICS = paired_tests.METRICS
 
@@ -49,14 +50,8 @@ def _apply(mutant, monkeypatch):
         MUTANTS[mutant](monkeypatch)
 
 
-def _pairs(rng, sizes, rows, *, shared=1.0, noise=1 / 3, signal=0.6, mllm=False, variants=1):
-    """Levels and `variants` + 1 runs (rows x images): signal x level + difficulty + own noise."""
-    levels = np.repeat(np.arange(len(sizes)), sizes)
-    difficulty = rng.normal(0, shared, (rows, levels.size))
-    runs = [levels * signal + difficulty + rng.normal(0, noise, (rows, levels.size)) for _ in range(variants + 1)]
-    if mllm:  # 0-100 in steps of 5: many ties
-        runs = [np.clip(np.round((r * 12 + 20) / 5) * 5, 0, 100) for r in runs]
-    return levels, runs
+def _pairs(rng, sizes, rows, *, shared=1.0, noise=1 / 3, mllm=False, variants=1):
+    return correlated_runs(rng, sizes, rows, shared=shared, noise=noise, signals=(0.6,) * (variants + 1), mllm=mllm)
 
 
 GRIDS = {  # datasets x subsets per dataset, images per level, MLLM scores, replicates
