@@ -206,7 +206,7 @@ def unbiased_variance(first_order: np.ndarray, second_order: np.ndarray) -> np.n
 
 
 def second_order_terms(levels: np.ndarray, base: np.ndarray, other: np.ndarray, *, ties: str = "half",
-                       most: int = 400) -> dict[str, np.ndarray]:
+                       most: int = 200) -> dict[str, np.ndarray]:
     """What the first-order variance counts twice, per metric (to subtract from it).
 
     The Hoeffding decomposition of a two-sample U-statistic has a second-order term
