@@ -7,7 +7,10 @@ docs/compare.md).
   - power against DeLong: AUROC gain 0.02 over 15 subsets x 80 images and 0.01 over 5 x 500; the
     verdict (primary question of the procedure) against DeLong's classic paired test pooled with
     the same weights, both at their own size;
-  - null grids of 10 variants against one base: family-wise error of every printed verdict.
+  - null grids of 10 variants against one base: family-wise error of every printed verdict;
+  - interval coverage on correlated null pairs (paired, and an unpaired resample for contrast),
+    bootstrap variance against the sampling variance with n - 1 and n draws on levels of 6;
+  - run-to-run noise: null pairs with a run-level effect and two repeats each (df 2).
 
     python benchmarks/bench_compare_calibration.py [--replicates 1000]
 """
@@ -23,7 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmad import multiplicity, paired_tests  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
+
+from mmad import multiplicity, noise_rules, paired_tests, stats  # noqa: E402
 from mmad.compare_scopes import fixed_effects  # noqa: E402
 from tests.simulated_pairs import correlated_runs  # noqa: E402
 
@@ -119,6 +124,70 @@ def null_grid_of_variants(rows: int, rng: np.random.Generator, variants: int = 1
     print(f"  {variants} null variants x {subsets} subsets x 80 images: family-wise error {'; '.join(figures)}")
 
 
+def coverage(grids: int, sizes: tuple[int, ...], rng: np.random.Generator, unpaired: bool = False) -> dict:
+    """Share of percentile intervals (2,000 paired resamples) covering 0 on correlated null pairs."""
+    hits = dict.fromkeys(paired_tests.METRICS, 0)
+    for g in range(grids):
+        levels, (a, b) = correlated_runs(rng, sizes, 1)
+        if unpaired:
+            runs = {name: stats.resample_run(levels, x[0], stats.resample_counts(levels, 2000, [g, i]))
+                    for i, (name, x) in enumerate((("a", a), ("b", b)))}
+        else:
+            runs = stats.bootstrap_runs(levels, {"a": a[0], "b": b[0]}, n_boot=2000, seed=g)
+        for m in hits:
+            low, high = stats.percentile_interval(runs["b"].resampled[m] - runs["a"].resampled[m])
+            hits[m] += low <= 0 <= high
+    return {m: hits[m] / grids for m in hits}
+
+
+def bootstrap_variance(rows: int, rng: np.random.Generator) -> None:
+    """Mean bootstrap variance / sampling variance on levels of 6 images (runs independent given
+    the level), with n - 1 draws (the code) and with n; and the tests' U-statistic variance."""
+    levels, (a, b) = correlated_runs(rng, (6, 6, 6, 6), 20000, shared=0.0, noise=1.0)
+    truth = paired_tests.paired_tests(levels, a, b)
+    for label, draws in (("n - 1 draws", paired_tests.draws_per_stratum), ("n draws", lambda size: size)):
+        original, paired_tests.draws_per_stratum = paired_tests.draws_per_stratum, draws
+        try:
+            boot = {m: [] for m in paired_tests.METRICS}
+            for r in range(rows):
+                for m, d in stats.paired_bootstrap(levels, a[r], b[r], n_boot=500, seed=r).items():
+                    boot[m].append(np.nanvar(d.diff_resampled, ddof=1))
+        finally:
+            paired_tests.draws_per_stratum = original
+        print(f"  {label}: " + "; ".join(f"{m} {np.mean(boot[m]) / np.nanvar(truth[m].diff):.3f}"
+                                          for m in paired_tests.METRICS))
+    print("  U-statistic variance (the tests): " + "; ".join(
+        f"{m} {np.nanmean(truth[m].variance) / np.nanvar(truth[m].diff):.3f}" for m in paired_tests.METRICS))
+
+
+def run_noise(rows: int, rng: np.random.Generator, strictness: float = 0.5) -> None:
+    """False positives and coverage with a run-level effect, 2 repeats of each run (df 2)."""
+    levels = np.repeat(np.arange(4), 15)
+    effect = rng.normal(0, 1, (2, rows, 2))
+    difficulty = rng.normal(0, 1, (rows, 1, levels.size))
+    a, b = (levels * BASE_SIGNAL * (1 + strictness * effect[k][:, :, None]) + difficulty
+            + rng.normal(0, 1 / 3, (rows, 2, levels.size)) for k in (0, 1))
+    tests = paired_tests.paired_tests(levels, a[:, 0], b[:, 0])
+    values = [paired_tests.metric_influences(levels, x) for x in (a, b)]
+    z = scipy_stats.norm.ppf(0.975)
+    for m in paired_tests.METRICS:
+        d, v = tests[m].diff, tests[m].variance
+        run_variance = 2 * np.stack([x[m].estimate for x in values]).var(axis=2, ddof=1).mean(axis=0)
+        figures = [f"image-only test {100 * np.mean(paired_tests.z_test(d, v).p < 0.05):.1f} %"]
+        for label, quantile in (("t(df)", noise_rules.t_ppf), ("normal", None)):
+            if quantile is None:  # the mutant: the SD of 2 repeats treated as known
+                saved = noise_rules.t_sf, noise_rules.t_ppf
+                noise_rules.t_sf = lambda x, df: scipy_stats.norm.sf(x)
+                noise_rules.t_ppf = lambda q, df: float(scipy_stats.norm.ppf(q))
+            p = noise_rules.noisy_p(d, v, run_variance, 2)
+            cover = np.mean([lo <= 0 <= hi for lo, hi in (noise_rules.noisy_interval(
+                d[r], d[r] - z * np.sqrt(v[r]), d[r] + z * np.sqrt(v[r]), run_variance[r], 2) for r in range(rows))])
+            if quantile is None:
+                noise_rules.t_sf, noise_rules.t_ppf = saved
+            figures.append(f"{label}: false positives {100 * np.mean(p < 0.05):.1f} %, coverage {100 * cover:.1f} %")
+        print(f"  {m}: " + "; ".join(figures))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replicates", type=int, default=1000)
@@ -138,6 +207,16 @@ def main() -> None:
               f"DeLong {100 * size['delong']:.1f} %)")
     print("Null grids:")
     null_grid_of_variants(args.replicates, rng)
+    print(f"Coverage of the 95 % interval on correlated null pairs ({args.replicates // 2} pairs, 2,000 resamples):")
+    for sizes in ((20, 20, 20, 20), (8, 6, 6, 6)):
+        paired = coverage(args.replicates // 2, sizes, rng)
+        unpaired = coverage(args.replicates // 4, sizes, rng, unpaired=True)
+        print(f"  {sum(sizes)} images: paired " + "; ".join(f"{m} {100 * c:.1f} %" for m, c in paired.items())
+              + " (unpaired resample: " + "; ".join(f"{100 * c:.1f} %" for c in unpaired.values()) + ")")
+    print("Bootstrap variance / sampling variance, levels of 6 images:")
+    bootstrap_variance(args.replicates // 3, rng)
+    print(f"Run-level effect, 2 repeats per run (df 2), {args.replicates * 2:,} null pairs:")
+    run_noise(args.replicates * 2, rng)
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
