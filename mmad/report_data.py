@@ -86,12 +86,12 @@ def comparable_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run, list[str]]]:
     differs too: the corruption's effect is Table 5's business, and mixing it in would confound
     the verdict."""
     out = []
-    described = [r for r in runs if r.info is not None]
+    described = [r for r in runs if r.info is not None and not r.settings.get("repeat")]
     for i, a in enumerate(described):
         for b in described[i + 1:]:
             changes = setting_differences(a.info, b.info)
             keys = {c.split(":", 1)[0] for c in changes}
-            if (changes and not keys & set(CORRUPT_KEYS) and not keys & set(METHOD_KEYS) and keys != {"repeat"}
+            if (changes and not keys & set(CORRUPT_KEYS) and not keys & set(METHOD_KEYS) and "repeat" not in keys
                     and len(changes) <= MAX_VARIANT_DIFFERENCES):
                 out.append((a, b, changes))
     return out
