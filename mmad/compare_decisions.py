@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mmad import multiplicity
 from mmad.compare_scopes import ALPHA
 from mmad.errors import ConfigError
@@ -116,17 +114,3 @@ def describe(procedure: Procedure, order: Sequence[ScopeResult], variants: int, 
         text += (f"; across the {variants} variants compared with {base}: Holm (graphical procedure, each "
                  f"variant's sequence starts at {level}/{variants})")
     return text
-
-
-def reached_before(order: Sequence[ScopeResult], metric: str, index: int) -> str | None:
-    """The scope where the sequence stopped before `index` (None when it reached it)."""
-    for scope in order[:index]:
-        if scope.metrics[metric].status != SIGNIFICANT:
-            return scope_name(scope.scope)
-    return None
-
-
-def significant_count(comparisons: Sequence[Comparison]) -> int:
-    """How many tested hypotheses were significant (for summaries)."""
-    return int(np.sum([r.status == SIGNIFICANT for c in comparisons for s in c.subsets + c.pooled
-                       for r in s.metrics.values()]))

@@ -230,6 +230,11 @@ def test_cli_json_markdown_and_bad_input(tmp_path, capsys):
     assert cli.main(["compare", str(base), str(other), "--bootstrap", "100", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| dataset | subset | n | metric |" in out and "industrial-paper vs industrial, overall: C-index" in out
+    assert cli.main(["compare", str(base), str(other), "--bootstrap", "100", "--primary", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --primary nowhere: no such dataset") and "\n" not in err
+    assert cli.main(["compare", str(base), str(other), "--bootstrap", "100", "--primary-only", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["comparisons"][0]["sequence"] == ["overall"]
     (tmp_path / "empty").mkdir()
     assert cli.main(["compare", str(base), str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
