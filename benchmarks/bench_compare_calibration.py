@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scipy import stats as scipy_stats  # noqa: E402
 
-from mmad import multiplicity, noise_rules, paired_tests, stats  # noqa: E402
-from mmad.compare_scopes import fixed_effects  # noqa: E402
+from mmad.comparison.scopes import fixed_effects  # noqa: E402
+from mmad.metrics import multiplicity, noise_rules, paired_tests, stats  # noqa: E402
 from tests.simulated_pairs import correlated_runs  # noqa: E402
 
 BASE_SIGNAL = 0.6

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mmad import multiplicity, noise_rules, paired_tests, stats
-from mmad.compare_scopes import Part, decide, fixed_effects, pool, single, table3_weights
-from mmad.noise import NoiseBand
+from mmad.comparison.noise import NoiseBand
+from mmad.comparison.scopes import Part, decide, fixed_effects, pool, single, table3_weights
+from mmad.metrics import multiplicity, noise_rules, paired_tests, stats
 from tests.simulated_pairs import correlated_runs
 
 METRICS = paired_tests.METRICS

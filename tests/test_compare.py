@@ -1,4 +1,4 @@
-"""mmad.compare and `mmad compare`: pairing, fixed-effects pooled means, the procedure, verdicts, run costs."""
+"""mmad.comparison and `mmad compare`: pairing, fixed-effects pooled means, the procedure, verdicts, run costs."""
 
 import json
 import math
@@ -6,14 +6,16 @@ import statistics
 
 import numpy as np
 import pytest
-from mmad import cli, metrics, multiplicity, paired_tests
-from mmad.compare import compare_runs
-from mmad.compare_decisions import Procedure
-from mmad.cost import load_prices
+
+from mmad import cli, metrics
+from mmad.comparison.compare import compare_runs
+from mmad.comparison.noise import scope_name
+from mmad.comparison.results import Procedure
+from mmad.comparison.run_data import final_records, load_run, summarize_run
+from mmad.cost.estimate import load_prices
+from mmad.data.templates import write_result_csv
 from mmad.errors import ConfigError, DataError
-from mmad.noise import scope_name
-from mmad.results import write_result_csv
-from mmad.run_data import final_records, load_run, summarize_run
+from mmad.metrics import multiplicity, paired_tests
 from tests.run_factory import simulated_run, subset_rows, write_run
 
 SHAPE = {("mvtec", "bottle"): (20, 15, 15, 12), ("mvtec", "cable"): (25, 12, 12, 10),

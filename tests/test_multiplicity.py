@@ -1,4 +1,4 @@
-"""mmad.multiplicity: rank tests across subsets against scipy, Holm, fixed sequences and the
+"""mmad.metrics.multiplicity: rank tests across subsets against scipy, Holm, fixed sequences and the
 graphical procedure that joins them across variants."""
 
 import math
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mmad import multiplicity
-
+from mmad.metrics import multiplicity
 
 WILCOXON_INPUTS = [
     [0.3, -1.2, 2.5, 0.8, 1.1, -0.4, 1.9, 0.05, 0.6, 1.4],  # n = 10, no ties: exact

@@ -1,4 +1,4 @@
-"""mmad.paired_tests against brute force: metrics and influence values, DeLong (Sun & Xu) against
+"""mmad.metrics.paired_tests against brute force: metrics and influence values, DeLong (Sun & Xu) against
 the textbook double loop, the second-order term against explicit pair tables, the noise rules.
 Calibration (do the tests hold their level?) is in tests/test_calibration.py."""
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mmad import metrics, noise_rules, paired_tests
+from mmad import metrics
+from mmad.metrics import noise_rules, paired_tests
 
 
 def _runs(seed=0, sizes=(9, 7, 8, 6), rows=3, rounding=None):

@@ -1,4 +1,4 @@
-"""mmad.stats: the vectorised paired bootstrap against a slow loop over copied rows, the strata
+"""mmad.metrics.stats: the vectorised paired bootstrap against a slow loop over copied rows, the strata
 and draws of a resample, and the single-run BCa intervals of `eval --bootstrap`."""
 
 import warnings
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mmad import metrics, paired_tests, stats
+from mmad import metrics
+from mmad.metrics import paired_tests, stats
 
 
 def _fixture(seed: int = 0, n_levels: int = 4, per_level: int = 12, tied: str = "many"):
@@ -76,7 +77,7 @@ def test_resamples_draw_n_minus_1_per_stratum_and_a_lonely_image_moves_with_its_
     assert paired_tests.resampling_strata(levels).tolist() == [0] * 8 + [1] * 4 + [2] * 9
     index = stats.stratified_indices(levels, 300, 4)
     drawn = levels[index]
-    assert np.all(np.isin(drawn[:, :7], [0, 1])) and np.all((drawn[:, 7:10] == 2)) and np.all(drawn[:, 10:] == 5)
+    assert np.all(np.isin(drawn[:, :7], [0, 1])) and np.all(drawn[:, 7:10] == 2) and np.all(drawn[:, 10:] == 5)
     assert index.shape == (300, 7 + 3 + 8)  # n - 1 draws per stratum of n
     lonely = (drawn[:, :7] == 1).sum(axis=1)
     assert lonely.min() == 0 and lonely.max() >= 2  # the lonely image varies between resamples
