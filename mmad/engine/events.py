@@ -30,8 +30,11 @@ class Retrying:
 
 @dataclass(frozen=True)
 class Paused:
+    """Nobody is admitted for `seconds` (until `until`, wall-clock seconds since the epoch)."""
+
     seconds: float
     reason: str
+    until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,4 @@ class RunSummary:
     estimated: float = 0.0  # what was expected for those same answers
     url: str = ""
     other_models: Counter = field(default_factory=Counter)  # "asked -> answered": answers naming another model
+    pacing: dict = field(default_factory=dict)  # per model: what the rate controller did (RateControl.report)
