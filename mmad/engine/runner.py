@@ -39,7 +39,7 @@ from mmad.cache.claims import RENEW_EVERY_S, ClaimStore
 from mmad.cache.store import ResponseCache
 from mmad.cost.estimate import CostMeter
 from mmad.data.images import EncodedImage
-from mmad.engine.events import (  # noqa: F401  (re-exported for the progress view)
+from mmad.engine.events import (  # noqa: F401,E501
     BatchSubmitted,
     Event,
     JobFinished,

@@ -21,14 +21,13 @@ from mmad.providers.base import (
     Provider,
     ProviderFailure,
     Request,
-    check_base_url,
-    check_key,
     json_answer,
     one_line,
     rate_limit_info,
     sdk_failure,
     status_phrase,
 )
+from mmad.providers.checks import check_base_url, check_key
 from mmad.providers.openai import JSON_HEADERS, dumps, encode_body
 
 KEY_ENV = "ANTHROPIC_API_KEY"

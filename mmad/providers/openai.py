@@ -27,14 +27,13 @@ from mmad.providers.base import (
     Provider,
     ProviderFailure,
     Request,
-    check_base_url,
-    check_key,
     classify_status,
     error_message,
     json_answer,
     rate_limit_info,
     sdk_failure,
 )
+from mmad.providers.checks import check_base_url, check_key
 
 KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
