@@ -120,8 +120,9 @@ def check_cache(directory: Path) -> tuple[int, str]:
                 if verdict != "ok":
                     return count, one_line_verdict(verdict)
                 stored = [_stored(store, *row) for row in db.execute(_ROW)]
-            unreadable = sum(found is None for found in stored)
-            mismatched = sum(found is not None and opened(*found) is None for found in stored)
+            answers = [None if found is None else opened(*found) for found in stored]
+            mismatched = sum(found is not None and answer is None for found, answer in zip(stored, answers))
+            unreadable = sum(not isinstance((answer or {}).get("text"), str) for answer in answers) - mismatched
             problems = ([f"{unreadable} of {count} answers cannot be read"] if unreadable else []) + \
                 ([f"{mismatched} of {count} answers fail their checksum (changed bytes)"] if mismatched else [])
             return count, "; ".join(problems) or "ok"

@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 DEBUG_ENV = "MMAD_DEBUG"
+
+
 def os_error_line(exc: OSError) -> tuple[str, int]:
     """(message, exit code) of an OSError no command anticipated: a path that cannot be one is bad
     input (2); anything else is the disk's trouble (7)."""
