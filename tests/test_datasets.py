@@ -154,7 +154,7 @@ def test_template_rows_wider_than_the_header_name_their_file_lines(tmp_path):
     with pytest.raises(DataError, match=r"more fields than the header's 2 at line\(s\) 4 "):
         templates.read_template(path)
     path.write_text("Path,Severity\n\na.png,0\n\nb.png,x\nc.png,1\n")  # line numbers count blank lines
-    with pytest.raises(DataError, match=r"not a number from 0 to 1000, at line\(s\) 5$"):
+    with pytest.raises(DataError, match=r"non-numeric/negative severity at line\(s\) 5$"):
         templates.read_template(path)
 
 

@@ -135,8 +135,8 @@ def read_template(path: Path) -> Template:
         path_lines.append(line)
         severities.append(value)
     if bad:
-        raise DataError(f"{path}: missing path, or a severity that is not a number from 0 to {MAX_SEVERITY:g}, at "
-                        f"line(s) {first_rows(bad)}")
+        raise DataError(f"{path}: a severity above {MAX_SEVERITY:g} or infinite, a missing path or non-numeric/negative "
+                        f"severity at line(s) {first_rows(bad)}")
     counts = Counter(paths)
     dupes = [line for line, p in zip(path_lines, paths) if counts[p] > 1]
     if dupes:
