@@ -43,12 +43,3 @@ def without_override() -> None:
         for capability in (1, 2):
             libc.prctl(24, capability, 0, 0, 0)
 
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    import socket
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from mmad.results.files import read_result_file
-from tests.cli_support import closed_port, jobs_sent, mmad, one_error, score_args
+from tests.cli_support import jobs_sent, mmad, one_error, score_args
 from tests.conftest import cli_env, make_industry_subset
+from tests.wire_server import Fault
 
 
 @pytest.fixture
@@ -21,8 +22,10 @@ def env(tmp_path):
 
 def test_a_typo_in_the_base_url_is_taken_over_by_the_corrected_command(tmp_path, env, server):
     out = tmp_path / "out"
-    typo = f"http://127.0.0.1:{closed_port()}/v1"
+    typo = server.openai_url.replace("/v1", "/v2")  # a path nothing serves: 404 at the first request
+    server.fault_rule = lambda received, n: Fault("not_found") if received.route.startswith("/v2/") else None
     assert "rerun the same command to resume" in one_error(mmad(env, *score_args(typo, out)), 3)
+    server.requests.clear()
     fixed = mmad(env, *score_args(server.openai_url, out))
     assert fixed.returncode == 0, fixed.stderr
     assert "never received an answer: this run takes the folder over" in fixed.stderr
