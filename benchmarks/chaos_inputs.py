@@ -183,13 +183,11 @@ def early_signals(server, tmp: Path, data: Path, environment, count: int, rng: r
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         frames = [line for line in err.splitlines() if line.strip().startswith('File "') and "/mmad/" in line]
-        if proc.returncode < 0:
+        if "Traceback" in err:  # (Python exits by the signal after printing it: a negative code)
+            kinds["traceback from mmad" if frames else "traceback in the interpreter's start-up, before mmad"] += 1
+        elif proc.returncode < 0:
             kinds["killed before Python's own handler existed (no output)"] += 1
-        elif "Traceback" not in err:
-            kinds[f"exit {proc.returncode}, {len(err.splitlines())} line(s)"] += 1
-        elif not frames:  # a signal inside the interpreter's own start-up (site, runpy), before any of mmad
-            kinds["interpreter start-up, before mmad"] += 1
         else:
-            kinds["traceback from mmad"] += 1
+            kinds[f"exit {proc.returncode}, {len(err.splitlines())} line(s)"] += 1
     print(f"  {count} Ctrl-C in the first 0.8 s: {dict(kinds.most_common())}")
 
