@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from mmad import config
 from mmad.cli_output import err_console
 from mmad.cli_options import (HelpFormatter, Parser, add_data_options, add_detector_options, add_engine_options,
-                              add_job_options, bootstrap_count, corruption, listed, nonneg_int, positive_int,
+                              add_job_options, bootstrap_count, cache_help, root_help, corruption, listed, nonneg_int, positive_int,
                               refs_count)
 from mmad import __version__
 from mmad.errors import MmadError, StorageError, describe_os_error
@@ -37,7 +37,7 @@ def _data_parsers(sub) -> None:
             p.add_argument("--refs", type=refs_count, default=3, help="reference images to check per subset")
             p.add_argument("--workers", type=positive_int, default=4, help="decoding threads")
             continue
-        p.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
+        p.add_argument("--root", help=root_help())
         if name == "list":
             p.add_argument("-v", "--verbose", action="store_true", help="also each subset present locally and its template file")
         if name == "fetch":
@@ -59,7 +59,7 @@ def _data_parsers(sub) -> None:
                          help="result folders or JSONL files whose records keep the raw answers")
     rebuild.set_defaults(func=cli_data.cmd_cache_rebuild)
     for p in (check, rebuild):
-        p.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+        p.add_argument("--cache-dir", help=cache_help())
 
 
 def _eval_parsers(sub) -> None:
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_qa(sub)
     from mmad.cli_hybrid import register as register_hybrid
     register_hybrid(sub)
+    from mmad.cli_config import register as register_config
+    register_config(sub)
     return parser
 
 
@@ -147,7 +149,10 @@ INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in mmad, not in the input
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:  # the parser's defaults come from the environment and the project file: a bad one is one line
+        parser = build_parser()
+    except MmadError as exc:
+        return _fail(str(exc), exc.exit_code)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

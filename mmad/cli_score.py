@@ -59,7 +59,8 @@ def build_variants(args: argparse.Namespace, provider_name: str) -> list:
     from mmad.prompts import load_prompt
     from mmad.variants import Variant, expand, read_experiment
     grid = _grid(args)
-    base = Variant(model=DEFAULT_MODELS.get(provider_name, ""), max_tokens=args.max_tokens,
+    model = config.setting("model") if provider_name in DEFAULT_MODELS else None  # $MMAD_MODEL / project file
+    base = Variant(model=str(model or DEFAULT_MODELS.get(provider_name, "")), max_tokens=args.max_tokens,
                    corrupt_references=args.corrupt_references, sample=args.sample, sample_seed=args.seed)
     if "detail" in grid and provider_name != "openai":
         raise ConfigError("--detail is an OpenAI option (Anthropic has no image detail setting)")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 from mmad import config, datasets
-from mmad.cli_options import HelpFormatter, add_data_options, add_engine_options, finite_float, nonneg_int, \
+from mmad.cli_options import HelpFormatter, add_base_url_option, add_data_options, add_engine_options, \
+    add_model_option, add_provider_option, cache_help, finite_float, nonneg_int, \
     positive_float, positive_int, temperature
 from mmad.cli_output import console, err_console, print_rows
 from mmad.errors import ConfigError, DataError
@@ -24,7 +25,7 @@ DEFAULT_OUT = "results-classify"
 def add_classify_parser(sub) -> None:
     cl = sub.add_parser("classify", help="which anomaly class an image shows (VELM), with an MLLM and optionally "
                                          "a detector run's gate and contours", formatter_class=HelpFormatter)
-    cl.add_argument("--provider", required=True, choices=("openai", "anthropic"), help="the MLLM API")
+    add_provider_option(cl, ("openai", "anthropic"), "the MLLM API")
     add_data_options(cl)
     cl.add_argument("--variant", choices=("raw", "conditioned"), default="raw",
                     help="raw: reference + query; conditioned: + the query with the detector's red contour")
@@ -35,14 +36,14 @@ def add_classify_parser(sub) -> None:
     cl.add_argument("--classes", help="class descriptions (TOML, or VELM's JSON layout) (default: the packaged "
                                       "file of the dataset)")
     cl.add_argument("--prompt", help="a classification prompt file of the same form as the packaged ones")
-    cl.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest)")
-    cl.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    add_model_option(cl, "gpt-4o / claude-3-5-sonnet-latest")
+    add_base_url_option(cl)
     cl.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
     cl.add_argument("--max-tokens", type=positive_int, default=128, help="VELM allows Qwen2-VL 128 new tokens")
     cl.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
     cl.add_argument("--out", help=f"output folder (default {DEFAULT_OUT}/<run-name>)")
     cl.add_argument("--run-name", help="file-name prefix (default <model>+classify-<variant>[+<detector run>])")
-    cl.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    cl.add_argument("--cache-dir", help=cache_help())
     cl.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     cl.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
                     help="do not mark the fixed prefix for provider prompt caching")

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from mmad import config
-from mmad.cli_options import HelpFormatter, add_engine_options, bootstrap_count, detail, nonneg_int, positive_float, \
+from mmad.cli_options import HelpFormatter, add_base_url_option, add_engine_options, add_model_option, \
+    add_provider_option, bootstrap_count, cache_help, detail, nonneg_int, positive_float, \
     positive_int, temperature
 from mmad.cli_output import console, err_console
 from mmad.errors import ConfigError
@@ -27,9 +28,9 @@ def _root_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--provider", required=True, choices=("openai", "anthropic"), help="the MLLM API")
-    p.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest)")
-    p.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    add_provider_option(p, ("openai", "anthropic"), "the MLLM API")
+    add_model_option(p, "gpt-4o / claude-3-5-sonnet-latest")
+    add_base_url_option(p)
     _root_option(p)
     p.add_argument("--dataset", action="append", help="only this dataset (first path component); repeatable")
     p.add_argument("--sample", type=positive_int, help="only N images per dataset (seeded draw, --seed)")
@@ -48,7 +49,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
     p.add_argument("--out", help="output folder (default results/<run-name>)")
     p.add_argument("--run-name", help="file-name prefix (default: model + mode + shots + non-default choices)")
-    p.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    p.add_argument("--cache-dir", help=cache_help())
     p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
     p.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     p.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
