@@ -49,7 +49,7 @@ def _data_parsers(sub) -> None:
             p.add_argument("--size", type=positive_int, default=224, help="image side in pixels")
             p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
 
-    cache = sub.add_parser("cache", help="the response cache: check, rebuild", formatter_class=HelpFormatter)
+    cache = sub.add_parser("cache", help="the response cache: check, rebuild, stats, prune", formatter_class=HelpFormatter)
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     check = cache_sub.add_parser("check", help="integrity of the response cache", formatter_class=HelpFormatter)
     check.set_defaults(func=cli_data.cmd_cache_check)
@@ -60,6 +60,8 @@ def _data_parsers(sub) -> None:
     rebuild.set_defaults(func=cli_data.cmd_cache_rebuild)
     for p in (check, rebuild):
         p.add_argument("--cache-dir", help=cache_help())
+    from mmad.cli_cache import register as register_cache
+    register_cache(cache_sub)
 
 
 def _eval_parsers(sub) -> None:
