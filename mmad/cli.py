@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_hybrid(sub)
     from mmad.cli_config import register as register_config
     register_config(sub)
+    from mmad.cli_view import register as register_view
+    register_view(sub)
     return parser
 
 
