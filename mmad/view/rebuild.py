@@ -281,9 +281,13 @@ def request_text(rebuilt: Rebuilt) -> str:
     lines = [f"[system]\n{rebuilt.system}"] if rebuilt.system else []
     for turn in rebuilt.history:
         lines.append(f"[{turn['role']}]\n" + "\n".join(p["text"] for p in turn["parts"]))
-    body = []
+    body, after_text = [], False
     for part in rebuilt.parts:
-        body.append(part["text"] if "text" in part else f"[image {part['image'] + 1}: "
-                                                        f"{rebuilt.images[part['image']].label}]")
+        if "text" in part:
+            body.append(part["text"])
+        else:  # an image the text before it names ("Normal Image 1:") needs no label of its own
+            index = part["image"]
+            body.append(f"[image {index + 1}]" if after_text else f"[image {index + 1}: {rebuilt.images[index].label}]")
+        after_text = "text" in part
     lines.append("[user]\n" + "\n".join(body))
     return "\n\n".join(lines)
