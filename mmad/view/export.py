@@ -58,6 +58,7 @@ def export(data: ViewData, out: Path, *, images: bool = True,
             rid = entry["rid"]
             run_page = data.run_payload(rid)
             _payload(out, f"run/{rid}", run_page)
+            _payload(out, f"text/{rid}", data.text_payload(rid))
             entry["summary"] = {k: v for k, v in run_page.items() if k not in ("info", "per_subset", "columns")}
             _payload(out, f"summary/{rid}", entry["summary"])
             for row in range(run_page["columns"]["n"]):

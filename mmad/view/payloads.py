@@ -48,6 +48,7 @@ class ViewData:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _loading: dict = field(default_factory=dict, repr=False)
     _subsets: dict = field(default_factory=dict, repr=False)
+    _encoded: OrderedDict = field(default_factory=OrderedDict, repr=False)
     prices: object = None
 
     # ------------------------------------------------------------------ reading, cached
@@ -113,10 +114,32 @@ class ViewData:
         return {"runs": out, "notes": self.catalog.notes, "sources": [str(s) for s in self.catalog.sources]}
 
     def run_payload(self, rid: str) -> dict:
+        """The run page: summary, run.json, per-subset metrics, and the item columns (answer texts
+        apart: `text_payload`, fetched when a text filter needs them)."""
         run, items = self.items(rid)
         page = run_page(run, items, self._price_table())
         self._summaries[rid] = (run.signature(), {k: v for k, v in page.items() if k not in ("info", "per_subset")})
-        return {**page, "columns": columns(rid, items, self.thumb_url)}
+        table = columns(rid, items, self.thumb_url)
+        table["images"] = [self._image_root(run, result) is not None for result in items.files]
+        return {**page, "columns": table}
+
+    def text_payload(self, rid: str) -> dict:
+        """Every item's raw answer (what the text filter searches and the side-by-side shows)."""
+        _, items = self.items(rid)
+        return {"raw": items.raw}
+
+    def encoded(self, name: str, make: Callable[[], object], marker: object, encode: Callable[[object], str]) -> str:
+        """A payload's JSON, kept while `marker` (its run's file signature) holds."""
+        with self._lock:
+            cached = self._encoded.get(name)
+        if cached and cached[0] == marker:
+            return cached[1]
+        text = encode(make())
+        with self._lock:
+            self._encoded[name] = (marker, text)
+            while len(self._encoded) > 2 * KEEP_RUNS:
+                self._encoded.popitem(last=False)
+        return text
 
     def rebuilt(self, rid: str, row: int) -> tuple[RunFiles, Items, Rebuilt | str]:
         run, items = self.items(rid)
@@ -178,23 +201,29 @@ class ViewData:
 
     def source_path(self, rid: str, row: int) -> Path:
         """The item's query image file (no request rebuilt: cheap enough for a page of thumbnails)."""
-        from mmad import datasets
-        from mmad.errors import MmadError
         run, items = self.items(rid)
         if not 0 <= row < len(items):
             raise NotFound(f"run {rid} has no item {row}")
-        if run.kind == "qa":
-            return self.context.qa_root / items.path[row]
         result = items.files[items.sub[row]]
+        base = self._image_root(run, result)
+        if base is None:
+            raise NotFound(f"{result.label} is not under the data root {self.context.data_root}")
+        return base / items.path[row]
+
+    def _image_root(self, run: RunFiles, result) -> Path | None:
+        """Where a subset's item paths are (the test folder; QA: its root); None when absent."""
+        from mmad import datasets
+        from mmad.errors import MmadError
+        if run.kind == "qa":
+            return self.context.qa_root if self.context.qa_root.is_dir() else None
         marker = (result.dataset, result.subset)
         if marker not in self._subsets:
             try:
-                self._subsets[marker] = datasets.resolve(self.context.data_root, *marker)[0].test_root
+                found = datasets.resolve(self.context.data_root, *marker)[0].test_root
+                self._subsets[marker] = found if found.is_dir() else None
             except MmadError:
                 self._subsets[marker] = None
-        if self._subsets[marker] is None:
-            raise NotFound(f"{result.label} is not under the data root {self.context.data_root}")
-        return self._subsets[marker] / items.path[row]
+        return self._subsets[marker]
 
     def thumb(self, rid: str, row: int) -> bytes:
         """A small PNG of the item's query image (its source file)."""
@@ -230,7 +259,7 @@ def columns(rid: str, items: Items, thumb_url: Callable[[str, int | str], str]) 
             "sev": items.severity, "score": items.score, "statuses": statuses,
             "status": [status_code[s] for s in items.status], "sources": sources,
             "source": [source_code.get(s, -1) if s else -1 for s in items.source], "tok": items.tokens,
-            "lat": items.latency, "att": items.attempts, "reason": items.reason, "raw": items.raw,
+            "lat": items.latency, "att": items.attempts, "reason": items.reason,
             "answer": items.answer, "truth": items.truth, "extra": items.extra, "mis": items.misrank,
             "thumb": thumb_url(rid, "ROW")}
 

@@ -1,7 +1,8 @@
 """The view's HTTP server: Starlette routes over mmad.view.payloads, served by uvicorn on 127.0.0.1.
 
 Routes: `/` the page, `/static/*` its assets (shipped in the package), `/api/runs.json`,
-`/api/summary/<run>.json`, `/api/run/<run>.json`, `/api/item/<run>/<row>.json`,
+`/api/summary/<run>.json`, `/api/run/<run>.json`, `/api/text/<run>.json` (its answer texts),
+`/api/item/<run>/<row>.json`,
 `/api/image/<run>/<row>/<n>` (an image as sent), `/api/thumb/<run>/<row>`, `/api/verdict/<a>/<b>.json`.
 Only hosts naming the loopback are answered (a web page elsewhere cannot read your results through
 a rebound DNS name). Handlers are plain functions: Starlette runs them on its thread pool, so a slow
@@ -66,6 +67,11 @@ def create_app(data: ViewData) -> Starlette:
                 return Response(str(exc), status_code=400, media_type="text/plain")
         return endpoint
 
+    def _cached(name: str, make) -> Response:
+        rid = name.split("/")[1]
+        text = data.encoded(name, make, data.run(rid).signature(), dumps)
+        return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
+
     def image(params) -> Response:
         body, media_type = data.image(params["rid"], int(params["row"]), int(params["index"]))
         return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=60"})
@@ -74,7 +80,8 @@ def create_app(data: ViewData) -> Starlette:
         Route("/", page),
         Route("/api/runs.json", guarded(lambda p: _json(data.runs()))),
         Route("/api/summary/{rid}.json", guarded(lambda p: _json(data.summary(p["rid"])))),
-        Route("/api/run/{rid}.json", guarded(lambda p: _json(data.run_payload(p["rid"])))),
+        Route("/api/run/{rid}.json", guarded(lambda p: _cached(f"run/{p['rid']}", lambda: data.run_payload(p["rid"])))),
+        Route("/api/text/{rid}.json", guarded(lambda p: _cached(f"text/{p['rid']}", lambda: data.text_payload(p["rid"])))),
         Route("/api/item/{rid}/{row:int}.json", guarded(lambda p: _json(data.item(p["rid"], p["row"])))),
         Route("/api/image/{rid}/{row:int}/{index:int}", guarded(image)),
         Route("/api/thumb/{rid}/{row:int}",

@@ -28,12 +28,14 @@
   }
 
   function side(cols, i, label) {
-    return h("div.side", {}, h("h4", {}, label), h("pre.raw", {}, cols.raw[i] || cols.reason[i] || "(no answer text)"));
+    const text = (cols.raw && cols.raw[i]) || cols.reason[i] || "(no answer text)";
+    return h("div.side", {}, h("h4", {}, label), h("pre.raw", {}, text));
   }
 
   MV.pages.compare = async function (main, route) {
     const [a, b] = route.args;
     const [A, B] = await Promise.all([MV.load("run/" + a), MV.load("run/" + b)]);
+    await Promise.all([MV.withText(a, A.columns), MV.withText(b, B.columns)]); // both answers, side by side
     const scored = !["qa", "classify"].includes(A.kind);
     const CA = A.columns, CB = B.columns;
     const paired = MV.pair(CA, CB, answered(A.kind));

@@ -47,10 +47,18 @@ MV.query = function (cols, p) {
   return rows;
 };
 
+/* The run's answer texts come apart from its columns (they are most of the bytes): loaded once,
+   when a text filter or the side-by-side answers need them. */
+MV.withText = function (rid, cols) {
+  if (cols.raw) return Promise.resolve(cols);
+  cols._text = cols._text || MV.load("text/" + rid).then((text) => { cols.raw = text.raw; cols._hay = null; return cols; });
+  return cols._text;
+};
+
 MV.haystack = function (cols, i) {
   cols._hay = cols._hay || new Array(cols.n);
   if (cols._hay[i] === undefined) {
-    cols._hay[i] = [cols.raw[i], cols.reason[i], cols.key[i], cols.answer[i], cols.truth[i], cols.extra[i]]
+    cols._hay[i] = [cols.raw ? cols.raw[i] : null, cols.reason[i], cols.key[i], cols.answer[i], cols.truth[i], cols.extra[i]]
       .filter(Boolean).join("\n").toLowerCase();
   }
   return cols._hay[i];

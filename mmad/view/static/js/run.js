@@ -60,7 +60,7 @@
   function itemRow(page, cols, i, params) {
     const qa = page.kind === "qa", cls = page.kind === "classify";
     const link = h("a.itemlink", { href: MV.href("item", [page.rid, i], params) }, cols.key[i]);
-    const thumb = cols.thumb ? h("img.thumb", { src: cols.thumb.replace("ROW", i), alt: "", loading: "lazy", width: 48, height: 48 }) : "";
+    const thumb = cols.thumb && cols.images[cols.sub[i]] ? h("img.thumb", { src: cols.thumb.replace("ROW", i), alt: "", loading: "lazy", width: 48, height: 48 }) : "";
     const status = cols.statuses[cols.status[i]];
     const cells = [["", thumb], ["item", link], ["subset", cols.subsets[cols.sub[i]]]];
     if (qa) cells.push(["subtask", cols.extra[i] || "—"], ["right", cols.truth[i] || "—"], ["answer", cols.answer[i] || "—"]);
@@ -112,6 +112,11 @@
     }
     function draw(pageNumber) {
       const p = state();
+      if (p.get("q") && !cols.raw) { // the answer texts first (loaded once)
+        count.textContent = "loading the answer texts…";
+        MV.withText(rid, cols).then(() => draw(pageNumber), (error) => { count.textContent = String(error.message); });
+        return;
+      }
       const rows = MV.query(cols, p);
       const pages = Math.max(1, Math.ceil(rows.length / PAGE));
       const at = Math.min(Math.max(pageNumber, 1), pages);
