@@ -122,11 +122,13 @@ def main() -> None:
                                      ("text filter (answer texts loaded first)",
                                       lambda: page.fill("#itemfilter", "severe crack")),
                                      ("text filter again", lambda: page.fill("#itemfilter", "minor dent"))):
-                    before = page.locator("p.count").inner_text()
+                    shown = ("() => document.querySelector('p.count').textContent + '|' + "
+                             "[...document.querySelectorAll('a.itemlink')].slice(0, 5).map(a => a.href).join()")
+                    before = page.evaluate(shown)
                     t0 = time.perf_counter()
                     action()
-                    page.wait_for_function("([old]) => { const t = document.querySelector('p.count').textContent; "
-                                           "return t !== old && !/loading/.test(t); }", arg=[before])
+                    page.wait_for_function(f"([old]) => {{ const now = ({shown})(); "
+                                           f"return now !== old && !/loading/.test(now); }}", arg=[before])
                     pause = 0.15 if "filter" in what else 0.0  # the filter waits 150 ms for typing to pause
                     print(f"{what} over {full:,} items: {time.perf_counter() - t0 - pause:.3f} s "
                           f"({page.locator('p.count').inner_text()})")

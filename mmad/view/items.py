@@ -101,26 +101,32 @@ def _reason(record: dict | None) -> str | None:
     return None if text is None else str(text)[:REASON_CHARS]
 
 
-def _append(items: Items, sub: int, key: str, path: str, severity: float | None, score: float | None,
-            status: str, record: dict | None, *, answer=None, truth=None, extra=None) -> None:
-    items.sub.append(sub)
-    items.key.append(key)
-    items.path.append(path)
-    items.severity.append(severity)
-    items.score.append(score)
-    items.status.append(status)
-    items.source.append((record or {}).get("source"))
-    items.tokens.append(_tokens(record))
-    items.latency.append(_number((record or {}).get("latency_s")))
-    attempts = (record or {}).get("attempts")
-    items.attempts.append(int(attempts) if isinstance(attempts, int) else None)
-    items.reason.append(_reason(record))
-    raw = (record or {}).get("raw")
-    items.raw.append(None if raw is None else str(raw))
-    items.answer.append(answer)
-    items.truth.append(truth)
-    items.extra.append(extra)
-    items.finals.append(record)
+Row = tuple  # (key, path, severity, score, status, record, answer, truth, extra)
+
+
+def _extend(items: Items, sub: int, rows: list[Row]) -> None:
+    """Append one file's rows, column by column."""
+    if not rows:
+        return
+    keys, paths, severities, scores, statuses, records, answers, truths, extras = zip(*rows)
+    empty: dict = {}
+    found = [r or empty for r in records]
+    items.sub.extend([sub] * len(rows))
+    items.key.extend(keys)
+    items.path.extend(paths)
+    items.severity.extend(severities)
+    items.score.extend(scores)
+    items.status.extend(statuses)
+    items.source.extend([r.get("source") for r in found])
+    items.tokens.extend([_tokens(r) for r in found])
+    items.latency.extend([_number(r.get("latency_s")) for r in found])
+    items.attempts.extend([a if isinstance(a := r.get("attempts"), int) else None for r in found])
+    items.reason.extend([_reason(r) for r in found])
+    items.raw.extend([None if (raw := r.get("raw")) is None else str(raw) for r in found])
+    items.answer.extend(answers)
+    items.truth.extend(truths)
+    items.extra.extend(extras)
+    items.finals.extend(records)
 
 
 def _status(record: dict | None, has_log: bool, score: float | None) -> str:
@@ -133,20 +139,22 @@ def _status(record: dict | None, has_log: bool, score: float | None) -> str:
 
 def _score_file(items: Items, sub: int, result: ResultFile) -> None:
     finals = final_records(read_records(result.jsonl))
+    logged = result.jsonl is not None
+    rows: list[Row] = []
     seen = set()
     if result.csv is not None:
         table = read_result_file(result.csv, result.dataset, result.subset)
-        for path, severity, score in zip(table.paths, table.severity, table.scores):
+        for path, severity, score in zip(table.paths, table.severity.tolist(), table.scores.tolist()):
             record = finals.get(path)
-            value = None if not math.isfinite(score) else float(score)
-            _append(items, sub, path, path, float(severity), value, _status(record, result.jsonl is not None, value),
-                    record)
+            value = score if math.isfinite(score) else None
+            rows.append((path, path, severity, value, _status(record, logged, value), record, None, None, None))
             seen.add(path)
     for path, record in finals.items():  # answered, but no CSV row yet (a stopped run)
         if path not in seen:
             value = _number(record.get("score")) if record.get("status") == "ok" else None
-            _append(items, sub, path, path, _number(record.get("severity")), value, _status(record, True, value),
-                    record)
+            rows.append((path, path, _number(record.get("severity")), value, _status(record, True, value), record,
+                         None, None, None))
+    _extend(items, sub, rows)
 
 
 def _rows(path: Path | None) -> list[dict]:
@@ -158,8 +166,8 @@ def _rows(path: Path | None) -> list[dict]:
 
 def _classify_file(items: Items, sub: int, result: ResultFile) -> None:
     finals = final_records(read_records(result.jsonl))
-    rows = _rows(result.csv) or [{"Path": p} for p in finals]
-    for row in rows:
+    out: list[Row] = []
+    for row in _rows(result.csv) or [{"Path": p} for p in finals]:
         path = row.get("Path", "")
         record = finals.get(path)
         truth = row.get("True Classes") or ",".join((record or {}).get("true_classes") or []) or None
@@ -170,8 +178,9 @@ def _classify_file(items: Items, sub: int, result: ResultFile) -> None:
                 severity = float(row["Severity"])
             except ValueError:
                 severity = None
-        _append(items, sub, path, path, severity, None, _status(record, result.jsonl is not None, None), record,
-                answer=answer, truth=truth)
+        out.append((path, path, severity, None, _status(record, result.jsonl is not None, None), record, answer,
+                    truth, None))
+    _extend(items, sub, out)
 
 
 def _qa_file(items: Items, sub: int, result: ResultFile) -> None:
@@ -179,14 +188,16 @@ def _qa_file(items: Items, sub: int, result: ResultFile) -> None:
     finals = final_records({**r, "path": r.get("question_id")} for r in records)
     rows = _rows(result.csv) or [{"question_id": q, "image": (r.get("path") or ""), "subtask": r.get("subtask"),
                                   "correct": r.get("correct")} for q, r in finals.items()]
+    out: list[Row] = []
     for row in rows:
         qid = row.get("question_id", "")
         record = finals.get(qid)
         status = row.get("status") if row.get("status") and row.get("status") != "pending" else \
             _status(record, result.jsonl is not None, None)
-        _append(items, sub, qid, row.get("image", ""), None, None, status, record,
-                answer=row.get("predicted") or (record or {}).get("letter") or None, truth=row.get("correct") or None,
-                extra=row.get("subtask") or None)
+        out.append((qid, row.get("image", ""), None, None, status, record,
+                    row.get("predicted") or (record or {}).get("letter") or None, row.get("correct") or None,
+                    row.get("subtask") or None))
+    _extend(items, sub, out)
 
 
 def load_items(run: RunFiles) -> Items:

@@ -182,7 +182,7 @@ class ViewData:
             except OSError:
                 width = height = None
             images.append({"label": image.label, "url": self.image_url(rid, row, index), "width": width,
-                           "height": height, "source": str(image.path), "spec": image.spec.token})
+                           "height": height, "source": self._shown_path(image.path), "spec": image.spec.token})
         out["request"] = {"system": rebuilt.system, "parts": rebuilt.parts, "history": rebuilt.history,
                           "note": rebuilt.note, "sent": rebuilt.sent, "key": rebuilt.key,
                           "matches": rebuilt.matches(final), "text": request_text(rebuilt), "images": images,
@@ -191,6 +191,19 @@ class ViewData:
             names = ((run.settings.get("classes") or {}).get("names") or {}).get(out["subset"])
             out["classes"] = names
         return out
+
+    def _shown_path(self, path: Path) -> str:
+        """A file as the page names it: relative to the working directory when under it; a contour
+        the view drew again (in its scratch folder) by what it is."""
+        try:
+            path.resolve().relative_to(self.context.scratch.resolve())
+            return "contour drawn again by the view from the detector's map (as the run drew it)"
+        except ValueError:
+            pass
+        try:
+            return str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(path)
 
     def image(self, rid: str, row: int, index: int) -> tuple[bytes, str]:
         _, _, rebuilt = self.rebuilt(rid, row)

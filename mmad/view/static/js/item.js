@@ -106,13 +106,13 @@
       fact("cache key", h("code.key", {}, item.cache_key || "—"))));
     main.appendChild(keyCheck(request, item));
     MV.append(main, specifics(item));
+    const gallery = images(request);
+    if (gallery) MV.append(main, [h("h2", {}, request.sent === false ? "Images" : "Images as sent"), gallery]);
     main.appendChild(h("section.answer", {}, h("h2", {}, "Answer"),
       h("h3", {}, "Raw answer"), f.raw ? h("pre.raw", {}, f.raw) : h("p.muted", {}, "no answer text"),
       scored ? h("p", {}, h("strong", {}, "parsed score: "), MV.score(f.score ?? null), "  ",
         h("strong", {}, "reason: "), f.reason || "—") : null,
       f.error ? h("p.bad", {}, "error: " + f.error) : null));
-    const gallery = images(request);
-    if (gallery) MV.append(main, [h("h2", {}, request.sent === false ? "Images" : "Images as sent"), gallery]);
     if (request.text) {
       main.appendChild(h("details.prompt", { open: true }, h("summary", {}, "Prompt as sent (images as [image n])"),
         h("pre", {}, request.text)));
