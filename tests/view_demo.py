@@ -116,3 +116,22 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# --------------------------------------------------------------------------- the tests' fixture
+
+class Demo:
+    """The demo's folder, its runs by name, and every request the wire server received."""
+
+    def __init__(self, out: Path, folders: dict[str, Path], received: list) -> None:
+        self.out, self.folders, self.received = out, folders, received
+
+
+def view_demo_fixture(tmp_path_factory) -> Demo:
+    out = tmp_path_factory.mktemp("view-demo")
+    server = WireServer(answer=demo_answer).start()
+    try:
+        folders = build(out, server)
+    finally:
+        server.stop()
+    return Demo(out, folders, list(server.requests))
