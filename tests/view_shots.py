@@ -45,7 +45,7 @@ def run_ids(url: str) -> dict[str, str]:
 def shoot(page, url: str, path: Path, *, ready: str = "main[data-ready='1']", full_page: bool = False) -> None:
     page.goto(url)
     page.wait_for_selector(ready, timeout=20_000)
-    page.wait_for_function("[...document.images].every(i => i.complete)")
+    page.wait_for_function("[...document.images].every(i => i.complete || i.loading === 'lazy')")
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=full_page)
 

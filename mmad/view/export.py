@@ -106,9 +106,10 @@ def _export_verdicts(data: ViewData, out: Path, counts: dict) -> list[list[str]]
     from mmad.report_data import comparable_pairs
     runs = data.catalog.runs
     pairs = []
-    for a, b, _ in comparable_pairs([r for r in runs if r.info is not None]):
-        _payload(out, f"verdict/{a.rid}/{b.rid}", data.verdict(a.rid, b.rid))
-        pairs.append([a.rid, b.rid])
-        counts["verdicts"] += 1
+    for first, second, _ in comparable_pairs([r for r in runs if r.info is not None]):
+        for a, b in ((first, second), (second, first)):  # either can be the base on the page
+            _payload(out, f"verdict/{a.rid}/{b.rid}", data.verdict(a.rid, b.rid))
+            pairs.append([a.rid, b.rid])
+            counts["verdicts"] += 1
     return pairs
 

@@ -65,7 +65,11 @@
       "aria-label": "filter runs", id: "runfilter" });
     const kinds = h("select", { "aria-label": "kind of run" }, h("option", { value: "" }, "every kind"),
       ["score", "detector", "hybrid", "classify", "qa"].map((k) => h("option", { value: k, selected: k === state.kind }, k)));
-    main.appendChild(h("div.toolbar", {}, filter, kinds, compare,
+    const order = h("select", { "aria-label": "sort runs by" }, h("option", { value: "" }, "as found"),
+      COLUMNS.flatMap(([key, label]) => [h("option", { value: key }, label + " ▲"), h("option", { value: "-" + key }, label + " ▼")]));
+    order.value = state.sort;
+    order.addEventListener("change", () => { state.sort = order.value; remember(); draw(); });
+    main.appendChild(h("div.toolbar", {}, filter, kinds, h("label", {}, "sort ", order), compare,
       h("span.muted.hint", {}, "select two runs to put them side by side · / filters · ? keys")));
 
     const body = h("tbody");
@@ -107,6 +111,7 @@
     }
     function sortBy(key) {
       state.sort = state.sort === key ? "-" + key : state.sort === "-" + key ? "" : key;
+      order.value = state.sort;
       remember();
       draw();
     }
