@@ -27,6 +27,8 @@ from mmad.runs import CORRUPT_KEYS, Run, evaluate_runs, load_runs
 from mmad.severity_curves import ExpansionCurves, LevelCurves, expansion_curves, level_curves
 
 MAX_VARIANT_DIFFERENCES = 2  # runs differing in at most this many settings are "variants"
+# settings that make another method, not a variant: a detector's algorithm, a detector gate, the task
+METHOD_KEYS = ("method", "hybrid", "task")
 
 
 @dataclass
@@ -78,14 +80,16 @@ def comparable_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run, list[str]]]:
     """(a, b, changes) for runs of the same kind that differ in 1-2 settings (prompt variants,
     models, repeats) under the same corruption: the pairs `mmad compare` verdicts are about.
     A pair whose corruption differs is left out, even when something else differs too: the
-    corruption's effect is Table 5's business, and mixing it in would confound the verdict."""
+    corruption's effect is Table 5's business, and mixing it in would confound the verdict. Runs of
+    different methods (PatchCore vs PaDiM, an MLLM vs its detector-gated hybrid) are not variants."""
     out = []
     described = [r for r in runs if r.info is not None]
     for i, a in enumerate(described):
         for b in described[i + 1:]:
             changes = setting_differences(a.info, b.info)
             corruption_differs = any(c.split(":", 1)[0] in CORRUPT_KEYS for c in changes)
-            if (changes and not corruption_differs and len(changes) <= MAX_VARIANT_DIFFERENCES
+            method_differs = any(c.split(":", 1)[0] in METHOD_KEYS for c in changes)
+            if (changes and not corruption_differs and not method_differs and len(changes) <= MAX_VARIANT_DIFFERENCES
                     and a.info.get("kind") == b.info.get("kind")):
                 out.append((a, b, changes))
     return out

@@ -83,7 +83,7 @@
         cells.push(CA.truth[p.a] || "—", CA.answer[p.a] || "—", CB.answer[p.b] || "—");
       }
       cells.push(open);
-      const tr = h("tr", {}, cells.map((c, k) => h("td", { "data-label": heads[k] }, c)));
+      const tr = h("tr", {}, cells.map((c, k) => MV.td(heads[k], c)));
       const detail = h("tr.answers", { hidden: true }, h("td", { colspan: heads.length },
         h("div.sides", {}, side(CA, p.a, A.name), side(CB, p.b, B.name)),
         h("p", {}, h("a", { href: MV.href("item", [a, p.a]) }, "item in " + A.name), " · ",

@@ -61,6 +61,11 @@ MV.append = function (node, children) {
   return node;
 };
 
+/* A table cell that reads as "label: value" when tables show as cards (narrow screens). */
+MV.td = function (label, content, attrs = {}) {
+  return MV.h("td", { "data-label": label, ...attrs }, MV.h("div.v", {}, content));
+};
+
 MV.svg = function (tag, attrs, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);

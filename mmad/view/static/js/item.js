@@ -74,7 +74,7 @@
           [r.error, r.cause].filter(Boolean).join(" — ") || "—", r.latency_s === null || r.latency_s === undefined ? "—" : r.latency_s + " s",
           u.input_tokens !== undefined ? `${MV.int(u.input_tokens)} / ${MV.int(u.output_tokens)}` : "—",
           h("code", {}, (r.key || "—").slice(0, 16))];
-        return h("tr", { class: r === item.final ? "final" : null }, cells.map((c, i) => h("td", { "data-label": head[i] }, c)));
+        return h("tr", { class: r === item.final ? "final" : null }, cells.map((c, i) => MV.td(head[i], c)));
       }))));
   }
 

@@ -53,7 +53,7 @@
         const cells = [s.subset, MV.int(s.items), MV.int(ok), MV.int(s.items - ok - todo), MV.int(todo)];
         if (score) cells.push(MV.pct(s.auroc), MV.pct(s.c_index), MV.tau(s.kendall_tau_b), boxes(s));
         else cells.push(MV.pct(s.accuracy));
-        return h("tr", { title: (s.notes || []).join("; ") }, cells.map((c, k) => h("td", { "data-label": head[k] }, c)));
+        return h("tr", { title: (s.notes || []).join("; ") }, cells.map((c, k) => MV.td(head[k], c)));
       }))));
   }
 
@@ -71,7 +71,7 @@
       ["source", cols.source[i] < 0 ? "—" : cols.sources[cols.source[i]]],
       ["reason", h("span.reason", {}, cols.reason[i] || "")], ["tokens", MV.int(cols.tok[i])],
       ["latency", cols.lat[i] === null ? "—" : cols.lat[i].toFixed(2) + " s"], ["tries", cols.att[i] ?? "—"]);
-    return h("tr", {}, cells.map(([label, c]) => h("td", { "data-label": label }, c)));
+    return h("tr", {}, cells.map(([label, c]) => MV.td(label, c)));
   }
 
   MV.pages.run = async function (main, route) {

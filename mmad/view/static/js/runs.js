@@ -83,8 +83,8 @@
     function row(run) {
       const box = h("input", { type: "checkbox", "aria-label": "select " + run.name, checked: state.selected.has(run.rid),
         onchange: () => { box.checked ? state.selected.add(run.rid) : state.selected.delete(run.rid); update(); } });
-      return h("tr", { dataset: { rid: run.rid } }, h("td", { "data-label": "select" }, box),
-        cells(run).map((cell, k) => h("td", { "data-label": COLUMNS[k][1], class: "c-" + COLUMNS[k][0] }, cell)));
+      return h("tr", { dataset: { rid: run.rid } }, MV.td("select", box),
+        cells(run).map((cell, k) => MV.td(COLUMNS[k][1], cell, { class: "c-" + COLUMNS[k][0] })));
     }
     function draw() {
       const text = state.q.toLowerCase();
