@@ -12,7 +12,7 @@ from pathlib import Path
 from mmad import config
 from mmad.cli_options import HelpFormatter, nonneg_int, root_help
 from mmad.cli_output import console, err_console, percent, tau
-from mmad.errors import ConfigError
+from mmad.errors import ConfigError, MmadError
 
 DEFAULT_RESULTS = ("results", "results-classify")
 DEFAULT_PORT = 8321
@@ -92,12 +92,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="mmad-runs-"))
     try:
         data = _open(args, scratch)
-        rows = [data.summary(run.rid) for run in data.catalog.runs]
+        rows, unreadable = [], []
+        for run in data.catalog.runs:
+            try:
+                rows.append(data.summary(run.rid))
+            except MmadError as exc:  # one damaged run does not hide the others; the exit code says it
+                unreadable.append({"name": run.label, "folder": str(run.folder), "error": str(exc)})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
-        print(json.dumps({"runs": rows, "notes": data.catalog.notes}, indent=2))
-        return 0
+        print(json.dumps({"runs": rows, "unreadable": unreadable, "notes": data.catalog.notes}, indent=2))
+        return 2 if unreadable else 0
     from rich.markup import escape
     from rich.table import Table
     table = Table(title=f"{len(rows)} runs")
@@ -117,4 +122,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     console.print(table)
     for note in data.catalog.notes:
         err_console.print(f"note: {note}", markup=False, highlight=False)
-    return 0
+    for bad in unreadable:
+        err_console.print(f"error: run {bad['name']} ({bad['folder']}): {bad['error']}", markup=False, highlight=False,
+                          soft_wrap=True)
+    return 2 if unreadable else 0

@@ -206,3 +206,29 @@ def test_bad_view_input_is_one_line(tmp_path):
         port = taken.getsockname()[1]
         out = mmad("view", "--no-open", "--port", str(port))
     assert out.returncode == 2 and f"--port {port}: cannot listen" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_unreadable_run_is_named_not_hidden(view_demo, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from starlette.testclient import TestClient
+
+    from mmad.view.server import create_app
+    results = tmp_path / "results"
+    shutil.copytree(view_demo.folders["gpt-4o"], results / "fine")
+    shutil.copytree(view_demo.folders["gpt-4o+industrial-paper"], results / "damaged")
+    csv = results / "damaged" / "gpt-4o+industrial-paper_synth_brick.csv"
+    csv.write_text(csv.read_text().replace("\n", "\nbad/row.png,1,high\n", 1))
+    out = subprocess.run([sys.executable, "-m", "mmad.cli", "runs"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "gpt-4o" in out.stdout
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "non-numeric score at line(s) 2" in errors[0] and "Traceback" not in out.stderr
+    data = open_view([results], data_root=view_demo.out / "data", prompts_dir=config.prompts_dir(), qa_root=tmp_path,
+                     scratch=tmp_path / "scratch")
+    client = TestClient(create_app(data), base_url="http://127.0.0.1")
+    damaged = next(run.rid for run in data.catalog.runs if run.folder.name == "damaged")
+    answer = client.get(f"/api/summary/{damaged}.json")
+    assert answer.status_code == 422 and "non-numeric score" in answer.text

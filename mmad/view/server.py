@@ -25,7 +25,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mmad.errors import ConfigError
+from mmad.errors import ConfigError, MmadError
 from mmad.view.payloads import NotFound, ViewData
 
 STATIC = Path(str(resources.files("mmad.view").joinpath("static")))
@@ -63,6 +63,8 @@ def create_app(data: ViewData) -> Starlette:
                 return handler(request.path_params)
             except NotFound as exc:
                 return Response(str(exc), status_code=404, media_type="text/plain")
+            except MmadError as exc:  # a result file that cannot be read: its one line, for the page
+                return Response(str(exc), status_code=422, media_type="text/plain")
             except ValueError as exc:
                 return Response(str(exc), status_code=400, media_type="text/plain")
         return endpoint

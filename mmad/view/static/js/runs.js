@@ -29,11 +29,12 @@
 
   function cells(run) {
     const s = run.summary, w = run.settings;
-    const pending = h("span.pending", { title: "reading its result files" }, "…");
+    const pending = run.error ? h("span.bad", { title: run.error }, "unreadable") : h("span.pending", { title: "reading its result files" }, "…");
     const chips = Object.entries(w.other).map(([k, v]) => h("span.chip", {}, k + " " + v));
     const m = s ? s.metrics : {};
     return [
-      h("a.runlink", { href: MV.href("run", [run.rid]), title: run.folder }, run.name),
+      [h("a.runlink", { href: MV.href("run", [run.rid]), title: run.folder }, run.name),
+        run.error ? h("div.bad.small", { role: "note" }, run.error) : null],
       h("span.kind.kind-" + run.kind, {}, run.kind),
       [w.provider ? h("span.muted", {}, w.provider + " · ") : null, w.model || "—"],
       w.prompt || "—",
@@ -140,7 +141,7 @@
     async function worker() {
       while (todo.length) {
         const run = todo.shift();
-        try { run.summary = await MV.load("summary/" + run.rid); } catch (error) { run.summary = null; continue; }
+        try { run.summary = await MV.load("summary/" + run.rid); } catch (error) { run.error = String(error.message || error); }
         const old = rows.get(run.rid);
         if (old && old.isConnected) { const fresh = row(run); old.replaceWith(fresh); rows.set(run.rid, fresh); }
       }
