@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -80,12 +81,31 @@ def cmd_view(args: argparse.Namespace) -> int:
         for note in data.catalog.notes:
             err_console.print(f"note: {note}", markup=False, highlight=False)
         if not args.no_open:
-            import webbrowser
-            webbrowser.open(url)
-        serve(data, sock)
+            _open_browser(url)
+        try:
+            serve(data, sock)
+        except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an abort
+            pass
+        console.print("mmad view: stopped", markup=False, highlight=False)
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _open_browser(url: str) -> None:
+    """A graphical browser when there is a display; never a text browser taking over the terminal."""
+    import os
+    import webbrowser
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        err_console.print("note: no display here: open the URL in a browser (an SSH tunnel: ssh -L PORT:127.0.0.1:PORT)",
+                          markup=False, highlight=False)
+        return
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        err_console.print("note: no browser found: open the URL yourself", markup=False, highlight=False)
+        return
+    webbrowser.open(url)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
