@@ -20,8 +20,8 @@ def one(device: str, method: str, root: str, train: int, test: int, coreset: flo
     """Runs in a child process so each figure's peak memory is its own."""
     import torch
 
+    from mmad.data import datasets
     from mmad_conventional.run import DetectorSettings, run_detector
-    from mmad import datasets
     subsets = datasets.resolve(Path(root), "synth", "brick")
     settings = DetectorSettings(method=method, device=device, coreset_ratio=coreset if method == "patchcore" else None)
     report = run_detector(subsets, settings, out_dir=Path(root) / f"out-{method}-{device}", run_name="bench",
@@ -48,7 +48,7 @@ def main() -> None:
         return
     import torch
 
-    from mmad.synth import synthesize
+    from mmad.data.synth import synthesize
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     if "cuda" in args.devices and "cuda" not in devices:
         print("(no CUDA GPU here: CPU figures only)")

@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmad.datasets import REGISTRY  # noqa: E402
-from mmad.results import write_result_csv  # noqa: E402
-from mmad.runinfo import make_run_info  # noqa: E402
+from mmad.data.datasets import REGISTRY  # noqa: E402
+from mmad.data.templates import write_result_csv  # noqa: E402
+from mmad.results.runinfo import make_run_info  # noqa: E402
 
 WORDS = ("scratch surface texture defect visible region edge stain crack dent minor severe normal pattern "
          "uniform colour deviation area left right centre upper lower").split()

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmad import datasets
+from mmad.atomic import atomic_write_bytes, atomic_write_text
+from mmad.data import datasets
+from mmad.data.images import decode_check
+from mmad.data.templates import write_result_csv
+from mmad.engine.jobs import check_references, result_paths
 from mmad.errors import ConfigError, DataError, StorageError, describe_os_error
-from mmad.images import decode_check
-from mmad.jobs import check_references, result_paths
-from mmad.results import JsonlLog, atomic_write_bytes, atomic_write_text, write_result_csv
+from mmad.results.files import JsonlLog
 
 from .backbone import make_backbone
 from .features import FeatureExtractor, resolve_device

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mmad.results import JsonlLog
+from mmad.results.files import JsonlLog
 from tests.conftest import cli_env, make_industry_subset
 
 
@@ -83,6 +83,13 @@ def test_prune_of_one_run_spares_entries_another_run_needs(scored):
     assert set(only["removed"]) == record_keys(plain)  # the run's own records do not protect them
     forced = json.loads(mmad(env, "cache", "prune", "--older-than", "0s", "--force", "--json", cwd=tmp).stdout)
     assert len(forced["removed"]) == 12 and cache_keys(tmp / "cache") == set()
+
+
+def test_the_prune_knows_the_lock_and_run_file_names():
+    from mmad.cache import admin
+    from mmad.engine.lock import LOCK_FILE
+    from mmad.results.runinfo import RUN_FILE
+    assert (admin.LOCK_FILE, admin.RUN_FILE) == (LOCK_FILE, RUN_FILE)
 
 
 def test_prune_refuses_without_results_and_names_bad_input(tmp_path):

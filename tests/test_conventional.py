@@ -7,13 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="conventional detectors need torch: pip install -e '.[conventional]'")
 
+from mmad import cli  # noqa: E402
+from mmad.analysis.evaluate import evaluate_paths  # noqa: E402
+from mmad.data import datasets  # noqa: E402
 from mmad_conventional.backbone import efficientnet_lite0, normalize  # noqa: E402
 from mmad_conventional.features import FeatureExtractor, load_images  # noqa: E402
 from mmad_conventional.padim import Padim  # noqa: E402
 from mmad_conventional.patchcore import PatchCore, greedy_coreset, nearest_distance  # noqa: E402
 from mmad_conventional.run import DetectorSettings, run_detector  # noqa: E402
-from mmad import cli, datasets  # noqa: E402
-from mmad.analysis import evaluate_paths  # noqa: E402
 from tests.conftest import make_industry_subset  # noqa: E402
 
 
@@ -153,9 +154,9 @@ def test_load_images_resizes_to_square(tmp_path):
 
 
 def test_resnet_backbones_load_local_torchvision_weights(tmp_path):
+    from mmad.errors import ConfigError
     from mmad_conventional.backbone import make_backbone
     from mmad_conventional.resnet import wide_resnet50_2
-    from mmad.errors import ConfigError
     model = wide_resnet50_2()
     state = model.state_dict()
     for key in ("conv1.weight", "layer1.0.downsample.1.running_var", "layer3.5.conv3.weight", "fc.bias"):

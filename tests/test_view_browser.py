@@ -46,7 +46,7 @@ def test_runs_page(served, width):
         assert rows.count() == 6 and page.locator("span.pending").count() == 0
         kinds = sorted(t.strip() for t in data(page, "table.runs tbody td.c-kind"))
         assert kinds == ["classify", "detector", "hybrid", "qa", "score", "score"]
-        assert "$0." in page.locator("tr[data-rid='%s']" % ids["gpt-4o"]).inner_text()
+        assert "$0." in page.locator(f"tr[data-rid='{ids['gpt-4o']}']").inner_text()
         page.fill("#runfilter", "industrial-paper")
         assert rows.count() == 1
         page.fill("#runfilter", "")
@@ -123,7 +123,7 @@ def test_an_item_shows_the_images_as_sent_and_the_raw_answer(served, view_demo, 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_two_variants_side_by_side(served, view_demo, width):
-    from mmad.compare import compare_runs
+    from mmad.comparison.compare import compare_runs
     url, ids = served
     a, b = ids["gpt-4o"], ids["gpt-4o+industrial-paper"]
     expected = compare_runs(view_demo.folders["gpt-4o"], [view_demo.folders["gpt-4o+industrial-paper"]])

@@ -60,7 +60,7 @@ def test_the_catalog_finds_every_kind_from_names_alone(view_demo):
 
 
 def test_summaries_are_the_library_evaluators_numbers(view_demo):
-    from mmad.analysis import dataset_means, evaluate_paths
+    from mmad.analysis.evaluate import dataset_means, evaluate_paths
     from mmad.classify.evaluate import find_classify_files, read_category, run_means
     from mmad.qa.metrics import evaluate_run
     from mmad.qa.results import load_runs as load_qa

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad import datasets
-from mmad.results import atomic_write_text, write_result_csv
-from mmad.synth import synthesize
+from mmad.atomic import atomic_write_text
+from mmad.data import datasets
+from mmad.data.synth import synthesize
+from mmad.data.templates import write_result_csv
 from tests.hybrid_helpers import write_detector_run
 from tests.wire_server import Received, WireServer, classify_answer, severity_answer
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmad.results import distinct_tails, identify, known_pairs, run_label
-from mmad.runinfo import RUN_FILE, read_run_info
+from mmad.results.files import distinct_tails, identify, known_pairs, run_label
+from mmad.results.runinfo import RUN_FILE, read_run_info
 
 KINDS = ("score", "detector", "hybrid", "classify", "qa")
 QA_HEADER = ("question_id", "image", "subtask", "correct", "predicted", "status", "note")
@@ -159,7 +159,7 @@ class Catalog:
     notes: list[str] = field(default_factory=list)
 
     def scan(self) -> list[RunFiles]:
-        from mmad.datasets import discover
+        from mmad.data.datasets import discover
         extra = []
         if self.data_root is not None and self.data_root.is_dir():
             extra = [(s.dataset, s.subset) for s in discover(self.data_root)]

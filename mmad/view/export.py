@@ -4,8 +4,8 @@ Browsers do not let a page opened from a file fetch other files, but they do run
 names: every payload is written as `data/<name>.js`, a script that hands its JSON to the page
 (`window.mmadData(name, payload)`). The page is the live view's (`index.html` with
 `data-mode="export"`); images as sent and thumbnails are files under `img/`. Verdicts are written for
-the pairs of runs that are variants of one another (mmad.report_data.comparable_pairs, the report's
-rule); any two runs can still be put side by side, their items paired in the page.
+the pairs of runs that are variants of one another (mmad.comparison.pairs.comparable_pairs, the
+report's rule); any two runs can still be put side by side, their items paired in the page.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _export_item(data: ViewData, out: Path, rid: str, row: int, images: bool) ->
 
 
 def _export_verdicts(data: ViewData, out: Path, counts: dict) -> list[list[str]]:
-    from mmad.report_data import comparable_pairs
+    from mmad.comparison.pairs import comparable_pairs
     runs = data.catalog.runs
     pairs = []
     for first, second, _ in comparable_pairs([r for r in runs if r.info is not None]):

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mmad.comparison.run_data import NO_RECORD_FAILED, NO_RECORD_OK, final_records
 from mmad.metrics import severity_levels
-from mmad.results import JsonlLog, read_result_file
-from mmad.run_data import NO_RECORD_FAILED, NO_RECORD_OK, final_records
+from mmad.results.files import JsonlLog, read_result_file
 from mmad.view.catalog import ResultFile, RunFiles
 
 TODO = "to-do"

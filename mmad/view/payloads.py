@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmad.results import JsonlLog
+from mmad.results.files import JsonlLog
 from mmad.view.catalog import Catalog, RunFiles
 from mmad.view.items import Items, load_items
 from mmad.view.rebuild import Context, Rebuilt, Unavailable, image_bytes, rebuild, request_text
@@ -94,7 +94,7 @@ class ViewData:
 
     def _price_table(self):
         if self.prices is None:
-            from mmad.cost import load_prices
+            from mmad.cost.prices import load_prices
             self.prices = load_prices()
         return self.prices
 
@@ -174,7 +174,7 @@ class ViewData:
         if isinstance(rebuilt, str):
             out["request"] = {"unavailable": rebuilt}
             return out
-        from mmad.images import prepared_size
+        from mmad.data.images import prepared_size
         images = []
         for index, image in enumerate(rebuilt.images):
             try:
@@ -225,7 +225,7 @@ class ViewData:
 
     def _image_root(self, run: RunFiles, result) -> Path | None:
         """Where a subset's item paths are (the test folder; QA: its root); None when absent."""
-        from mmad import datasets
+        from mmad.data import datasets
         from mmad.errors import MmadError
         if run.kind == "qa":
             return self.context.qa_root if self.context.qa_root.is_dir() else None

@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmad import datasets
+from mmad.data import datasets
+from mmad.data.filememo import FileMemo
+from mmad.data.images import ImageRef, encode_file
 from mmad.errors import MmadError
-from mmad.filememo import FileMemo
-from mmad.images import ImageRef, encode_file
 from mmad.view.catalog import ResultFile, RunFiles
 
 
@@ -131,7 +131,7 @@ def _one_row(ctx: Context, subset: datasets.Subset, path: str) -> datasets.Subse
 
 
 def _detector(ctx: Context, hybrid: dict):
-    from mmad.gate import open_detector_run
+    from mmad.hybrid.gate import open_detector_run
     name = str(hybrid.get("detector_run"))
     folder = ctx.detectors.get(name)
     if folder is None:
@@ -148,8 +148,8 @@ def _threshold(hybrid: dict) -> float | None:
 
 
 def score_request(ctx: Context, run: RunFiles, result: ResultFile, path: str) -> Rebuilt:
-    from mmad.jobs import build_plans
-    from mmad.variants import Variant
+    from mmad.engine.jobs import build_plans
+    from mmad.scoring.variants import Variant
     settings = run.settings
     fields = {f.name for f in dataclasses.fields(Variant)}
     variant = Variant(**{k: v for k, v in settings.items() if k in fields and v is not None})
@@ -159,7 +159,7 @@ def score_request(ctx: Context, run: RunFiles, result: ResultFile, path: str) ->
     plan = plans[0]
     hybrid = settings.get("hybrid")
     if isinstance(hybrid, dict):
-        from mmad.hybrid import HybridOptions, hybrid_plan
+        from mmad.hybrid.plans import HybridOptions, hybrid_plan
         options = HybridOptions(_detector(ctx, hybrid), _threshold(hybrid), str(hybrid.get("contour") or "none"),
                                 ctx.scratch / "contours", ctx.prompts_dir, variant.prompt, identity(settings),
                                 variant.repeat)
@@ -200,11 +200,11 @@ def classify_request(ctx: Context, run: RunFiles, result: ResultFile, path: str)
 
 
 def qa_request(ctx: Context, run: RunFiles, result: ResultFile, question_id: str, record: dict | None) -> Rebuilt:
+    from mmad.engine.records import best_records
     from mmad.qa.data import load_benchmark
     from mmad.qa.jobs import QAOptions, build_qa_plans
     from mmad.qa.prompt import load_qa_prompt
-    from mmad.records import best_records
-    from mmad.results import JsonlLog
+    from mmad.results.files import JsonlLog
     s = run.settings
     marker = (str(ctx.qa_root), s.get("templates", "random"), int(s.get("shots", 1)), bool(s.get("domain_knowledge")))
     if marker not in ctx._benchmarks:
@@ -240,7 +240,7 @@ def qa_request(ctx: Context, run: RunFiles, result: ResultFile, question_id: str
 
 
 def detector_images(ctx: Context, run: RunFiles, result: ResultFile, path: str) -> Rebuilt:
-    from mmad.images import ORIGINAL_SPEC
+    from mmad.data.images import ORIGINAL_SPEC
     subset = _subset(ctx, result)
     refs = datasets.reference_images(subset, int(run.settings.get("refs", 3))) if run.settings.get("refs") else []
     size = run.settings.get("image_size", 224)

@@ -93,8 +93,8 @@ def _wall_time(run: RunFiles) -> tuple[float | None, str]:
 
 def _run_data(run: RunFiles, items: Items):
     """The run as mmad.run_data sees it (items by their key), for its spend and latency."""
-    from mmad.results import ResultTable
-    from mmad.run_data import RunData
+    from mmad.comparison.run_data import RunData
+    from mmad.results.files import ResultTable
     tables, records = {}, {}
     for sub, result in enumerate(items.files):
         rows = [i for i, s in enumerate(items.sub) if s == sub]
@@ -148,7 +148,7 @@ def _answer_metrics(run: RunFiles, result, items: Items, rows: np.ndarray) -> di
 
 def _score_metrics(items: Items, rows: np.ndarray) -> dict:
     from mmad import metrics
-    from mmad.analysis import undefined_notes
+    from mmad.analysis.evaluate import undefined_notes
     scored = [i for i in rows if items.score[i] is not None and items.severity[i] is not None]
     levels = metrics.severity_levels(np.array([items.severity[i] for i in scored], dtype=float))
     scores = np.array([items.score[i] for i in scored], dtype=float)
@@ -191,7 +191,7 @@ def headline(run: RunFiles, subsets: list[dict]) -> dict:
 
 def summarize(run: RunFiles, items: Items, prices=None, subsets: list[dict] | None = None) -> dict:
     """Everything the runs page shows of one run."""
-    from mmad.run_data import summarize_run
+    from mmad.comparison.run_data import summarize_run
     spent = summarize_run(_run_data(run, items), prices)
     wall, wall_note = _wall_time(run)
     subsets = subset_metrics(run, items) if subsets is None else subsets

@@ -46,7 +46,7 @@ def verdict(base: RunFiles, other: RunFiles, *, n_boot: int = 2000, seed: int = 
     try:
         if base.kind == "qa":
             return _qa(base, other, n_boot, seed)
-        from mmad.compare import compare_runs
+        from mmad.comparison.compare import compare_runs
         noise = repeats_beside([base.folder, other.folder])
         report = compare_runs(base.folder, [other.folder], n_boot=n_boot, seed=seed, noise=noise)
     except MmadError as exc:
