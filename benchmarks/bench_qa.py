@@ -2,9 +2,10 @@
 
 Writes tiny stand-in images and an mmad.json of the published size under a temporary folder,
 then times what a run does before and after the requests: validation, plan building (cold and
-with the file memo warm), the cumulative chain walk with every question answered (what CSV
-writing and resume do), the evaluation table with 1,000 bootstrap resamples, and a paired
-comparison with 1,000 resamples.
+with the file memo warm) in the three modes, the walk with every question answered (what CSV
+writing and resume do), the evaluation table with 1,000 bootstrap resamples, a paired
+comparison with 1,000 resamples, and the preparation of one 1500x1000 image by the published
+OpenCV rule, mmad's PNG rule and VELM's 448 px rule.
 
     python benchmarks/bench_qa.py [--images 8366] [--questions 39672]
 """
@@ -87,7 +88,7 @@ def main() -> None:
         bench = timed("load + validate mmad.json, check every file", lambda: load_benchmark(root))
         prompt = load_qa_prompt()
         memo_dir = root / "memo"
-        for mode in ("single", "cumulative"):
+        for mode in ("single", "cumulative", "conversation"):
             opts = QAOptions({"provider": "openai"}, "gpt-4o", mode)
             plans = timed(f"build plans, {mode}, file memo cold" if mode == "single" else
                           f"build plans, {mode}, file memo warm",
@@ -105,6 +106,23 @@ def main() -> None:
               lambda: evaluate_run("r", rows, bootstrap=1000, seed=0))
         timed(f"paired comparison, {len(rows)} pairs, 1000 paired resamples",
               lambda: compare_rows(rows, other, bootstrap=1000, seed=0))
+        image_recipes(root, rng)
+
+
+def image_recipes(root: Path, rng, repeats: int = 20) -> None:
+    """Per image: milliseconds, sent size and base64 bytes of a 1500x1000 noise PNG (worst case for PNG)."""
+    from mmad.data.images import ImageSpec, encode_file
+    path = root / "big.png"
+    Image.fromarray(rng.integers(0, 255, (1000, 1500, 3), dtype=np.uint8)).save(path)
+    for label, spec in (("published (OpenCV, JPEG)", ImageSpec(max_height=None, recipe="mmad-qa", detail="low")),
+                        ("mmad (never enlarged, PNG)", ImageSpec(max_height=341, detail="low")),
+                        ("VELM (448x448 PNG)", ImageSpec(max_height=None, recipe="velm"))):
+        encode_file(path, spec)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            sent = encode_file(path, spec)
+        ms = (time.perf_counter() - start) / repeats * 1000
+        print(f"image 1500x1000, {label:<28} {ms:8.1f} ms  {sent.width}x{sent.height}  {len(sent.data):>8,} B base64")
 
 
 if __name__ == "__main__":

@@ -52,12 +52,14 @@ def pixels_key(image: Image.Image) -> str:
 
 
 def query_index(subset: datasets.Subset) -> dict[str, str]:
-    """pixel digest -> template path, to tell which image a request carried."""
+    """pixel digest -> template path, to tell which image a request carried (as sent by the
+    scripts' rule, or resized to 448x448 as VELM sends it)."""
     template = datasets.load_subset(subset)
     out = {}
     for rel in template.paths:
         with Image.open(subset.test_root / rel) as image:
             out[pixels_key(image)] = rel
+            out[pixels_key(image.resize((448, 448)))] = rel
     return out
 
 

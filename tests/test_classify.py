@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mmad import cli
 from mmad.classify.answers import map_answer
@@ -46,20 +47,41 @@ def test_answer_mapping(answer, predicted, match):
     assert (mapped.predicted, mapped.match) == (predicted, match)
 
 
+def test_velm_answer_mapping_is_exact_display_names_any_case():
+    """VELM's eval.py: lower-cased, exactly a display name (or `good`), else unknown; no trimming."""
+    from mmad.classify.answers import map_to_key
+    keys, displays = ("cut_outer_insulation", "poke_insulation"), ("cut outer sheath", "poke insulation")
+    assert map_to_key("Cut Outer Sheath", keys, displays).predicted == "cut_outer_insulation"
+    assert map_to_key("good", keys, displays).predicted == "good"
+    for answer in ("cut outer sheath.", " poke insulation", "cut_outer_insulation", "1", "normal"):
+        assert map_to_key(answer, keys, displays).predicted == "unknown"
+    assert map_to_key("The cut outer sheath.", keys, displays, "mmad").predicted == "cut_outer_insulation"
+
+
 def test_class_files_toml_and_velm_json_read_alike(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('[cable]\nnormal = "A cable."\nclasses = [{name = "cut", description = "Cut."},'
-                    ' {name = "bent_wire", description = "Bent."}]\n')
+                    ' {name = "bent_wire", display = "bent wire", description = "Bent."}]\n')
     velm = tmp_path / "c.json"
-    velm.write_text(json.dumps({"cable": {"normal": ["A cable."], "cls": [["cut", "Cut."], ["bent_wire", "Bent."]]}}))
+    velm.write_text(json.dumps({"cable": {"normal": ["A cable."], "cut": ["cut", "Cut."],
+                                          "bent_wire": ["bent wire", "Bent."]}}))
     assert load_class_file(toml).subsets == load_class_file(velm).subsets
     assert load_class_file(toml).for_subset("cable").names == ("cut", "bent_wire")
+    assert load_class_file(velm).for_subset("cable").displays == ("cut", "bent wire")
     bad = tmp_path / "bad.toml"
     bad.write_text('[cable]\nnormal = "x"\nclasses = [{name = "good", description = "y"}]\n')
     with pytest.raises(ConfigError, match="reserved"):
         load_class_file(bad)
     with pytest.raises(ConfigError, match="no class descriptions for 'wire'"):
         load_class_file(toml).for_subset("wire")
+    invented = tmp_path / "cls.json"  # the layout mmad accepted before, which is not VELM's
+    invented.write_text(json.dumps({"cable": {"normal": ["A cable."], "cls": [["cut", "Cut."]]}}))
+    with pytest.raises(ConfigError, match=r"'cls' must be \[display_name, description\]"):
+        load_class_file(invented)
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps({"cable": {"normal": ["A cable."], "a": ["cut", "x"], "b": ["Cut", "y"]}}))
+    with pytest.raises(ConfigError, match="share the display name"):
+        load_class_file(twice)
 
 
 def random_fixture(seed, n=300):
@@ -132,6 +154,9 @@ def demo(tmp_path, monkeypatch):
     server.stop()
 
 
+MMAD_CHOICES = ("--prompt", "mmad", "--images", "mmad", "--reference", "train", "--answer-mapping", "mmad")
+
+
 def classify(server, root, *extra):
     return cli.main(["classify", "--provider", "openai", "--model", "m", "--base-url", server.openai_url,
                      "--root", str(root), "--dataset", "synth", "-q", *extra])
@@ -143,8 +168,10 @@ def expected_prediction(rel, paths, truth):
 
 
 def test_classify_conditioned_end_to_end_and_eval_equals_sklearn(demo, capsys):
+    """mmad's own choices (its wording, "Image k:" labels, the scripts' image rule, train/good
+    reference, lenient answer mapping) end to end; VELM's defaults: tests/test_velm_protocol.py."""
     tmp, root, subset, paths, scores, detector, server, truth = demo
-    assert classify(server, root, "--variant", "conditioned", "--detector-run", str(detector)) == 0
+    assert classify(server, root, "--variant", "conditioned", "--detector-run", str(detector), *MMAD_CHOICES) == 0
     requests = list(server.requests)
     sent = {p for p, s in scores.items() if s >= 0.35}
     assert len(requests) == len(sent)
@@ -154,8 +181,10 @@ def test_classify_conditioned_end_to_end_and_eval_equals_sklearn(demo, capsys):
         assert red_mask(images[2]).any() and not red_mask(images[1]).any()
         assert "Choose the anomaly class of the image. Only return the class name." in received.texts()[0]
         assert "1. blotch: " in received.texts()[0] and "2. scratch: " in received.texts()[0]
-    folder = tmp / "results-classify" / "m+classify-conditioned+det-3shot"
-    rows = (folder / "m+classify-conditioned+det-3shot_synth_brick.csv").read_text().splitlines()
+    (folder,) = (tmp / "results-classify").iterdir()
+    assert folder.name == ("m+classify-conditioned+det-3shot+prompt-mmad+images-mmad+reference-train"
+                           "+answer-mapping-mmad")
+    rows = (folder / f"{folder.name}_synth_brick.csv").read_text().splitlines()
     assert rows[0] == "Path,Severity,True Classes,Predicted Class,Status,Decided By"
     import csv
     table = list(csv.reader(rows[1:]))
@@ -163,13 +192,16 @@ def test_classify_conditioned_end_to_end_and_eval_equals_sklearn(demo, capsys):
     for rel in paths:
         expected = expected_prediction(rel, paths, truth) if rel in sent else "good"
         assert got[rel] == (",".join(truth[rel]), expected, "mllm" if rel in sent else "gate")
-    records = [json.loads(line) for line in (folder / "m+classify-conditioned+det-3shot_synth_brick.jsonl").open()]
+    records = [json.loads(line) for line in (folder / f"{folder.name}_synth_brick.jsonl").open()]
     unknown = [r for r in records if r["predicted"] == "unknown"]
     assert unknown and all(r["raw"] == "It is a dent." and r["match"] == "none" for r in unknown)
     assert {r["path"] for r in records if r["source"] == "gate"} == set(paths) - sent
     info = json.loads((folder / "run.json").read_text())
     assert info["settings"]["task"] == "classify" and info["settings"]["classes"]["names"] == {
         "synth/brick": ["blotch", "scratch"]}
+    assert info["settings"]["protocol"] == {"prompt": "mmad option", "images": "mmad option", "reference": "mmad option",
+                                            "answer_mapping": "mmad option", "temperature": "published",
+                                            "contour_source": "mmad option"}
     # eval: the numbers equal scikit-learn's on the rows, with the multi-type rule applied by hand
     capsys.readouterr()
     assert cli.main(["eval", "--task", "classify", str(folder), "--json"]) == 0
@@ -221,7 +253,8 @@ def test_folder_layout_mvtec_ac(tmp_path, monkeypatch):
         for i in range(2):
             write_image(base / "test" / kind / f"{i:03d}.png", seed=100 * len(kind) + i)
     classes = tmp_path / "c.json"
-    classes.write_text(json.dumps({"cable": {"normal": ["A cable."], "cls": [["cut", "Cut."], ["bent_wire", "Bent."]]}}))
+    classes.write_text(json.dumps({"cable": {"normal": ["A cable."], "cut": ["cut", "Cut."],
+                                             "bent_wire": ["bent wire", "Bent."]}}))
     server = WireServer(answer=lambda received: "cut").start()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("MMAD_CACHE_DIR", str(tmp_path / "cache"))
@@ -235,3 +268,35 @@ def test_folder_layout_mvtec_ac(tmp_path, monkeypatch):
     rows = (tmp_path / "out" / "m+classify-raw_mvtec_ac_cable.csv").read_text().splitlines()
     assert sorted(rows[1:]) == ["bent_wire/000.png,,bent_wire,cut,ok,mllm", "bent_wire/001.png,,bent_wire,cut,ok,mllm",
                                 "cut/000.png,,cut,cut,ok,mllm", "cut/001.png,,cut,cut,ok,mllm"]
+
+
+def test_classify_velm_defaults_with_the_detector_contour(demo, capsys):
+    """VELM's request by default: no system message, the paragraph, then reference (the test set's
+    good_level_0/000.png), query and the detector's contour drawn at 448 px, no labels; answers
+    read by display name exactly (others are unknown); VELM's grouping in eval."""
+    tmp, root, subset, paths, scores, detector, server, truth = demo
+    assert classify(server, root, "--variant", "conditioned", "--detector-run", str(detector)) == 0
+    requests = list(server.requests)
+    assert len(requests) == sum(s >= 0.35 for s in scores.values())
+    reference = Image.open(subset.test_root / "good_level_0" / "000.png").resize((448, 448))
+    for received in requests:
+        body = received.body
+        assert body["messages"][0]["role"] == "user" and len(body["messages"]) == 1 and body["temperature"] == 0.0
+        texts, images = received.texts(), [decoded(d) for d in received.images()]
+        assert len(texts) == 1 and texts[0].startswith("The first image is a normal brick. The second image is an "
+                                                       "anomalous brick. The third image indicates")
+        assert [p["type"] for p in body["messages"][0]["content"]] == ["text"] + ["image_url"] * 3
+        assert all(image.size == (448, 448) for image in images)
+        assert pixels_key(images[0]) == pixels_key(reference)
+        assert red_mask(images[2]).sum() >= 4 * 12 and not red_mask(images[1]).any()
+    (folder,) = (tmp / "results-classify").iterdir()
+    assert folder.name == "m+classify-conditioned+det-3shot"
+    records = [json.loads(line) for line in (folder / f"{folder.name}_synth_brick.jsonl").open()]
+    asked = [r for r in records if r["source"] != "gate"]
+    # "Blotch." / "2" / "It is a dent." / "**blotch**": none is exactly a display name, so VELM's
+    # mapping reads every one as unknown (mmad's lenient mapping reads three of them: the test above)
+    assert asked and all(r["predicted"] == "unknown" and r["match"] == "none" for r in asked)
+    capsys.readouterr()
+    assert cli.main(["eval", "--task", "classify", str(folder), "--json"]) == 0
+    group = json.loads(capsys.readouterr().out)["groups"][0]
+    assert group["rule"] == "velm" and group["groups"] == ["normal", "A", "B"] and group["seeds"] == 5

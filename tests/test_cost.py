@@ -13,6 +13,7 @@ from mmad.config import PACKAGED_PROMPTS
 from mmad.cost.estimate import CostMeter, ModelPrice, TokenCounter, estimate_plans, load_prices
 from mmad.cost.tokens import anthropic_image_tokens, openai_image_tokens
 from mmad.data import datasets
+from mmad.data.images import EncodedImage
 from mmad.engine.jobs import build_plan
 from mmad.errors import ConfigError
 from mmad.providers.anthropic import AnthropicProvider
@@ -142,20 +143,31 @@ def test_anthropic_prefix_is_cached_and_cheaper(root, tmp_path):
 
 
 def test_openai_prompt_cache_key_only_for_the_openai_api(root, tmp_path, monkeypatch):
+    """Decided by the URL the client really sends to: a server named by $OPENAI_BASE_URL gets no
+    `prompt_cache_key` (nor does one given by --base-url); the OpenAI API itself does."""
     server = WireServer().start()
     try:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)  # "the OpenAI API", served locally
-        official = OpenAIProvider(api_key="k")
-        run(official, plans_for(root, official, "gpt-4o", tmp_path), tmp_path / "c1", concurrency=1)
-        keys = {r.body.get("prompt_cache_key") for r in server.requests}
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
+        from_env = OpenAIProvider(api_key="k")
+        assert not from_env.sends_to_openai_api and from_env.identity()["base_url"] == server.openai_url
+        run(from_env, plans_for(root, from_env, "gpt-4o", tmp_path), tmp_path / "c1", concurrency=1)
+        sent_from_env = [r.body for r in server.requests]
         server.requests.clear()
         custom = OpenAIProvider(api_key="k", base_url=server.openai_url)
         summary = run(custom, plans_for(root, custom, "gpt-4o", tmp_path / "second"), tmp_path / "c2", concurrency=1)
     finally:
         server.stop()
-    assert keys == {"mmad-toy-widget"}
+    assert sent_from_env and all("prompt_cache_key" not in body for body in sent_from_env)
     assert all("prompt_cache_key" not in r.body for r in server.requests)
     assert summary.usage["cached_input_tokens"] > 0  # a byte-identical prefix is cached automatically
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")  # the API itself, named in the env
+    for official in (OpenAIProvider(api_key="k"), OpenAIProvider(api_key="k", base_url="https://api.openai.com/v1/")):
+        assert official.sends_to_openai_api
+        job = plans_for(root, official, "gpt-4o", tmp_path / "third")[0].jobs[0]
+        images = {ref.sha256: EncodedImage(ref, "image/png", "AAAA", 1, 1) for ref in job.request.image_refs}
+        assert official.body(job.request, images)["prompt_cache_key"] == "mmad-toy-widget"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    assert OpenAIProvider(api_key="k").identity() == {"provider": "openai"}
 
 
 def test_budget_stop_then_resume(root, tmp_path):

@@ -156,3 +156,14 @@ def test_template_rows_wider_than_the_header_name_their_file_lines(tmp_path):
     path.write_text("Path,Severity\n\na.png,0\n\nb.png,x\nc.png,1\n")  # line numbers count blank lines
     with pytest.raises(DataError, match=r"non-numeric/negative severity at line\(s\) 5$"):
         templates.read_template(path)
+
+
+def test_reference_folders_skip_dot_files_as_the_scripts_glob_does(tiny_root):
+    """An AppleDouble `._000.png` (not an image) and a hidden real image are skipped, as the
+    scripts' `glob('*')` skips them: neither stops the run nor becomes Normal Image 1."""
+    subset = datasets.resolve(tiny_root, "toy", "widget")[0]
+    (subset.reference_dir / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    write_image(subset.reference_dir / ".0.png")
+    refs = datasets.reference_images(subset, 3)
+    assert [r.name for r in refs] == ["000.png", "001.png", "002.png"]
+    assert all(not p.name.startswith(".") for p in datasets.list_images(subset.reference_dir))

@@ -145,11 +145,22 @@ def test_tall_images_are_downscaled_to_512_and_small_kept(tmp_path):
     assert png_size(small.data) == (640, 480)
 
 
-@pytest.mark.parametrize("size,width", [((320, 560), 292), ((1003, 1024), 501), ((300, 1024), 150)])
+@pytest.mark.parametrize("size,width", [((320, 560), 292), ((1003, 1024), 501), ((300, 1024), 150),
+                                        ((561, 561), 511), ((1122, 561), 1023), ((161, 644), 127)])
 def test_new_width_is_truncated_as_the_reference_computes_it(tmp_path, size, width):
     write_image(tmp_path / "tall.png", size=size)
-    assert width == int(size[0] * 512 / size[1])  # the scripts' formula, not round()
+    assert width == int(size[0] * (512 / size[1]))  # the scripts' expression: the ratio first, then truncation
     assert png_size(encode_file(tmp_path / "tall.png").data) == (width, 512)
+
+
+def test_the_width_rule_differs_from_the_rounded_product_where_the_scripts_do():
+    """For square sizes 513-4096 the scripts' `int(w * (512 / h))` and `int(w * 512 / h)` differ
+    470 times; mmad follows the scripts in every one of them."""
+    from mmad.data.images import resized_size
+    differ = [w for w in range(513, 4097) if int(w * (512 / w)) != int(w * 512 / w)]
+    assert len(differ) == 470 and 561 in differ
+    assert all(resized_size(w, w, 512) == (int(w * (512 / w)), 512) for w in range(513, 4097))
+    assert resized_size(561, 561, 512) == (511, 512)
 
 
 def test_resampling_is_lanczos(tmp_path):

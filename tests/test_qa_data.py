@@ -108,6 +108,32 @@ def test_missing_domain_knowledge_category(root, capsys):
     assert "no domain knowledge for Synth-Gravel/gravel" in capsys.readouterr().err
 
 
+def test_ds_mvtec_images_read_the_real_files_mvtec_knowledge(root, capsys):
+    """The real domain_knowledge.json keys DS-MVTec images under `MVTec`, as MMAD's scripts
+    look them up (`dataset.replace("DS-MVTec", "MVTec")`); mmad refused that file before."""
+    annotation = json.loads((root / "mmad.json").read_text())
+    moved = {}
+    for image, entry in annotation.items():
+        new = image.replace("Synth-Textures/", "DS-MVTec/")
+        for key in ("random_templates", "similar_templates"):
+            entry[key] = [p.replace("Synth-Textures/", "DS-MVTec/") for p in entry[key]]
+        if entry.get("mask_path"):
+            entry["mask_path"] = entry["mask_path"].replace("Synth-Textures/", "DS-MVTec/")
+        moved[new] = entry
+    (root / "Synth-Textures").rename(root / "DS-MVTec")
+    (root / "mmad.json").write_text(json.dumps(moved))
+    knowledge = json.loads((root / "domain_knowledge.json").read_text())
+    knowledge["MVTec"] = knowledge.pop("Synth-Textures")
+    (root / "domain_knowledge.json").write_text(json.dumps(knowledge))
+    bench = load_benchmark(root, knowledge=True)
+    entry = next(e for e in bench.entries if e.dataset == "DS-MVTec" and e.category == "brick")
+    assert bench.knowledge_text(entry) == "\n".join(knowledge["MVTec"]["brick"].values())
+    del knowledge["MVTec"]["grass"]
+    (root / "domain_knowledge.json").write_text(json.dumps(knowledge))
+    assert cli.main(["qa", "check", "--root", str(root), "--domain-knowledge"]) == 2
+    assert "no domain knowledge for MVTec (for DS-MVTec)/grass" in capsys.readouterr().err
+
+
 def test_missing_root_and_annotation(tmp_path, capsys):
     assert cli.main(["qa", "check", "--root", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """MMAD-QA without a server: answer parsing, the metrics against hand computations, bootstrap
 and McNemar calibration, the prompt assets and the 512x512 fitting rule."""
 
+import base64
 import math
 from difflib import get_close_matches
 
@@ -31,18 +32,37 @@ OPTIONS = {"A": "spot", "B": "scratch", "C": "crack", "D": "hole"}
     ("it looks fine to me overall", None, None),  # garbage stays a failure
     ("", None, None),
 ])
-def test_letters_prose_and_closest_option(reply, letter, how):
-    choice = parse_choice(reply, OPTIONS)
+def test_mmad_rule_letters_prose_and_closest_option(reply, letter, how):
+    choice = parse_choice(reply, OPTIONS, "mmad")
     assert (choice.letter, choice.how, choice.refused) == (letter, how, False)
     if letter is None:
         assert choice.error
 
 
-def test_yes_no_prose_and_case():
+def test_mmad_rule_yes_no_prose_and_case():
     yes_no = {"A": "Yes", "B": "No"}
-    assert parse_choice("No.", yes_no).letter == "B"  # 'No' has no standalone A-E: the option text
-    assert parse_choice("yes", yes_no).letter == "A"
-    assert parse_choice("b", yes_no).letter is None  # lower case is not a letter answer; 'b' is near neither
+    assert parse_choice("No.", yes_no, "mmad").letter == "B"  # 'No' has no standalone A-E: the option text
+    assert parse_choice("yes", yes_no, "mmad").letter == "A"
+    assert parse_choice("b", yes_no, "mmad").letter is None  # lower case is not a letter answer; 'b' is near neither
+
+
+@pytest.mark.parametrize("reply, letter, how", [
+    ("B", "B", "letter"),
+    ("A. spot\nB. scratch\nAnswer: D", "D", "letter"),  # every standalone letter, the last one kept
+    ("1. Answer: B.\n2. Answer: C.", "C", "letter"),  # cumulative: the last letter answers question i
+    ("E", "E", "letter, not an option"),  # taken as gpt4o.py takes it, and scored wrong
+    ("A scratch, so E", "E", "letter, not an option"),
+    ("scratches", None, None),  # no letter: gpt4o.py stops (IndexError); here a counted failure
+    ("", None, None),
+])
+def test_official_rule_takes_the_last_letter_as_gpt4o_does(reply, letter, how):
+    import re
+    choice = parse_choice(reply, OPTIONS)  # the default rule
+    assert (choice.letter, choice.how, choice.refused) == (letter, how, False)
+    found = re.compile(r"\b([A-E])\b").findall(reply)  # the official regex, applied here independently
+    assert choice.letter == (found[-1] if found else None)
+    if letter is None:
+        assert choice.error
 
 
 @pytest.mark.parametrize("reply", ["Sorry, I cannot help.", "I cannot assist with that", "Please look again: B",
@@ -57,7 +77,7 @@ def test_closest_option_agrees_with_difflib_and_needs_the_minimum():
     words = ["spot", "scratch", "crack", "hole", "scrach", "hol", "sopt", "cracked", "spots", "holes", "xq"]
     for _ in range(200):
         reply = " ".join(rng.choice(words, size=rng.integers(1, 3)))
-        choice = parse_choice(reply, OPTIONS)
+        choice = parse_choice(reply, OPTIONS, "mmad")
         near = get_close_matches(reply, list(OPTIONS.values()), n=1, cutoff=MIN_SIMILARITY)
         if choice.letter is not None:
             assert near and OPTIONS[choice.letter] == near[0]
@@ -66,7 +86,7 @@ def test_closest_option_agrees_with_difflib_and_needs_the_minimum():
 
 
 def test_a_tie_between_options_is_no_answer():
-    choice = parse_choice("aba", {"A": "ab", "B": "ba"})  # ratio 0.8 to both
+    choice = parse_choice("aba", {"A": "ab", "B": "ba"}, "mmad")  # ratio 0.8 to both
     assert choice.letter is None and "equally close" in choice.error
 
 
@@ -215,21 +235,46 @@ def test_null_pairs_are_rejected_at_most_at_the_nominal_rate():
 
 # --------------------------------------------------------------------------- prompt and images
 
-def test_packaged_prompt_loads_and_renders(tmp_path):
-    prompt = load_qa_prompt()
-    assert prompt.system.endswith("Answer with the option's letter from the given choices directly!")
-    assert "The first 2 image is the normal sample" in prompt.opening(2)
-    assert "normal sample" not in prompt.opening(0)
+def test_packaged_prompts_load_and_render(tmp_path):
+    official = load_qa_prompt()
+    assert official.name == "official" and official.system_message is None
+    assert official.opening(2).endswith("...\nThe first 2 image is the normal sample, which can be used as a template "
+                                        "to compare.The last image is the query imageFollowing is the question list: \n")
+    assert "normal sample" not in official.opening(0)
+    mmad = load_qa_prompt("mmad")
+    assert mmad.system_message.endswith("Answer with the option's letter from the given choices directly!")
+    assert mmad.opening(1, "k1\nk2").startswith("Following is the domain knowledge which contains some type of defect "
+                                                  "and the normal object characteristics:\nk1\nk2\nThe first 1 image")
     bad = tmp_path / "bad.toml"
-    bad.write_text((prompt.source.read_text()).replace("$k image", "$shots image"))
+    bad.write_text((official.source.read_text()).replace("$k image", "$shots image"))
     with pytest.raises(ConfigError, match="unknown variable"):
         load_qa_prompt(str(bad))
+    lost = tmp_path / "lost.toml"
+    lost.write_text((official.source.read_text()).replace(" \\n $knowledge", ""))
+    with pytest.raises(ConfigError, match=r"must use \$knowledge"):
+        load_qa_prompt(str(lost))
+    missing = tmp_path / "missing.toml"
+    missing.write_text("\n".join(line for line in official.source.read_text().splitlines()
+                                 if not line.startswith("separator")))
+    with pytest.raises(ConfigError, match="'separator' is missing"):
+        load_qa_prompt(str(missing))
+
+
+@pytest.mark.parametrize("size, expected", [((640, 400), (512, 320)), ((300, 900), (170, 512)),
+                                            ((256, 256), (512, 512)), ((1500, 1000), (512, 341)),
+                                            ((100, 30), (512, 153)), ((2000, 2000), (512, 512))])
+def test_published_images_fit_512_by_scale_enlarging_too(size, expected):
+    """gpt4o.py: scale = min(512 / w, 512 / h), also above 1; sides truncated."""
+    from mmad.data.recipes import qa_fit_size
+    width, height = size
+    scale = min(512 / width, 512 / height)
+    assert qa_fit_size(width, height) == expected == (int(width * scale), int(height * scale))
 
 
 @pytest.mark.parametrize("size, expected", [((640, 400), (512, 320)), ((300, 900), (170, 512)),
                                             ((256, 256), (256, 256)), ((1000, 700), (511, 358)),
                                             ((2000, 2000), (512, 512))])
-def test_images_fit_a_512_box_with_aspect_kept(size, expected):
+def test_mmad_images_fit_a_512_box_with_aspect_kept(size, expected):
     from mmad.data.images import resized_size
     width, height = size
     fitted = resized_size(width, height, box_height(width, height))
@@ -292,3 +337,28 @@ def test_anthropic_has_no_image_detail(tmp_path, capsys):
     from mmad import cli
     assert cli.main(["qa", "estimate", "--provider", "anthropic", "--detail", "low", "--root", str(tmp_path)]) == 2
     assert "--detail is an OpenAI option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, mode, size", [("a.png", "RGB", (300, 200)), ("b.JPG", "RGB", (700, 1400)),
+                                              ("c.jpeg", "L", (64, 48)), ("d.bmp", "RGB", (100, 100)),
+                                              ("e.png", "RGBA", (90, 30))])
+def test_published_image_bytes_equal_gpt4o_s_opencv_calls(tmp_path, name, mode, size):
+    """cv2.imread, resize by min(512/w, 512/h) with INTER_AREA, imencode('.jpg'); the media type
+    from the name (.png -> image/png, .jpg/.jpeg -> image/jpeg, anything else image/jpeg)."""
+    import cv2
+    from PIL import Image
+
+    from mmad.data.images import ImageSpec, encode_file
+    rng = np.random.default_rng(len(name))
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8).squeeze()
+    Image.fromarray(pixels, mode).save(tmp_path / name)
+    image = cv2.imread(str(tmp_path / name))
+    scale = min(512 / image.shape[1], 512 / image.shape[0])
+    resized = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    official = cv2.imencode(".jpg", resized)[1].tobytes()
+    sent = encode_file(tmp_path / name, ImageSpec(max_height=None, recipe="mmad-qa"))
+    assert base64.b64decode(sent.data) == official and (sent.width, sent.height) == resized.shape[1::-1]
+    assert sent.media_type == ("image/png" if name.endswith(".png") else "image/jpeg")
+    true_type = encode_file(tmp_path / name, ImageSpec(max_height=None, recipe="mmad-qa-true-type"))
+    assert true_type.media_type == "image/jpeg" and true_type.data == sent.data

@@ -443,7 +443,8 @@ class WireServer:
         an estimate by mmad's character rule will differ a little, as it would for real).
         """
         body = received.body
-        system = body.get("system") if anthropic else body["messages"][0]["content"]
+        first = body["messages"][0]
+        system = (body.get("system") if anthropic else first["content"] if first.get("role") == "system" else "") or ""
         blocks = body["messages"][-1]["content"]
         tokens = [_text_tokens(system) + 9]
         marked = None

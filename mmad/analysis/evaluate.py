@@ -93,7 +93,7 @@ def evaluate_paths(inputs: Sequence[Path], *, data_root: Path | None = None, dat
 
     Datasets discovered under `data_root` are recognised in file names besides the registry's;
     `dataset`/`subset` name the data of files whose names do not say it. Runs are labelled as
-    the report labels them (mmad.results.label_runs); runs of another task found in folders are
+    the report labels them (mmad.results.files.label_runs); runs of another task found in folders are
     left out and appended to `skipped`.
     """
     runs = read_runs(inputs, data_root=data_root, dataset=dataset, subset=subset, skipped=skipped)

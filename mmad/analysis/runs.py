@@ -62,7 +62,7 @@ def run_family(info: dict | None, tables: Sequence[ResultTable]) -> str:
 def load_runs(inputs: Sequence[Path], *, data_root: Path | None = None,
               skipped: list[Path] | None = None) -> list[Run]:
     """Every run among the result files named or found in folders, in first-seen order, labelled
-    by mmad.results.label_runs (`name (folder)` when two folders hold the same name). Runs of
+    by mmad.results.files.label_runs (`name (folder)` when two folders hold the same name). Runs of
     another task found in folders are left out and appended to `skipped`."""
     runs = []
     for (label, folder), group in read_runs(list(inputs), data_root=data_root, skipped=skipped).items():

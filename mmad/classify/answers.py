@@ -1,6 +1,11 @@
-"""A model's answer -> one class name.
+"""A model's answer -> one class (its folder key; the model answers with display names).
 
-Rules, in order (the first that applies wins; `match` in the record says which):
+`velm` (default; VELM's eval.py): the answer lower-cased, exactly `good` -> good, exactly a
+display name of the category (lower-cased) -> that class, anything else -> `unknown`
+("Unknown class" in VELM). No trimming: "Scratch." or "scratch\n" is unknown there too.
+
+`mmad` (`--answer-mapping mmad`, lenient), on display names, rules in order (the first that
+applies wins; `match` in the record says which):
   1. `exact`: the answer, cleaned (lower-cased; surrounding whitespace, quotes, backticks,
      asterisks, a trailing period and a leading "class:" / "anomaly class:" / "answer:" label
      removed; underscores, hyphens and spaces treated alike), equals a class name. The normal
@@ -28,11 +33,29 @@ NORMAL_WORDS = ("normal", "no anomaly", "none", "good")
 CLOSE = 0.85
 
 
+RULES = ("velm", "mmad")
+
+
 @dataclass(frozen=True)
 class Mapped:
     predicted: str
     match: str  # exact | number | mention | close | none
     answer: str  # the cleaned answer
+
+
+def map_to_key(text: str | None, keys: tuple[str, ...], displays: tuple[str, ...], rule: str = "velm") -> Mapped:
+    """The folder key an answer names under `rule` (see the module docstring)."""
+    if rule == "velm":
+        answer = (text or "").lower()
+        if answer == NORMAL:
+            return Mapped(NORMAL, "exact", text or "")
+        by_display = {display.lower(): key for key, display in zip(keys, displays)}
+        if answer in by_display:
+            return Mapped(by_display[answer], "exact", text or "")
+        return Mapped(UNKNOWN, "none", text or "")
+    mapped = map_answer(text, displays)
+    back = dict(zip(displays, keys))
+    return Mapped(back.get(mapped.predicted, mapped.predicted), mapped.match, mapped.answer)
 
 
 def _norm(text: str) -> str:

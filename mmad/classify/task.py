@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmad.atomic import atomic_write_text
-from mmad.classify.answers import map_answer
+from mmad.classify.answers import map_to_key
 from mmad.data.templates import format_severity
 from mmad.engine.work import Interpretation, Task
 
@@ -20,18 +20,21 @@ CSV_HEADER = ("Path", "Severity", "True Classes", "Predicted Class", "Status", "
 
 
 class ClassifyTask(Task):
-    """One per subset: it knows the subset's class names (the numbered list of the prompt)."""
+    """One per subset: it knows the subset's classes (folder keys, and the display names the prompt
+    lists) and the answer-mapping rule (mmad.classify.answers)."""
 
     name = "classify"
     empty = {"predicted": None, "answer": None, "match": None}
 
-    def __init__(self, classes: tuple[str, ...]) -> None:
+    def __init__(self, classes: tuple[str, ...], displays: tuple[str, ...] | None = None, rule: str = "velm") -> None:
         self.classes = classes
+        self.displays = displays or classes
+        self.rule = rule
 
     def interpret(self, text: str | None, job: Job) -> Interpretation:
         if text is None or not text.strip():
             return Interpretation("parse_failed", dict(self.empty), "empty answer")
-        mapped = map_answer(text, self.classes)
+        mapped = map_to_key(text, self.classes, self.displays, self.rule)
         return Interpretation("ok", {"predicted": mapped.predicted, "answer": mapped.answer, "match": mapped.match})
 
     def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:

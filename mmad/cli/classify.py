@@ -45,9 +45,20 @@ def register(sub) -> None:
                     "'good' by the gate (not sent); needed by the conditioned variant")
     cl.add_argument("--gate-threshold", type=finite_float, help="with --detector-run: one threshold for every subset "
                     "(default: per subset, the largest score of the detector's held-out normal images)")
-    cl.add_argument("--classes", help="class descriptions (TOML, or VELM's JSON layout) (default: the packaged "
+    cl.add_argument("--classes", help="class descriptions: TOML, or VELM's own *_des.json (default: the packaged "
                                       "file of the dataset)")
-    cl.add_argument("--prompt", help="a classification prompt file of the same form as the packaged ones")
+    cl.add_argument("--prompt", default="velm", help="velm (VELM's paragraph, no system message, no image labels), "
+                                                     "mmad (mmad's wording), or a prompt file")
+    cl.add_argument("--images", choices=("velm", "mmad"), default="velm",
+                    help="velm: every image 448x448 PNG; mmad: the MAD-Bench scripts' height rule")
+    cl.add_argument("--reference", choices=("velm", "train"), default="velm",
+                    help="velm: the category's test/good/000.png (as VELM); train: the first train/good image")
+    cl.add_argument("--contour-source", choices=("detector", "masks"), default="detector",
+                    help="conditioned variant: the contour of the detector's map, or of the ground-truth masks "
+                         "(VELM's source)")
+    cl.add_argument("--answer-mapping", choices=("velm", "mmad"), default="velm",
+                    help="velm: the answer must be a class's display name (any case), else unknown; mmad: also "
+                         "numbers, single mentions, close spellings")
     add_model_option(cl, "gpt-4o / claude-3-5-sonnet-latest")
     add_base_url_option(cl)
     cl.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
@@ -71,7 +82,29 @@ def add_eval_options(ev: argparse.ArgumentParser) -> None:
     group.add_argument("--groups", help="negligible-vs-critical grouping: per subset two named lists of classes "
                                         "(TOML) (default: VELM's random grouping)")
     group.add_argument("--group-seeds", type=nonneg_int, default=5,
-                       help="seeds of VELM's random grouping (mean ± std over them); 0 = no grouping table")
+                       help="seeds of the random grouping (mean ± std over them); 0 = no grouping table")
+    group.add_argument("--grouping-rule", choices=("velm", "mmad"), default="velm",
+                       help="velm: VELM's draw (Python random.shuffle per seed), unknown answers counted as critical, "
+                            "± = mean of per-category stds; mmad: numpy draw per category, unknown always wrong, "
+                            "± = std of the category mean")
+
+
+def _run_name(args: argparse.Namespace, model: str, gate) -> str:
+    """<model>+classify-<variant>, then every non-default choice."""
+    from mmad.engine.jobs import safe_name
+    name = f"{safe_name(model)}+classify-{args.variant}"
+    if gate:
+        name += f"+{safe_name(gate.detector.name)}"
+    if args.gate_threshold is not None:
+        name += f"+gate{args.gate_threshold:g}"
+    for option, default in (("prompt", "velm"), ("images", "velm"), ("reference", "velm"),
+                            ("answer_mapping", "velm")):
+        value = getattr(args, option)
+        if value != default:
+            name += f"+{option.replace('_', '-')}-{safe_name(Path(value).stem)}"
+    if args.variant == "conditioned" and args.contour_source != "detector":
+        name += f"+contour-{args.contour_source}"
+    return name
 
 
 @dataclass(frozen=True)
@@ -99,9 +132,9 @@ def resolve_subsets(args) -> tuple[list[datasets.Subset], bool]:
 def cmd_classify(args: argparse.Namespace) -> int:
     from mmad.cache.store import ResponseCache
     from mmad.classify.classes import load_class_file, packaged_class_file
-    from mmad.classify.plan import GateSettings, build_classify_plans, load_classify_prompt
+    from mmad.classify.plan import ClassifyOptions, GateSettings, build_classify_plans
+    from mmad.classify.prompt import load_classify_prompt
     from mmad.data.filememo import FileMemo
-    from mmad.engine.jobs import safe_name
     from mmad.hybrid.gate import open_detector_run
     from mmad.providers.factory import DEFAULT_MODELS, make_provider
     from mmad.results.runinfo import make_run_info
@@ -123,22 +156,34 @@ def cmd_classify(args: argparse.Namespace) -> int:
     cache_dir = config.cache_dir(args.cache_dir)
     gate = None
     if args.detector_run:
-        gate = GateSettings(open_detector_run(args.detector_run), args.gate_threshold, cache_dir / "contours")
+        gate = GateSettings(open_detector_run(args.detector_run), args.gate_threshold)
     model = args.model or DEFAULT_MODELS[args.provider]
-    run_name = args.run_name or (f"{safe_name(model)}+classify-{args.variant}"
-                                 + (f"+{safe_name(gate.detector.name)}" if gate else "")
-                                 + (f"+gate{args.gate_threshold:g}" if args.gate_threshold is not None else ""))
+    run_name = args.run_name or _run_name(args, model, gate)
     out_dir = Path(args.out) if args.out else Path(DEFAULT_OUT) / run_name
-    plans, reports = build_classify_plans(
-        subsets, class_file=class_file, variant=args.variant, prompt=prompt, identity=provider.identity(), model=model,
-        temperature=args.temperature, max_tokens=args.max_tokens, out_dir=out_dir, run_name=run_name, gate=gate,
-        folder_layout=folder_layout, memo=FileMemo(cache_dir))
-    settings = {"task": "classify", "provider": provider.name, "base_url": args.base_url, "model": model,
-                "variant": args.variant, "prompt": {"file": prompt.source.name, "system": prompt.system,
-                                                    "instruction": prompt.instruction}, "refs": prompt.refs,
-                "temperature": args.temperature, "max_tokens": args.max_tokens,
+    opts = ClassifyOptions(provider.identity(), model, args.variant, args.temperature, args.max_tokens, args.images,
+                           args.reference, args.contour_source, args.answer_mapping, contour_dir=cache_dir / "contours")
+    plans, reports = build_classify_plans(subsets, class_file=class_file, prompt=prompt, opts=opts, out_dir=out_dir,
+                                          run_name=run_name, gate=gate, folder_layout=folder_layout,
+                                          memo=FileMemo(cache_dir))
+    from mmad.config import asset
+    published = {"prompt": prompt.source == asset("classify", f"velm-{args.variant}.toml"),
+                 "images": args.images == "velm",
+                 "reference": args.reference == "velm", "answer_mapping": args.answer_mapping == "velm",
+                 "temperature": args.temperature == 0.0}
+    if args.variant == "conditioned":
+        published["contour_source"] = args.contour_source == "masks"
+    settings = {"task": "classify", "provider": provider.name, "base_url": provider.base_url, "model": model,
+                "variant": args.variant, "prompt": {"file": prompt.source.name, "layout": prompt.layout,
+                                                    "system": prompt.system, "text": prompt.text,
+                                                    "classes": prompt.classes_block}, "refs": prompt.refs,
+                "temperature": args.temperature, "max_tokens": args.max_tokens, "images": args.images,
+                "reference": args.reference, "references": {r.label: list(r.references) for r in reports},
+                "contour_source": args.contour_source if args.variant == "conditioned" else None,
+                "answer_mapping": args.answer_mapping,
+                "protocol": {k: "published" if v else "mmad option" for k, v in published.items()},
                 "classes": {"file": class_path.name, "sha256": class_file.sha256,
-                            "names": {r.label: list(r.classes) for r in reports}},
+                            "names": {r.label: list(r.classes) for r in reports},
+                            "order": class_file.order(), "display": class_file.display_names()},
                 "hybrid": None if gate is None else {
                     "detector_run": gate.detector.name, "detector_settings": gate.detector.settings,
                     "maps_sha256": {r.label: r.maps_sha256 for r in reports},
@@ -188,7 +233,8 @@ def _print_plan_report(run, reports, gate, *, to_stdout: bool, quiet: bool) -> N
 # --------------------------------------------------------------------------- mmad eval --task classify
 
 def eval_classify(args: argparse.Namespace) -> int:
-    from mmad.classify.evaluate import find_classify_files, grouping, read_category, run_means
+    from mmad.classify.evaluate import find_classify_files, read_category, run_means
+    from mmad.classify.grouping import grouping
     if getattr(args, "bootstrap", 0):
         raise ConfigError("--bootstrap is not implemented for --task classify")
     results = [read_category(path) for path in find_classify_files([Path(p) for p in args.paths])]
@@ -196,8 +242,8 @@ def eval_classify(args: argparse.Namespace) -> int:
     means = run_means(results)
     seeds = getattr(args, "group_seeds", 5)
     groups_file = getattr(args, "groups", None)
-    groups = grouping(results, groups_file=Path(groups_file) if groups_file else None,
-                      seeds=seeds) if (seeds or groups_file) else []
+    groups = grouping(results, groups_file=Path(groups_file) if groups_file else None, seeds=seeds,
+                      rule=getattr(args, "grouping_rule", "velm")) if (seeds or groups_file) else []
     if args.json:
         print(json.dumps({"categories": [_category_json(r) for r in results],
                           "overall": [{k: _num(v) if isinstance(v, float) else v for k, v in m.__dict__.items()}
@@ -227,7 +273,9 @@ def eval_classify(args: argparse.Namespace) -> int:
     for r in results:
         _print_confusion(r, markdown=args.markdown)
     for g in groups:
-        how = (f"VELM random grouping, mean ± std over {g.seeds} seeds" if g.seeds else f"grouping {groups_file}")
+        how = (f"VELM's random grouping, mean ± mean per-category std over {g.seeds} seeds" if g.rule == "velm"
+               else f"mmad's random grouping, mean ± std over {g.seeds} seeds" if g.seeds
+               else f"grouping {groups_file}")
         text = ", ".join(f"{name} {_fmt(g.mean[name])}" + (f" ± {_fmt(g.std[name])}" if g.seeds else "")
                          for name in g.groups)
         print(f"{g.run}: negligible anomaly vs critical defect ({how}): accuracy {text}")
@@ -274,5 +322,5 @@ def _category_json(r) -> dict:
 
 
 def _group_json(g) -> dict:
-    return {"run": g.run, "seeds": g.seeds, "groups": list(g.groups),
+    return {"run": g.run, "seeds": g.seeds, "rule": g.rule, "groups": list(g.groups),
             "mean": {k: _num(v) for k, v in g.mean.items()}, "std": {k: _num(v) for k, v in g.std.items()}}

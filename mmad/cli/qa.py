@@ -44,18 +44,27 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", action="append", help="only this dataset (first path component); repeatable")
     p.add_argument("--sample", type=positive_int, help="only N images per dataset (seeded draw, --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample")
-    p.add_argument("--mode", choices=("single", "cumulative"), default="single",
-                   help="one question per request, or each image's questions as one conversation whose earlier "
-                        "turns carry the model's own replies (the published GPT-4o protocol)")
+    p.add_argument("--mode", choices=("cumulative", "single", "conversation"), default="cumulative",
+                   help="cumulative: question i asked in one message with questions 1..i, no answers (the published "
+                        "GPT-4o protocol); single: one question per request; conversation: earlier questions and the "
+                        "model's own replies as earlier turns")
     p.add_argument("--templates", choices=("random", "similar"), default="random",
                    help="which normal templates: random_templates or similar_templates")
     p.add_argument("--shots", type=shots_count, default=1, help="normal templates per request (k; 0 = zero-shot)")
     p.add_argument("--domain-knowledge", action="store_true", help="prepend the category's domain_knowledge.json text")
-    p.add_argument("--prompt", help="QA prompt name in the packaged prompts, or a .toml file (default: mmad)")
+    p.add_argument("--prompt", help="QA prompt name in the packaged prompts (official, mmad), or a .toml file "
+                                    "(default: official, the published request)")
+    p.add_argument("--answer-parsing", choices=("official", "mmad"), default="official",
+                   help="official: the reply's last letter A-E, also one that is not an option (scored wrong); "
+                        "mmad: only option letters, else the closest option text (difflib ratio >= 0.6)")
+    p.add_argument("--images", choices=("published", "mmad"), default="published",
+                   help="published: OpenCV fit into 512x512 (enlarging too), INTER_AREA, JPEG; mmad: never "
+                        "enlarged, LANCZOS, PNG")
     p.add_argument("--detail", type=detail,
                    help="OpenAI image detail low|high|auto (default low, as published; auto = not sent)")
     p.add_argument("--max-tokens", type=positive_int, default=200, help="answer length cap sent with each request")
-    p.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
+    p.add_argument("--temperature", type=temperature, default=None,
+                   help="sampling temperature to send (default: none sent, the API's default, as published)")
     p.add_argument("--out", help="output folder (default results/<run-name>)")
     p.add_argument("--run-name", help="file-name prefix (default: model + mode + shots + non-default choices)")
     p.add_argument("--cache-dir", help=cache_help())
@@ -92,7 +101,7 @@ def register(sub) -> None:
     fetch = qa_sub.add_parser("fetch", help="download the benchmark's images from the Hugging Face hub",
                               formatter_class=HelpFormatter)
     _root_option(fetch)
-    fetch.add_argument("--source", default="mmad-qa", help="mmad-qa (the hub id in mmad.fetch) or another hub dataset "
+    fetch.add_argument("--source", default="mmad-qa", help="mmad-qa (the hub id in mmad.data.fetch) or another hub dataset "
                                                            "whose files are the images at their paths")
     fetch.set_defaults(func=cmd_qa_fetch)
 
@@ -189,11 +198,25 @@ def _run_name(args: argparse.Namespace, model: str, detail_value: str | None) ->
         parts.append(safe_name(Path(args.prompt).stem))
     if args.provider == "openai" and detail_value != "low":
         parts.append(f"detail-{detail_value or 'auto'}")
-    if args.temperature:
+    if args.answer_parsing != "official":
+        parts.append(f"parse-{args.answer_parsing}")
+    if args.images != "published":
+        parts.append(f"images-{args.images}")
+    if args.temperature is not None:
         parts.append(f"t{args.temperature:g}")
     if args.max_tokens != 200:
         parts.append(f"mt{args.max_tokens}")
     return "-".join(parts)
+
+
+def protocol_choices(args: argparse.Namespace, prompt_name: str, opts) -> dict:
+    """Per choice of the request: "published" (gpt4o.py's) or what mmad does instead, for run.json."""
+    published = {"mode": args.mode == "cumulative", "prompt": prompt_name == "official",
+                 "answer_parsing": args.answer_parsing == "official", "images": args.images == "published",
+                 "temperature": args.temperature is None, "max_tokens": args.max_tokens == 200,
+                 "detail": opts.detail == "low" or args.provider != "openai",
+                 "media_type": not opts.true_media_type}
+    return {name: "published" if same else "mmad option" for name, same in published.items()}
 
 
 def cmd_qa_run(args: argparse.Namespace) -> int:
@@ -204,8 +227,9 @@ def cmd_qa_run(args: argparse.Namespace) -> int:
     from mmad.data.filememo import FileMemo
     from mmad.providers.factory import DEFAULT_MODELS, make_provider
     from mmad.qa.data import load_benchmark, qa_root
-    from mmad.qa.jobs import QAOptions, box_token, build_qa_plans, pending_plans
+    from mmad.qa.jobs import QAOptions, build_qa_plans, pending_plans
     from mmad.qa.prompt import load_qa_prompt
+    from mmad.qa.task import QATask
     from mmad.results.runinfo import make_run_info
     from mmad.scoring.runs import VariantRun
 
@@ -221,7 +245,8 @@ def cmd_qa_run(args: argparse.Namespace) -> int:
                              dry_run=args.dry_run or estimate_only, prompt_caching=args.prompt_cache)
     model = args.model or DEFAULT_MODELS[args.provider]
     opts = QAOptions(provider.identity(), model, args.mode, args.templates, args.shots, args.domain_knowledge,
-                     detail_value, args.max_tokens, args.temperature)
+                     detail_value, args.max_tokens, args.temperature, args.images,
+                     true_media_type=args.provider == "anthropic")
     run_name = _run_name(args, model, detail_value)
     out_dir = Path(args.out or Path("results") / run_name)
     cache_dir = config.cache_dir(args.cache_dir)
@@ -229,12 +254,14 @@ def cmd_qa_run(args: argparse.Namespace) -> int:
 
     def rebuild(retry_failed: bool = False):
         return build_qa_plans(bench, opts, prompt, out_dir=out_dir, run_name=run_name, memo=memo,
-                              retry_failed=retry_failed)
+                              retry_failed=retry_failed, answer_parsing=args.answer_parsing)
     plans = rebuild(args.retry_failed)
     settings = {"task": "qa", "provider": provider.name, "base_url": provider.base_url, "model": model,
                 "mode": args.mode, "templates": args.templates, "shots": args.shots,
                 "domain_knowledge": args.domain_knowledge, "prompt": prompt.name, "detail": detail_value,
-                "max_tokens": args.max_tokens, "temperature": args.temperature, "image": box_token(None)}
+                "max_tokens": args.max_tokens, "temperature": args.temperature, "image": opts.image_token,
+                "answer_parsing": args.answer_parsing, "refusal_requests": QATask.max_reasks + 1,
+                "protocol": protocol_choices(args, prompt.name, opts)}
     run = VariantRun(QAVariant(model), run_name, out_dir, plans, make_run_info(run_name, "mllm", settings))
     cache = ResponseCache(cache_dir)
     try:

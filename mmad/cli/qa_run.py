@@ -1,10 +1,10 @@
 """`mmad qa run` / `mmad qa estimate`: MMAD-QA through the engine, with the same limits, cache,
 resume, budget, batch mode, run.json, summary.json and exit codes as `mmad score`.
 
-The engine runs in rounds: round 1 holds every question that can be built (in cumulative mode,
-each image's next turn, whose follow-ups the engine builds as replies arrive); after it the plans
-are rebuilt from the records and another round runs while questions are left and the previous
-round answered something. Batch mode needs this (batches carry no follow-ups: turn i of every
+The engine runs in rounds: round 1 holds every question that can be built (in conversation mode,
+each image's next turn, whose follow-ups the engine builds as replies arrive; in the other modes
+every question); after it the plans are rebuilt from the records and another round runs while
+questions are left and the previous round answered something. Batch mode needs this (batches carry no follow-ups: turn i of every
 image goes in round i; the not-asked records of a chain that ended are written by a live engine
 first, since they need no request), and it also picks up any chain the engine did not continue.
 Only round 1 honours --retry-failed, so a failure is retried once per command, not once per round.
@@ -176,15 +176,15 @@ def estimate_qa(args: argparse.Namespace, provider, cache, run, pending: list) -
     so_far = progress_of(run.plans)
     note = err_console.print if args.json else console.print
     reasks = QATask.max_reasks
-    note(f"re-asks: a refused reply is asked again up to {reasks} times, each a new paid request; the figures "
-         f"above assume none, so at most {reasks + 1}x them (every question refused {reasks} times)",
+    note(f"re-asks: a refused reply is asked again up to {reasks} times ({reasks + 1} requests in all, as published), "
+         f"each a new paid request; the figures above assume none, so at most {reasks + 1}x them",
          markup=False, highlight=False)
     if so_far.answered:
         rate = so_far.reasks / so_far.answered
         note(f"this run folder so far: {so_far.reasks} re-ask(s) over {so_far.answered} answered question(s): "
              f"expect about +{100 * rate:.1f}% on the figures above", markup=False, highlight=False)
-    if args.mode == "cumulative":
-        note("cumulative: replies not given yet are priced as one-letter replies in the later turns' history; "
+    if args.mode == "conversation":
+        note("conversation: replies not given yet are priced as one-letter replies in the later turns' history; "
              "output tokens use mmad's default of 100 per request", markup=False, highlight=False)
     return 0
 

@@ -2,7 +2,7 @@
 
 `compare_runs(base, others)` pairs identical items (same dataset, subset and path, scored in both
 runs), then per subset and metric reports both values, other - base, a paired bootstrap interval
-and p-value (`mmad.stats`); per dataset (mean over its subsets) and overall (mean over datasets,
+and p-value (`mmad.metrics.stats`); per dataset (mean over its subsets) and overall (mean over datasets,
 the paper's Table-3 averaging) the mean difference with a two-level bootstrap interval, Wilcoxon
 signed-rank and sign tests over the subset differences, and win/tie/loss counts. Every p-value of
 one comparison (base vs one other) is Holm-corrected as one family:

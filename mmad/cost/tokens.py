@@ -76,7 +76,7 @@ class TokenCounter:
 
     def text_only(self, request: Request) -> int:
         """The request's text tokens with the message overheads (what count_tokens sees without images)."""
-        return (self.text(request.system) + sum(self.text(p) for p in request.parts if isinstance(p, str))
+        return (self.text(request.system or "") + sum(self.text(p) for p in request.parts if isinstance(p, str))
                 + 2 * MESSAGE_OVERHEAD + REPLY_OVERHEAD)
 
     def calibrate_text(self, request: Request, counted: int) -> None:
@@ -100,7 +100,8 @@ class TokenCounter:
 
     def request(self, request: Request, sizes: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
         """(input tokens, tokens of the fixed prefix before the query's label and image)."""
-        total = (self.text(request.system) + (2 + len(request.history)) * MESSAGE_OVERHEAD + REPLY_OVERHEAD
+        messages = 1 + (request.system is not None) + len(request.history)
+        total = (self.text(request.system or "") + messages * MESSAGE_OVERHEAD + REPLY_OVERHEAD
                  + sum(self._parts(parts, sizes) for _, parts in request.history))
         prefix = total
         boundary = request.prefix_parts if request.prefix_parts is not None else len(request.parts)

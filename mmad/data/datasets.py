@@ -208,7 +208,10 @@ def resolve(root: Path, dataset: str, subset: str | None = None, *,
 # --------------------------------------------------------------------------- references + validation
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The folder's image files, sorted; dot-files are skipped as the scripts' `glob` skips them
+    (an AppleDouble `._000.png` beside `000.png` is no image, a hidden image is no reference)."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def reference_images(subset: Subset, count: int = 3) -> list[Path]:

@@ -1,8 +1,9 @@
 """Images as the reference scripts send them, and their identity for the cache.
 
 Preparation rules (`ImageSpec`), per prompt family by default (`spec_for_family`):
-  - industrial and medical scripts: taller than 512 px -> height 512, width `int(w * 512 / h)`
-    (truncated, as the scripts compute it), LANCZOS; re-encoded as PNG;
+  - industrial and medical scripts: taller than 512 px -> height 512, width `int(w * (512 / h))`
+    (the scripts' expression, evaluated in that order: the ratio first, so floating point gives
+    561x561 -> 511, where `int(w * 512 / h)` gives 512), LANCZOS; re-encoded as PNG;
   - the multidog (novelty) script: the original file bytes, no resize, no re-encode;
   - `--max-height N` forces the resize rule with another height, `original` forces the bytes.
 High-bit-depth images (16-bit grayscale `I;16`, 32-bit `I`, float `F`) are scaled to 8 bits by
@@ -39,12 +40,16 @@ class ImageSpec:
 
     max_height: int | None = REFERENCE_MAX_HEIGHT  # None: never resized
     original: bool = False  # send the file's bytes verbatim (sendable formats only)
-    corrupt: str | None = None  # e.g. "brightness:3" (see mmad.corruptions)
+    corrupt: str | None = None  # e.g. "brightness:3" (see mmad.data.corruptions)
     detail: str | None = None  # OpenAI's image `detail` ("low" / "high"); None: not sent
+    recipe: str | None = None  # a sister benchmark's own preparation (mmad.data.recipes): "mmad-qa", "velm"
 
     @property
     def token(self) -> str:
-        if self.original and self.corrupt is None:
+        if self.recipe is not None:
+            from mmad.data.recipes import recipe_token
+            base = recipe_token(self.recipe)
+        elif self.original and self.corrupt is None:
             base = "original"
         elif self.max_height is None:
             base = "png"
@@ -114,10 +119,11 @@ def file_ref(path: Path, spec: ImageSpec = REFERENCE_SPEC) -> ImageRef:
 
 
 def resized_size(width: int, height: int, max_height: int | None) -> tuple[int, int]:
-    """The reference rule: taller than `max_height` -> that height, width `int(w * max / h)`."""
+    """The reference rule: taller than `max_height` -> that height, width `int(w * (max / h))`,
+    the scripts' expression exactly (the ratio is rounded to a float first)."""
     if max_height is None or height <= max_height:
         return width, height
-    return max(1, int(width * max_height / height)), max_height
+    return max(1, int(width * (max_height / height))), max_height
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
@@ -165,7 +171,11 @@ def prepare_bytes(raw: bytes, spec: ImageSpec = REFERENCE_SPEC, compress_level: 
 def encode_file(path: str | Path, spec: ImageSpec = REFERENCE_SPEC, compress_level: int = 1) -> EncodedImage:
     """Read, hash, prepare and base64-encode one image file (runs on a worker thread)."""
     raw = Path(path).read_bytes()
-    data, media_type, width, height = prepare_bytes(raw, spec, compress_level)
+    if spec.recipe is not None:
+        from mmad.data.recipes import encode_recipe
+        data, media_type, width, height = encode_recipe(spec.recipe, raw, path)
+    else:
+        data, media_type, width, height = prepare_bytes(raw, spec, compress_level)
     return EncodedImage(ImageRef(hashlib.sha256(raw).hexdigest(), spec.token), media_type,
                         base64.b64encode(data).decode("ascii"), width, height, spec.detail)
 
@@ -174,6 +184,9 @@ def prepared_size(path: Path, spec: ImageSpec = REFERENCE_SPEC) -> tuple[int, in
     """The size an image is sent at, from its header alone (for token estimates)."""
     with Image.open(path) as image:
         width, height = image.size
+    if spec.recipe is not None:
+        from mmad.data.recipes import recipe_size
+        return recipe_size(spec.recipe, width, height)
     if spec.original and spec.corrupt is None:
         return width, height
     return resized_size(width, height, spec.max_height)

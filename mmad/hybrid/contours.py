@@ -3,7 +3,7 @@
 Rule, for one image: its patch-grid map is upsampled bilinearly to the query's own resolution
 (the detector resized the whole image to a square without cropping, so the grid covers the whole
 image); the region is every pixel whose upsampled value is above the gate threshold t
-(mmad.gate: by default the largest image score of the held-out normals, i.e. "more anomalous than
+(mmad.hybrid.gate: by default the largest image score of the held-out normals, i.e. "more anomalous than
 any patch of a normal image"); holes inside a region are filled, so only its external outline is
 drawn: the region's pixels within 2 px of its outside (an image edge counts as outside), in pure
 red (255, 0, 0), on the query at full resolution. If no upsampled pixel exceeds t although the

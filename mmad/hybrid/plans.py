@@ -1,6 +1,6 @@
 """Two-stage hybrid severity scoring: a conventional detector gates, an MLLM judges the rest.
 
-`hybrid_plan` turns one subset's MLLM plan into a hybrid plan, job by job (mmad.gate decides):
+`hybrid_plan` turns one subset's MLLM plan into a hybrid plan, job by job (mmad.hybrid.gate decides):
 
   - detector score below the subset's threshold: the job becomes a gate decision, recorded with
     severity score 0 *from the detector* and never sent: `local = {"source": "gate", "status":
@@ -8,7 +8,7 @@
   - no detector score for the image (it failed on it, or is not in its maps): an `error` record
     from the gate that says so (never a silent 0);
   - at or above it: the MLLM request, unchanged (contour "none": the pure MLLM run's cache
-    entries answer it for free), or contour-conditioned (mmad.contours) with the prompt
+    entries answer it for free), or contour-conditioned (mmad.hybrid.contours) with the prompt
     `<family>-contour` (references, the contour image, then the query) or
     `<family>-contour-on-query` (references, then the query with the contour drawn on it).
 

@@ -30,6 +30,7 @@ from mmad.providers.base import (
 from mmad.providers.openai import JSON_HEADERS, dumps, encode_body
 
 KEY_ENV = "ANTHROPIC_API_KEY"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 COUNT_TIMEOUT_S = 10.0  # the free count is a calibration: never worth a long wait before a run
 
 
@@ -41,6 +42,11 @@ class AnthropicProvider(Provider):
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None,
                  prompt_caching: bool = True) -> None:
+        # The SDK falls back on $ANTHROPIC_BASE_URL: a server named there is a custom server like
+        # one given by --base-url (its answers are cached apart from the Anthropic API's).
+        env_url = os.environ.get(BASE_URL_ENV)
+        if base_url is None and env_url and httpx2.URL(env_url).host != "api.anthropic.com":
+            base_url = env_url
         self.base_url = base_url
         self.prompt_caching = prompt_caching
         self._timeout = timeout
@@ -77,8 +83,15 @@ class AnthropicProvider(Provider):
         return turns + [{"role": "user", "content": self.content(request, images)}]
 
     def body(self, request: Request, images: Mapping[str, EncodedImage]) -> dict:
-        return {"model": request.model, "max_tokens": request.max_tokens, "system": request.system,
-                "messages": self.messages(request, images), "temperature": request.temperature}
+        """The messages body; no `system` when the request has none, no `temperature` when it
+        is None (0.0 is sent: the SDK's own `if temperature:` would drop it)."""
+        body = {"model": request.model, "max_tokens": request.max_tokens}
+        if request.system is not None:
+            body["system"] = request.system
+        body["messages"] = self.messages(request, images)
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        return body
 
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
         return await self.post_body(encode_body(lambda stand_ins: self.body(request, stand_ins), images))
@@ -153,7 +166,9 @@ class AnthropicProvider(Provider):
         Raises ProviderFailure whose message says in words why no count came (a compatible server
         without the endpoint, an unreachable server, a refused key)."""
         texts = [{"type": "text", "text": p} for p in request.parts if isinstance(p, str)]
-        body = {"model": request.model, "system": request.system, "messages": [{"role": "user", "content": texts}]}
+        body = {"model": request.model, "messages": [{"role": "user", "content": texts}]}
+        if request.system is not None:
+            body["system"] = request.system
         # Posted like the messages themselves: the answer is read here, whatever it is (a server
         # without the endpoint may answer 200 with an HTML page, which the SDK returns as a str).
         try:

@@ -43,12 +43,14 @@ FailureKind = Literal["rate_limit", "transient", "connection", "protocol", "quot
 @dataclass(frozen=True)
 class Request:
     """One job's request, provider-neutral. `parts` are texts and image identities in order (the
-    last user message); `history` holds earlier turns as (role, parts), oldest first."""
+    last user message); `history` holds earlier turns as (role, parts), oldest first. `system`
+    None sends no system message and `temperature` None sends no temperature (the API's default
+    applies): what the MMAD and VELM scripts do."""
 
-    system: str
+    system: str | None
     parts: tuple[str | ImageRef, ...]
     model: str
-    temperature: float = 0.0
+    temperature: float | None = 0.0
     max_tokens: int = 300
     # Prompt caching (never part of the response-cache key: it does not change the answer):
     prefix_parts: int | None = None  # parts[:prefix_parts] are the same for every job of a subset

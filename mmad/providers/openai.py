@@ -35,6 +35,13 @@ from mmad.providers.base import (
 )
 
 KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+OPENAI_API_HOST = "api.openai.com"
+
+
+def is_openai_api(url: str) -> bool:
+    """Whether a base URL is the OpenAI API itself (the only server that knows `prompt_cache_key`)."""
+    return httpx2.URL(str(url)).host == OPENAI_API_HOST
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -69,6 +76,10 @@ class OpenAIProvider(Provider):
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  timeout: float = 120.0, client: openai.AsyncOpenAI | None = None,
                  prompt_caching: bool = True) -> None:
+        # The SDK itself falls back on $OPENAI_BASE_URL: a server named there is a custom server
+        # like one given by --base-url (its answers are cached apart from the OpenAI API's).
+        if base_url is None and os.environ.get(BASE_URL_ENV) and not is_openai_api(os.environ[BASE_URL_ENV]):
+            base_url = os.environ[BASE_URL_ENV]
         self.base_url = base_url
         self.prompt_caching = prompt_caching
         self._key = api_key or os.environ.get(KEY_ENV)
@@ -98,18 +109,25 @@ class OpenAIProvider(Provider):
     def body(self, request: Request, images: Mapping[str, EncodedImage]) -> dict:
         """The chat-completions body: system message, earlier turns, then the user message of
         texts and images."""
-        messages = [{"role": "system", "content": request.system}]
+        messages = [] if request.system is None else [{"role": "system", "content": request.system}]
         for role, parts in request.history:
             messages.append({"role": role, "content": self._content(parts, images) if role == "user"
                              else "".join(p for p in parts if isinstance(p, str))})
         messages.append({"role": "user", "content": self._content(request.parts, images)})
-        body = {"model": request.model, "messages": messages, "temperature": request.temperature,
-                "max_tokens": request.max_tokens}
+        body = {"model": request.model, "messages": messages}
+        if request.temperature is not None:  # None: not sent, the API's default applies
+            body["temperature"] = request.temperature
+        body["max_tokens"] = request.max_tokens
         # The prefix (system, instruction, references) is byte-identical across a subset's jobs;
-        # the key routes them to the same cache. Only the OpenAI API itself knows the parameter.
-        if self.prompt_caching and request.cache_group and not self.base_url:
+        # the key routes them to the same cache. Only the OpenAI API itself knows the parameter:
+        # decided by where the client really sends (--base-url, $OPENAI_BASE_URL or the default).
+        if self.prompt_caching and request.cache_group and self.sends_to_openai_api:
             body["prompt_cache_key"] = request.cache_group
         return body
+
+    @property
+    def sends_to_openai_api(self) -> bool:
+        return is_openai_api(str(self._client.base_url))
 
     async def complete(self, request: Request, images: Mapping[str, EncodedImage]) -> Completion:
         return await self.post_body(encode_body(lambda stand_ins: self.body(request, stand_ins), images))

@@ -8,8 +8,11 @@
         "mask_path": "...", "similar_templates": [paths], "random_templates": [paths]}}
 
 `domain_knowledge.json` maps dataset -> category -> {"good" / "combined" / defect type: text}.
-The dataset of an image is the first component of its path, its category the second (what the
-reference summary does). Every problem is one line naming the file and the entry.
+The real file keys DS-MVTec images under `MVTec` (MMAD's scripts look them up with
+`dataset.replace("DS-MVTec", "MVTec")`): that key is used when the file has it, else the
+dataset's own name. The dataset of an image is the first component of its path, its category
+the second (what the reference summary does). Every problem is one line naming the file and the
+entry.
 """
 
 from __future__ import annotations
@@ -94,7 +97,14 @@ class Benchmark:
         """Every entry of the image's category, one per line (values only, in the file's order)."""
         if self.knowledge is None:
             return ""
-        return "\n".join(str(text) for text in self.knowledge[entry.dataset][entry.category].values())
+        block = self.knowledge[knowledge_key(self.knowledge, entry.dataset)]
+        return "\n".join(str(text) for text in block[entry.category].values())
+
+
+def knowledge_key(data: Mapping, dataset: str) -> str:
+    """The top-level key of a dataset in domain_knowledge.json (see the module docstring)."""
+    official = dataset.replace("DS-MVTec", "MVTec")
+    return official if official in data else dataset
 
 
 def _read_json(path: Path, what: str) -> object:
@@ -240,10 +250,12 @@ def check_knowledge(data: object, source: Path, entries: Iterable[Entry]) -> Map
     if not isinstance(data, Mapping):
         raise DataError(f"{source}: expected a JSON object: dataset -> category -> {{name: text}}")
     for entry in entries:
-        block = data.get(entry.dataset, {})
+        key = knowledge_key(data, entry.dataset)
+        block = data.get(key, {})
         category = block.get(entry.category) if isinstance(block, Mapping) else None
         if not isinstance(category, Mapping) or not category or not all(isinstance(v, str) for v in category.values()):
-            raise DataError(f"{source}: no domain knowledge for {entry.dataset}/{entry.category} "
+            looked = key if key == entry.dataset else f"{key} (for {entry.dataset})"
+            raise DataError(f"{source}: no domain knowledge for {looked}/{entry.category} "
                             f"(needed by entry {entry.image!r}); expected {{name: text}} there")
     return data
 

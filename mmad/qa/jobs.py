@@ -1,25 +1,29 @@
 """MMAD-QA questions -> engine jobs: one plan (one result CSV + JSONL) per dataset.
 
-Images: k normal templates (the entry's `random_templates`, or `similar_templates`) then the
-query, each fitted into a 512x512 box with its aspect kept and never enlarged: an image taller
-than wide (or square) gets height 512, a wider one height floor(h * 512 / w); the width then
-follows mmad's height rule (`int(w * H / h)`, LANCZOS, PNG), so both sides end <= 512. That is
-an `ImageSpec(max_height=H)` per image; the cache identity is the source file's sha256 plus the
-token `box<=512x512:trunc:lanczos:png` (+ `:detail-low`), since H follows from the file itself.
+Images (`--images`): k normal templates (the entry's `random_templates`, or `similar_templates`)
+then the query.
+  - `published` (default): as gpt4o.py prepares them (mmad.data.recipes `mmad-qa`): fitted into
+    512x512 by OpenCV, small images enlarged, INTER_AREA, JPEG bytes, the media type named from
+    the file's extension (Anthropic: the true type, `mmad-qa-true-type`);
+  - `mmad`: fitted into 512x512 with the aspect kept and never enlarged: an image taller than
+    wide (or square) gets height 512, a wider one height floor(h * 512 / w), the width following
+    mmad's height rule, LANCZOS, PNG (cache token `box<=512x512:trunc:lanczos:png`).
 
-Modes:
-  - single: one request per question (the opening text, the images, that question);
-  - cumulative (the published GPT-4o protocol): question i of an image is asked with questions
-    1..i-1 and the model's own replies to them as earlier turns. Turn i can only be built once
-    turn i-1 is answered, so a plan holds each image's answered turns plus its next one, whose
-    `follow_up` builds the turn after it from the recorded reply. A rerun rebuilds the chain from
-    the JSONL records (records are matched by cache key, which includes the whole history), so
-    nothing answered is asked or paid again.
-  - a turn whose reply is unusable as conversation (refused after every re-ask, an error, an
-    empty reply) ends the chain: the later questions of that image are recorded as `error`
-    ("not asked ..."), without a request. `--retry-failed` asks the failed turn again and the
-    chain goes on from its new reply. A `parse_failed` turn (the model replied, without a
-    readable letter) keeps its reply in the history: the conversation did go that way.
+Modes (`--mode`):
+  - cumulative (default; gpt4o.py): question i of an image is ONE request holding questions
+    1..i, no answers; the answer to question i is read from its reply (the last letter). Every
+    request stands alone: a refused or failed question does not stop the image's later ones.
+  - single: one request per question (the questions[i:i+1] of MMAD's open-model scripts).
+  - conversation (the open-model scripts' `--record_history`; mmad's earlier "cumulative"):
+    question i is asked after questions 1..i-1 and the model's own replies to them as earlier
+    turns. Turn i can only be built once turn i-1 is answered, so a plan holds each image's
+    answered turns plus its next one, whose `follow_up` builds the turn after it from the
+    recorded reply; a rerun rebuilds the chain from the JSONL records (matched by cache key,
+    which includes the whole history), so nothing answered is asked or paid again. A turn whose
+    reply is unusable as conversation (refused after every re-ask, an error, an empty reply)
+    ends the chain: the later questions of that image are recorded as `error` ("not asked ..."),
+    without a request; `--retry-failed` asks the failed turn again and the chain goes on. A
+    `parse_failed` turn keeps its reply in the history: the conversation did go that way.
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ from mmad.qa.prompt import QAPrompt
 from mmad.qa.task import QATask
 
 BOX = 512
-MODES = ("single", "cumulative")
+MODES = ("cumulative", "single", "conversation")
+IMAGE_RULES = ("published", "mmad")
 CONTINUING = ("ok", "parse_failed")
 NOT_ASKED = "not asked: an earlier question of this image got no usable reply"
-PLACEHOLDER_REPLY = "A"  # stands in for replies not yet given, in estimates of cumulative runs
+PLACEHOLDER_REPLY = "A"  # stands in for replies not yet given, in estimates of conversation runs
 
 
 def box_height(width: int, height: int, box: int = BOX) -> int:
@@ -71,13 +76,27 @@ class QAOptions:
 
     identity: Mapping[str, str]
     model: str
-    mode: str = "single"
+    mode: str = "cumulative"
     templates: str = "random"
     shots: int = 1
     knowledge: bool = False
     detail: str | None = "low"  # OpenAI image detail; None: not sent
     max_tokens: int = 200
-    temperature: float = 0.0
+    temperature: float | None = None  # None: not sent (gpt4o.py sends none)
+    images: str = "published"  # or "mmad" (see the module docstring)
+    true_media_type: bool = False  # published images labelled as JPEG, not by extension (Anthropic)
+
+    @property
+    def recipe(self) -> str | None:
+        if self.images != "published":
+            return None
+        return "mmad-qa-true-type" if self.true_media_type else "mmad-qa"
+
+    @property
+    def image_token(self) -> str:
+        """What run.json records about the images (without the detail)."""
+        from mmad.data.recipes import recipe_token
+        return recipe_token(self.recipe) if self.recipe else box_token(None)
 
 
 @dataclass(frozen=True)
@@ -98,14 +117,19 @@ class TurnBuilder:
         self.prompt = prompt
 
     @property
-    def cumulative(self) -> bool:
-        return self.opts.mode == "cumulative"
+    def conversation(self) -> bool:
+        return self.opts.mode == "conversation"
+
+    def asked(self, chain: Chain, index: int) -> tuple[Question, ...]:
+        """The questions the request of question `index` holds (see the module docstring)."""
+        questions = chain.entry.questions
+        return questions[:index + 1] if self.opts.mode == "cumulative" else questions[index:index + 1]
 
     def _user_parts(self, chain: Chain, index: int) -> tuple:
-        question = self.prompt.question_text(chain.entry.questions[index])
-        if index == 0 or not self.cumulative:
-            return tuple(image.ref for image in chain.images) + (chain.opening + question,)
-        return (question,)
+        text = "".join(self.prompt.question_text(q) for q in self.asked(chain, index))
+        if index == 0 or not self.conversation:
+            return tuple(image.ref for image in chain.images) + (chain.opening + text,)
+        return (text,)
 
     def _fields(self, chain: Chain, question: Question) -> dict:
         return {"question_id": question.qid, "question": question.number, "subtask": question.subtask,
@@ -113,11 +137,11 @@ class TurnBuilder:
 
     def job(self, chain: Chain, index: int, history: tuple = ()) -> Job:
         question = chain.entry.questions[index]
-        request = Request(self.prompt.system, self._user_parts(chain, index), self.opts.model,
+        request = Request(self.prompt.system_message, self._user_parts(chain, index), self.opts.model,
                           self.opts.temperature, self.opts.max_tokens, history=history)
         key = cache_key(dict(self.opts.identity), request)
         follow = None
-        if self.cumulative and index + 1 < len(chain.entry.questions):
+        if self.conversation and index + 1 < len(chain.entry.questions):
             follow = partial(self._after, chain, index, history, key)
         return Job(chain.entry.dataset, chain.entry.dataset, chain.entry.image, None, chain.query, request, key,
                    "qa", chain.images, self._fields(chain, question), follow)
@@ -138,7 +162,7 @@ class TurnBuilder:
         follow = None
         if chained and index + 1 < len(chain.entry.questions):
             follow = lambda record: self.not_asked(chain, index + 1, failed_key, chained=True)  # noqa: E731
-        request = Request(self.prompt.system, (f"(not asked) {question.qid}",), self.opts.model)
+        request = Request(self.prompt.system_message, (f"(not asked) {question.qid}",), self.opts.model)
         return Job(chain.entry.dataset, chain.entry.dataset, chain.entry.image, None, chain.query, request, key,
                    "qa", (), self._fields(chain, question), follow,
                    local={"source": "chain", "status": "error", "reason": NOT_ASKED})
@@ -147,7 +171,7 @@ class TurnBuilder:
              ) -> tuple[list[Job], list[dict | None]]:
         """(the jobs a run holds for this image, the record of each question or None)."""
         count = len(chain.entry.questions)
-        if not self.cumulative:
+        if not self.conversation:
             jobs = [self.job(chain, index) for index in range(count)]
             return jobs, [best.get(job.key) for job in jobs]
         jobs, resolved, history = [], [], ()
@@ -172,11 +196,11 @@ class TurnBuilder:
         return jobs, resolved
 
     def pending(self, chain: Chain, best: Mapping[str, dict], *, retry_failed: bool = False) -> list[Job]:
-        """The requests a run would still send for this image; in cumulative mode the replies not
-        yet given are stood in for by a one-letter reply."""
+        """The requests a run would still send for this image; in conversation mode the replies
+        not yet given are stood in for by a one-letter reply."""
         def todo(record):
             return record is None or (retry_failed and record.get("status") != "ok")
-        if not self.cumulative:
+        if not self.conversation:
             return [job for job in self.walk(chain, best)[0] if todo(best.get(job.key))]
         jobs, history, guessing = [], (), False
         for index in range(len(chain.entry.questions)):
@@ -229,7 +253,8 @@ def _sizes(paths: Sequence[Path], owners: Mapping[Path, str], annotation: Path, 
 
 
 def build_qa_plans(bench: Benchmark, opts: QAOptions, prompt: QAPrompt, *, out_dir: Path, run_name: str,
-                   memo: FileMemo | None = None, retry_failed: bool = False, workers: int = 8) -> list[QAPlan]:
+                   memo: FileMemo | None = None, retry_failed: bool = False, workers: int = 8,
+                   answer_parsing: str = "official") -> list[QAPlan]:
     """Every dataset's plan; image headers and hashes are read once (hashes memoised), so a
     rerun costs a stat per file."""
     memo = memo or FileMemo(None)
@@ -246,6 +271,9 @@ def build_qa_plans(bench: Benchmark, opts: QAOptions, prompt: QAPrompt, *, out_d
 
     def image_input(rel: str) -> ImageInput:
         path = bench.root / rel
+        if opts.recipe is not None:
+            spec = ImageSpec(max_height=None, detail=opts.detail, recipe=opts.recipe)
+            return ImageInput(ImageRef(hashes[path], spec.token), path, spec)
         spec = ImageSpec(max_height=box_height(*sizes[path]), detail=opts.detail)
         return ImageInput(ImageRef(hashes[path], token), path, spec)
 
@@ -263,7 +291,7 @@ def build_qa_plans(bench: Benchmark, opts: QAOptions, prompt: QAPrompt, *, out_d
         best = best_records(RunLogs().read(jsonl_path))
         jobs = [job for chain in chains for job in builder.walk(chain, best, retry_failed=retry_failed)[0]]
         subset = datasets.Subset(name, name, "MMAD", None, name, bench.annotation, bench.root, bench.root)
-        task = QATask({q.qid: q.option_map for entry in entries for q in entry.questions})
+        task = QATask({q.qid: q.option_map for entry in entries for q in entry.questions}, answer_parsing)
         plans.append(QAPlan(subset, prompt.name, (), tuple(jobs), csv_path, jsonl_path, task, chains, builder))
     return plans
 

@@ -1,15 +1,22 @@
 """The option letter of an answer, as the benchmark reads it, without ever inventing one.
 
-  1. refusal words ('please', 'sorry', 'today', 'cannot assist', any case, anywhere): the answer
-     is `refused` and the engine asks again (the reference re-asks such replies, at most 5 times);
-  2. the last standalone capital letter A-E (regex `\\b([A-E])\\b`) that is one of the question's
-     options; letters that are not options are ignored (the reference would score them as a
-     wrong answer; here they are not an answer);
-  3. else the option whose text is closest to the whole reply by difflib's ratio (what the
-     reference's `get_close_matches` computes), both lower-cased with punctuation and extra
-     spaces removed; it counts only at ratio >= 0.6 (difflib's own default cutoff; the reference
-     uses 0, which matches any garbage) and only when no other option ties it;
-  4. anything else is `parse_failed`: a failure that is counted, never a letter.
+Both rules first look for refusal words ('please', 'sorry', 'today', 'cannot assist', any case,
+anywhere): the answer is `refused` and the engine asks again (5 requests in all, as gpt4o.py).
+
+`official` (default; MMAD's gpt4o.py): every standalone capital letter A-E (regex
+`\\b([A-E])\\b`), the LAST one kept — also a letter that is not among the question's options
+(it is then scored wrong, as the official script scores it). A reply without any such letter
+makes gpt4o.py stop with an IndexError; here it is `parse_failed` (a counted failure, left out
+of the accuracy like the script's failed requests), never a letter.
+
+`mmad` (`--answer-parsing mmad`, stricter):
+  1. the last standalone A-E letter that is one of the question's options; other letters are
+     not an answer;
+  2. else the option whose text is closest to the whole reply by difflib's ratio (what the Qwen
+     and LLaVA scripts' `get_close_matches` computes), both lower-cased with punctuation and extra
+     spaces removed; it counts only at ratio >= 0.6 (difflib's own default cutoff; those scripts
+     use 0, which matches any garbage) and only when no other option ties it;
+  3. anything else is `parse_failed`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from difflib import SequenceMatcher
 REFUSAL_WORDS = ("please", "sorry", "today", "cannot assist")
 LETTER = re.compile(r"\b([A-E])\b")
 MIN_SIMILARITY = 0.6
+RULES = ("official", "mmad")
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ class Choice:
     """A parsed answer: `letter` set, or `refused`, or `error` saying why nothing was read."""
 
     letter: str | None = None
-    how: str | None = None  # "letter" | "option text"
+    how: str | None = None  # "letter" | "letter, not an option" | "option text"
     similarity: float | None = None
     refused: bool = False
     error: str | None = None
@@ -52,15 +60,25 @@ def closest_option(text: str, options: Mapping[str, str]) -> tuple[str | None, f
     return letter, best, None
 
 
-def parse_choice(text: str | None, options: Mapping[str, str]) -> Choice:
+def refusal(text: str) -> list[str]:
+    lowered = text.lower()
+    return [word for word in REFUSAL_WORDS if word in lowered]
+
+
+def parse_choice(text: str | None, options: Mapping[str, str], rule: str = "official") -> Choice:
     """Read one reply to one question (see the module docstring for the rules and their order)."""
     if text is None or not text.strip():
         return Choice(error="empty answer")
-    lowered = text.lower()
-    words = [word for word in REFUSAL_WORDS if word in lowered]
+    words = refusal(text)
     if words:
         return Choice(refused=True, error=f"refusal word(s) in the reply: {', '.join(words)}")
-    letters = [letter for letter in LETTER.findall(text) if letter in options]
+    letters = LETTER.findall(text)
+    if rule == "official":
+        if not letters:
+            return Choice(error="no letter A-E in the reply (the official script stops with an IndexError here)")
+        last = letters[-1]
+        return Choice(last, "letter" if last in options else "letter, not an option")
+    letters = [letter for letter in letters if letter in options]
     if letters:
         return Choice(letters[-1], "letter")
     letter, ratio, problem = closest_option(text, options)

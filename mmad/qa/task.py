@@ -1,8 +1,9 @@
 """The engine's task for MMAD-QA: read a reply as an option letter; write the dataset's result CSV.
 
-A refusal (see mmad.qa.parsing) is asked again up to `max_reasks` = 5 times, each a new paid
-request, as the reference does; a reply without a usable letter is `parse_failed` with the raw
-text kept, never a letter.
+A refusal (see mmad.qa.parsing) is asked again up to `max_reasks` = 4 times, each a new paid
+request: 5 requests in all, gpt4o.py's `max_retries = 5`. A reply without a usable letter is
+`parse_failed` with the raw text kept, never a letter. `rule` is the answer-parsing rule
+(`official` or `mmad`); parsing happens after the cache, so changing it costs nothing.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ if TYPE_CHECKING:
 class QATask(Task):
     name = "qa"
     empty = {"letter": None, "match": None, "similarity": None}
-    max_reasks = 5
+    max_reasks = 4  # 5 requests in all
 
-    def __init__(self, options: Mapping[str, Mapping[str, str]]) -> None:
+    def __init__(self, options: Mapping[str, Mapping[str, str]], rule: str = "official") -> None:
         self.options = options  # question id -> {letter: option text}
+        self.rule = rule
 
     def interpret(self, text: str | None, job: Job) -> Interpretation:
-        choice = parse_choice(text, self.options[job.extra["question_id"]])
+        choice = parse_choice(text, self.options[job.extra["question_id"]], self.rule)
         if choice.refused:
             return Interpretation("refused", {}, choice.error)
         if choice.letter is None:

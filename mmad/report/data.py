@@ -1,6 +1,6 @@
 """Everything `mmad report` shows, computed once: the paper's analyses (RQ1-RQ6), failures and
 spend, and the hook for `mmad compare` verdicts. `ReportData.as_json()` is the `--json` output;
-the HTML page (mmad.report_html) is drawn from the same object.
+the HTML page (mmad.report.html) is drawn from the same object.
 
 Corrupted variants whose original run is among the inputs appear only in Table 5 (RQ6): the
 rankings, curves and distributions use the other runs, so a corrupted copy never competes with

@@ -1,6 +1,6 @@
 """The report as one HTML page: the paper's tables and figures for the runs at hand.
 
-`render_html(data)` draws every section from a `ReportData` (mmad.report_data); a section whose
+`render_html(data)` draws every section from a `ReportData` (mmad.report.data); a section whose
 data is missing says so in one sentence. `data.verdicts` (lines from `mmad compare`) fill the
 comparison section; None means they were not computed.
 """

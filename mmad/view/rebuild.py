@@ -169,7 +169,8 @@ def score_request(ctx: Context, run: RunFiles, result: ResultFile, path: str) ->
 
 def classify_request(ctx: Context, run: RunFiles, result: ResultFile, path: str) -> Rebuilt:
     from mmad.classify.classes import load_class_file, packaged_class_file
-    from mmad.classify.plan import ClassifyPrompt, GateSettings, build_classify_plans
+    from mmad.classify.plan import ClassifyOptions, GateSettings, build_classify_plans
+    from mmad.classify.prompt import ClassifyPrompt
     settings = run.settings
     classes = settings.get("classes") or {}
     packaged = packaged_class_file(result.dataset)
@@ -179,20 +180,21 @@ def classify_request(ctx: Context, run: RunFiles, result: ResultFile, path: str)
     class_file = load_class_file(packaged)
     if classes.get("sha256") and class_file.sha256 != classes["sha256"]:
         raise Unavailable(f"the packaged class file {packaged.name} changed since the run")
-    prompt_info = settings.get("prompt") or {}
-    prompt = ClassifyPrompt(Path(str(prompt_info.get("file", "prompt"))).stem, Path(str(prompt_info.get("file"))),
-                            str(prompt_info.get("system", "")), str(prompt_info.get("instruction", "")),
-                            int(settings.get("refs", 1)))
+    kept = settings.get("prompt") or {}  # run.json keeps the prompt's text whole
+    prompt = ClassifyPrompt(Path(str(kept.get("file", "prompt"))).stem, Path(str(kept.get("file", "prompt"))),
+                            str(kept.get("layout", "mmad")), str(kept.get("system", "")), str(kept.get("text", "")),
+                            str(kept.get("classes", "")), int(settings.get("refs", 1)))
+    opts = ClassifyOptions(identity(settings), str(settings.get("model")), str(settings.get("variant", "raw")),
+                           settings.get("temperature"), int(settings.get("max_tokens", 128)),
+                           str(settings.get("images", "velm")), str(settings.get("reference", "velm")),
+                           str(settings.get("contour_source") or "detector"),
+                           str(settings.get("answer_mapping", "velm")), contour_dir=ctx.scratch / "contours")
     hybrid = settings.get("hybrid")
-    gate = None
-    if isinstance(hybrid, dict):
-        gate = GateSettings(_detector(ctx, hybrid), _threshold(hybrid), ctx.scratch / "contours")
+    gate = GateSettings(_detector(ctx, hybrid), _threshold(hybrid)) if isinstance(hybrid, dict) else None
     subset = _one_row(ctx, _subset(ctx, result), path)
-    plans, _ = build_classify_plans([subset], class_file=class_file, variant=str(settings.get("variant", "raw")),
-                                    prompt=prompt, identity=identity(settings), model=str(settings.get("model")),
-                                    temperature=float(settings.get("temperature", 0.0)),
-                                    max_tokens=int(settings.get("max_tokens", 128)), out_dir=ctx.scratch / "out",
-                                    run_name="view", gate=gate, folder_layout=False, memo=FileMemo(None))
+    plans, _ = build_classify_plans([subset], class_file=class_file, prompt=prompt, opts=opts,
+                                    out_dir=ctx.scratch / "out", run_name="view", gate=gate, folder_layout=False,
+                                    memo=FileMemo(None))
     jobs = [job for job in plans[0].jobs if job.path == path]
     if not jobs:
         raise Unavailable("a normal image of a run without a detector gate is not asked")
@@ -218,20 +220,20 @@ def qa_request(ctx: Context, run: RunFiles, result: ResultFile, question_id: str
     entry = next((e for e in bench.entries if e.image == image), None)
     if entry is None or not number.isdigit():
         raise Unavailable(f"{image} is not in {bench.annotation}")
-    options = QAOptions(identity(s), str(s.get("model")), str(s.get("mode", "single")), marker[1], marker[2],
-                        marker[3], s.get("detail"), int(s.get("max_tokens", 200)), float(s.get("temperature", 0.0)))
-    prompt = load_qa_prompt(None if s.get("prompt") in (None, "mmad") else str(s["prompt"]))
+    published = (s.get("protocol") or {}).get("images", "published") == "published"
+    options = QAOptions(identity(s), str(s.get("model")), str(s.get("mode", "cumulative")), marker[1], marker[2],
+                        marker[3], s.get("detail"), int(s.get("max_tokens", 200)), s.get("temperature"),
+                        "published" if published else "mmad", true_media_type=s.get("provider") == "anthropic")
+    prompt = load_qa_prompt(s.get("prompt"))
     plan = build_qa_plans(dataclasses.replace(bench, entries=(entry,)), options, prompt, out_dir=ctx.scratch / "qa",
-                          run_name="view", memo=FileMemo(None), workers=2)[0]
+                          run_name="view", memo=FileMemo(None), workers=2,
+                          answer_parsing=str(s.get("answer_parsing", "official")))[0]
     chain, index = plan.chains[0], int(number) - 1
-    job = plan.builder.job(chain, 0 if options.mode == "cumulative" else index)
-    if options.mode == "cumulative":  # each turn carries the model's earlier replies
-        best = best_records(JsonlLog.read(result.jsonl)) if result.jsonl else {}
-        for _ in range(index):
-            previous = best.get(job.key)
-            if previous is None or job.follow_up is None:
-                raise Unavailable("an earlier turn of this conversation has no answer, so this question was not asked")
-            job = job.follow_up(previous)
+    best = best_records(JsonlLog.read(result.jsonl)) if result.jsonl else {}
+    jobs, _ = plan.builder.walk(chain, best)  # a conversation's turns carry the model's earlier replies
+    job = next((j for j in jobs if j.extra.get("question_id") == question_id and j.local is None), None)
+    if job is None:
+        raise Unavailable("an earlier turn of this conversation failed, so this question was not asked")
     rebuilt = _from_job(job)
     question = entry.questions[index]
     rebuilt.extra = {"question": question.text, "options": [list(o) for o in question.options],

@@ -27,11 +27,13 @@ DEFAULTS = {  # what each kind of run does unless told otherwise (not shown as s
     "score": SCORE_DEFAULTS, "hybrid": SCORE_DEFAULTS,
     "detector": {"refs": 3, "image_size": 224, "seed": 0, "padim_dims": 100, "epochs": 30,
                  "backbone": "efficientnet_lite0"},
-    "classify": {"refs": 1, "temperature": 0.0, "max_tokens": 128},
-    "qa": {"mode": "single", "templates": "random", "shots": 1, "detail": "low", "max_tokens": 200,
-           "temperature": 0.0},
+    "classify": {"refs": 1, "temperature": 0.0, "max_tokens": 128, "images": "velm", "reference": "velm",
+                 "answer_mapping": "velm", "contour_source": "detector"},
+    "qa": {"mode": "cumulative", "templates": "random", "shots": 1, "detail": "low", "max_tokens": 200,
+           "answer_parsing": "official"},
 }
-SHOWN_APART = {"provider", "model", "method", "task", "base_url", "hybrid", "classes", "variant", "image", "prompt"}
+SHOWN_APART = {"provider", "model", "method", "task", "base_url", "hybrid", "classes", "variant", "image", "prompt",
+               "protocol", "references", "refusal_requests"}  # shown otherwise, or bookkeeping
 
 
 def _number(value) -> float | None:
