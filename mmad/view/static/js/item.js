@@ -33,7 +33,7 @@
   function images(request) {
     if (!request.images || !request.images.length) return null;
     return h("div.gallery", {}, request.images.map((image) => h("figure", {},
-      image.url ? h("img", { src: image.url, alt: image.label + " as sent", loading: "lazy",
+      image.url ? h("img", { src: image.url, alt: image.label + " as sent",
         width: image.width || null, height: image.height || null }) : h("div.noimage", {}, "image not in this export"),
       h("figcaption", {}, h("strong", {}, image.label), " · ", image.width ? `${image.width}×${image.height} px` : "",
         " · ", h("code", {}, image.spec), h("br"), h("span.muted.path", {}, image.source)))));
