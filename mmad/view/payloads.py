@@ -117,7 +117,9 @@ class ViewData:
         """The run page: summary, run.json, per-subset metrics, and the item columns (answer texts
         apart: `text_payload`, fetched when a text filter needs them)."""
         run, items = self.items(rid)
-        page = run_page(run, items, self._price_table())
+        cached = self._summaries.get(rid)
+        known = cached[1] if cached and cached[0] == run.signature() else None  # the runs page read it already
+        page = run_page(run, items, self._price_table(), known)
         self._summaries[rid] = (run.signature(), {k: v for k, v in page.items() if k not in ("info", "per_subset")})
         table = columns(rid, items, self.thumb_url)
         table["images"] = [self._image_root(run, result) is not None for result in items.files]

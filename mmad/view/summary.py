@@ -98,8 +98,11 @@ def _run_data(run: RunFiles, items: Items):
     from mmad.comparison.run_data import RunData
     from mmad.results.files import ResultTable
     tables, records = {}, {}
+    rows_of: list[list[int]] = [[] for _ in items.files]
+    for index, sub in enumerate(items.sub):
+        rows_of[sub].append(index)
     for sub, result in enumerate(items.files):
-        rows = [i for i, s in enumerate(items.sub) if s == sub]
+        rows = rows_of[sub]
         key = (result.dataset, result.subset)
         scores = np.array([np.nan if items.score[i] is None else items.score[i] for i in rows], dtype=float)
         tables[key] = ResultTable(result.csv or result.jsonl, result.dataset, result.subset,
@@ -205,10 +208,11 @@ def summarize(run: RunFiles, items: Items, prices=None, subsets: list[dict] | No
             "datasets": sorted({f.dataset for f in items.files})}
 
 
-def run_page(run: RunFiles, items: Items, prices=None) -> dict:
-    """The run page's header: the summary, the run.json, and per-subset metrics and distributions."""
+def run_page(run: RunFiles, items: Items, prices=None, summary: dict | None = None) -> dict:
+    """The run page's header: the summary (given when already known), the run.json, and per-subset
+    metrics and distributions."""
     subsets = subset_metrics(run, items)
-    return {**summarize(run, items, prices, subsets), "info": run.info, "per_subset": subsets}
+    return {**(summary or summarize(run, items, prices, subsets)), "info": run.info, "per_subset": subsets}
 
 
 def relative(path: Path, root: Path) -> str:
