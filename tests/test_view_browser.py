@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.browser import browser_page, why_no_browser
-from tests.view_shots import ARTEFACTS, run_ids, running_view, shoot
+from tests.view_shots import ARTEFACTS, run_ids, running_view, shoot, unready
 
 REASON = why_no_browser()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no headless browser: {REASON}")
@@ -149,18 +149,21 @@ def test_the_keyboard_reaches_everything(served):
         page.keyboard.press("Escape")
         page.keyboard.press("j")
         assert page.evaluate("document.activeElement.className") == "runlink"
+        unready(page)
         page.keyboard.press("Enter")
         page.wait_for_selector("main[data-ready='1'] table.items")
         page.keyboard.press("m")
         assert page.locator("select[name=sort]").input_value() == "mis"
         page.keyboard.press("j")
         first = page.evaluate("document.activeElement.textContent")
+        unready(page)
         page.keyboard.press("Enter")
-        page.wait_for_selector("main[data-ready='1'] .facts")
+        page.wait_for_selector("main[data-ready='1'] code.key")
         assert page.locator("h1").inner_text() == first
         page.keyboard.press("]")
         page.wait_for_function("([t]) => document.querySelector('h1') && document.querySelector('h1').textContent !== t",
                                arg=[first])
+        unready(page)
         page.keyboard.press("u")
         page.wait_for_selector("main[data-ready='1'] table.items")
         assert page.locator("select[name=sort]").input_value() == "mis"  # the list as it was
@@ -180,20 +183,25 @@ def test_the_static_export_opens_from_file(view_demo, tmp_path):
     with browser_page(1400, 900) as page:
         shoot(page, home + "#/runs", ARTEFACTS / "export-runs-1400.png")
         assert page.locator("table.runs tbody tr").count() == 6 and page.locator("span.pending").count() == 0
+        unready(page)
         page.locator("a.runlink", has_text="hybrid").click()
         page.wait_for_selector("main[data-ready='1'] table.items")
         page.select_option("select[name=sort]", "mis")
         page.fill("#itemfilter", "off-texture")
-        page.wait_for_function("!/loading/.test(document.querySelector('p.count').textContent)")
+        page.wait_for_function("location.hash.includes('q=off-texture') && "
+                               "!/loading/.test(document.querySelector('p.count').textContent)")
+        unready(page)
         page.locator("table.items tbody a.itemlink").first.click()
-        page.wait_for_selector("main[data-ready='1'] .facts")
+        page.wait_for_selector("main[data-ready='1'] code.key")
         decoded = page.evaluate("[...document.querySelectorAll('.gallery img')].map(i => i.naturalWidth)")
         assert decoded and all(w > 0 for w in decoded)
+        unready(page)
         page.goto(home + "#/runs")
-        page.wait_for_selector("main[data-ready='1']")
+        page.wait_for_selector("main[data-ready='1'] table.runs")
         for name in ("gpt-4o+industrial-paper", "gpt-4o"):  # the other, then the base: either order is exported
             row = page.locator("tr", has=page.locator("a.runlink", has_text=re.compile(f"^{re.escape(name)}$")))
             row.locator("input[type=checkbox]").check()
+        unready(page)
         page.click("button.primary")
         page.wait_for_selector("section.verdict[data-ready='1']")
         assert page.locator("ul.verdicts li").count() == 3

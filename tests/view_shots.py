@@ -42,7 +42,16 @@ def run_ids(url: str) -> dict[str, str]:
         return {run["name"]: run["rid"] for run in json.load(response)["runs"]}
 
 
+def unready(page) -> None:
+    """Clear the page's ready mark before navigating within it, so the next wait sees the new page
+    (a hash change keeps the document, and the old page's mark, until the new one is drawn)."""
+    if page.url.startswith(("http", "file")):
+        page.evaluate("() => { const m = document.getElementById('app'); if (m) delete m.dataset.ready; "
+                      "const v = document.querySelector('section.verdict'); if (v) delete v.dataset.ready; }")
+
+
 def shoot(page, url: str, path: Path, *, ready: str = "main[data-ready='1']", full_page: bool = False) -> None:
+    unready(page)
     page.goto(url)
     page.wait_for_selector(ready, timeout=20_000)
     page.wait_for_function("[...document.images].every(i => i.complete || i.loading === 'lazy')")

@@ -118,7 +118,9 @@
       current = at;
     }
     let current = 1;
-    form.addEventListener("change", () => draw(1));
+    // the text field redraws as it is typed in; its `change` on leaving it (a click on a result link)
+    // must not redraw the table under that click
+    form.addEventListener("change", (event) => { if (event.target !== text) draw(1); });
     text.addEventListener("input", () => draw(1));
     MV.keys = { "/": () => text.focus(), j: () => MV.moveFocus("a.itemlink", 1), k: () => MV.moveFocus("a.itemlink", -1),
       n: () => draw(current + 1), p: () => draw(current - 1) };

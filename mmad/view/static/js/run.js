@@ -134,7 +134,9 @@
       drawn = at;
     }
     let drawn = 1;
-    form.addEventListener("change", () => draw(1));
+    // the text field redraws as it is typed in; its `change` on leaving it (a click on a result link)
+    // must not redraw the table under that click
+    form.addEventListener("change", (event) => { if (event.target !== text) draw(1); });
     let typing;
     text.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => draw(1), 150); });
     MV.keys = { "/": () => text.focus(), j: () => MV.moveFocus("a.itemlink", 1), k: () => MV.moveFocus("a.itemlink", -1),
