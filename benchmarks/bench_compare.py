@@ -52,7 +52,7 @@ def main() -> None:
               f"of {args.repeat} (target <= 10 s on 2 cores); CPU time {min(cpu):.2f} s "
               f"(load average before: {load:.1f})")
         print(f"sanity: last comparison overall C-index diff {100 * overall.diff:+.2f} points "
-              f"[{100 * overall.low:+.2f}, {100 * overall.high:+.2f}], Holm family {report.comparisons[-1].family}")
+              f"[{100 * overall.low:+.2f}, {100 * overall.high:+.2f}], {overall.status}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

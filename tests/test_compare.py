@@ -1,18 +1,21 @@
-"""mmad.comparison and `mmad compare`: pairing, pooled means, tests, Holm family, verdicts, run costs."""
+"""mmad.comparison and `mmad compare`: pairing, fixed-effects pooled means, the procedure, verdicts, run costs."""
 
 import json
+import math
 import statistics
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
 
 from mmad import cli, metrics
 from mmad.comparison.compare import compare_runs
+from mmad.comparison.noise import scope_name
+from mmad.comparison.results import Procedure
 from mmad.comparison.run_data import final_records, load_run, summarize_run
 from mmad.cost.estimate import load_prices
 from mmad.data.templates import write_result_csv
-from mmad.errors import DataError
+from mmad.errors import ConfigError, DataError
+from mmad.metrics import multiplicity, paired_tests
 from tests.run_factory import simulated_run, subset_rows, write_run
 
 SHAPE = {("mvtec", "bottle"): (20, 15, 15, 12), ("mvtec", "cable"): (25, 12, 12, 10),
@@ -28,12 +31,12 @@ def _two_runs(tmp_path, other_signal=0.8, **kw):
     return base, other
 
 
-def test_subset_values_pooled_means_rank_tests_and_holm_family(tmp_path):
+def test_subset_values_fixed_effects_means_and_the_fixed_sequence(tmp_path):
     base, other = _two_runs(tmp_path, other_signal=1.0)
     report = compare_runs(base, [other], n_boot=200, seed=3)
     comparison = report.comparisons[0]
     a, b = load_run(base), load_run(other)
-    diffs = {}
+    diffs, variances = {}, {}
     for result in comparison.subsets:
         key = result.scope[1:]
         levels = metrics.severity_levels(a.tables[key].severity)
@@ -43,35 +46,45 @@ def test_subset_values_pooled_means_rank_tests_and_holm_family(tmp_path):
         assert (r.base, r.other) == pytest.approx((summary_a.c_index, summary_b.c_index), abs=1e-12)
         assert result.metrics["kendall_tau_b"].diff == pytest.approx(
             summary_b.kendall_tau_b - summary_a.kendall_tau_b, abs=1e-12)
+        test = paired_tests.paired_tests(levels, a.tables[key].scores, b.tables[key].scores)["c_index"]
+        assert r.p == pytest.approx(float(test.p), rel=1e-9) and r.se == pytest.approx(math.sqrt(test.variance))
         assert r.low <= r.diff <= r.high or not (r.low < r.high)
-        diffs[key] = r.diff
+        diffs[key], variances[key] = r.diff, r.se ** 2
     pooled = {p.scope: p.metrics["c_index"] for p in comparison.pooled}
-    mvtec = [diffs[k] for k in diffs if k[0] == "mvtec"]
-    assert pooled[("dataset", "mvtec")].diff == pytest.approx(np.mean(mvtec), abs=1e-12)
-    by_dataset = [np.mean([diffs[k] for k in diffs if k[0] == d]) for d in ("covid19", "mvtec", "visa")]
-    assert pooled[("overall",)].diff == pytest.approx(np.mean(by_dataset), abs=1e-12)  # Table-3 averaging
-    all_diffs = list(diffs.values())
-    assert pooled[("overall",)].wilcoxon.p == pytest.approx(scipy_stats.wilcoxon(all_diffs).pvalue, rel=1e-9)
-    wins = sum(d > 0 for d in all_diffs)
-    assert pooled[("overall",)].sign.wins == wins
-    assert pooled[("overall",)].sign_test.p == pytest.approx(
-        scipy_stats.binomtest(wins, len(all_diffs)).pvalue, rel=1e-12)
-    assert pooled[("dataset", "covid19")].wilcoxon is None  # one subset: its mean is that subset
-    # family: 6 subsets x 3 metrics + (mvtec, visa, overall) x 3 metrics x 3 tests
-    assert comparison.family == 6 * 3 + 3 * 3 * 3
-    holm = sorted(t for t in [r.bootstrap.p_holm for s in comparison.subsets for r in s.metrics.values()])
-    raw = sorted(r.bootstrap.p for s in comparison.subsets for r in s.metrics.values())
-    assert holm[0] == pytest.approx(min(1.0, comparison.family * raw[0]))
+    mvtec = [k for k in diffs if k[0] == "mvtec"]
+    assert pooled[("dataset", "mvtec")].diff == pytest.approx(np.mean([diffs[k] for k in mvtec]), abs=1e-12)
+    by_dataset = {d: [k for k in diffs if k[0] == d] for d in ("covid19", "mvtec", "visa")}
+    overall = pooled[("overall",)]
+    assert overall.diff == pytest.approx(np.mean([np.mean([diffs[k] for k in ks]) for ks in by_dataset.values()]),
+                                         abs=1e-12)  # Table-3 averaging
+    # fixed effects: variance sum_s w_s^2 v_s with w_s = 1 / (3 datasets x subsets of the dataset)
+    fixed = sum(variances[k] / (3 * len(ks)) ** 2 for ks in by_dataset.values() for k in ks)
+    assert overall.se ** 2 == pytest.approx(fixed, rel=1e-12)
+    assert overall.p == pytest.approx(math.erfc(abs(overall.diff) / math.sqrt(fixed) / math.sqrt(2)), rel=1e-9)
+    # one aggregation per row: the overall row counts datasets, a dataset row its subsets
+    assert overall.rank.units == "datasets" and overall.rank.wins + overall.rank.losses + overall.rank.ties == 3
+    assert overall.rank.sign_p is None and "smallest possible p is 0.25" in overall.rank.note
+    assert pooled[("dataset", "mvtec")].rank.units == "subsets"
+    # the sequence: overall, datasets by size, subsets; adjusted p = running maximum
+    assert comparison.sequence[:4] == ["overall", "mvtec", "visa", "covid19"] and len(comparison.sequence) == 10
+    results = {**{scope_name(s.scope): s.metrics["c_index"] for s in comparison.subsets},
+               **{scope_name(p.scope): p.metrics["c_index"] for p in comparison.pooled}}
+    chain = [results[name] for name in comparison.sequence]
+    assert [r.p_adjusted for r in chain] == pytest.approx(list(multiplicity.fixed_sequence([r.p for r in chain])))
+    for before, after in zip(chain, chain[1:]):
+        assert after.status != "significant" or before.status == "significant"
+    assert "fixed sequence at 5 %" in comparison.procedure
 
 
 def test_a_planted_effect_gets_a_positive_verdict(tmp_path):
     base, other = _two_runs(tmp_path, other_signal=2.0)
     comparison = compare_runs(base, [other], n_boot=500, seed=0).comparisons[0]
     overall = next(p for p in comparison.pooled if p.scope == ("overall",)).metrics["c_index"]
-    assert overall.diff > 0 and overall.low > 0 and overall.bootstrap.p_holm < 0.05
-    line = next(v for v in comparison.verdicts if v.startswith("industrial-paper vs industrial, overall: C-index"))
-    assert "industrial-paper is higher" in line and "(Holm)" in line and "6 subsets" in line
-    assert "run-to-run noise not measured" in line
+    assert overall.diff > 0 and overall.low > 0 and overall.status == "significant"
+    line = comparison.verdicts[1]  # the primary question comes first: overall, per metric
+    assert line.startswith("industrial-paper vs industrial, overall: C-index")
+    assert "industrial-paper is higher" in line and "(adjusted" in line and "3 datasets: 3 higher" in line
+    assert "Run-to-run noise not measured" in line
 
 
 def test_no_difference_is_not_called_significant(tmp_path):
@@ -79,8 +92,10 @@ def test_no_difference_is_not_called_significant(tmp_path):
     other = simulated_run(tmp_path / "b", "b", SHAPE, signal=0.8, seed=1)  # identical scores
     comparison = compare_runs(base, [other], n_boot=200).comparisons[0]
     overall = next(p for p in comparison.pooled if p.scope == ("overall",)).metrics["auroc"]
-    assert overall.diff == 0 and overall.sign.ties == 6 and overall.sign.wins == 0
-    assert all("no significant difference" in v for v in comparison.verdicts)
+    assert overall.diff == 0 and overall.rank.ties == 3 and overall.rank.wins == 0
+    assert all("no significant difference" in v for v in comparison.verdicts if ", overall:" in v)
+    assert all("not tested (the sequence stopped at overall)" in v for v in comparison.verdicts
+               if ", overall:" not in v)
 
 
 def test_pairing_drops_and_counts_missing_and_failed_items(tmp_path):
@@ -128,12 +143,53 @@ def test_different_severities_and_no_common_items_are_refused(tmp_path):
         compare_runs(tmp_path / "a", [tmp_path / "c"], n_boot=100)
 
 
-def test_a_comparison_does_not_depend_on_the_other_runs_given(tmp_path):
-    base, other = _two_runs(tmp_path)
+def test_variants_share_the_base_and_are_corrected_together(tmp_path):
+    base, other = _two_runs(tmp_path, other_signal=1.3)
     third = simulated_run(tmp_path / "third", "third", SHAPE, signal=1.5, seed=9)
     alone = compare_runs(base, [other], n_boot=150, seed=4).comparisons[0]
-    together = compare_runs(base, [third, other], n_boot=150, seed=4).comparisons[1]
-    assert alone.verdicts == together.verdicts
+    together = compare_runs(base, [third, other], n_boot=150, seed=4).comparisons
+    mine = together[1]
+    for x, y in zip(alone.pooled + alone.subsets, mine.pooled + mine.subsets):  # same numbers either way
+        for metric in x.metrics:
+            a, b = x.metrics[metric], y.metrics[metric]
+            assert (a.diff, a.low, a.high, a.p) == (b.diff, b.low, b.high, b.p)
+    # Holm across the two variants: the first step tests each overall at 5 % / 2
+    for metric in ("auroc", "c_index", "kendall_tau_b"):
+        heads = [next(p for p in c.pooled if p.scope == ("overall",)).metrics[metric] for c in together]
+        smallest = min(heads, key=lambda r: r.p)
+        assert smallest.p_adjusted == pytest.approx(min(1.0, 2 * smallest.p))
+        assert all(r.p_adjusted >= r.p for r in heads)
+    assert "Holm" in mine.procedure and "2 variants" in mine.procedure
+
+
+def test_primary_question_on_its_own_or_one_dataset_first(tmp_path):
+    base, other = _two_runs(tmp_path, other_signal=1.6)
+    only = compare_runs(base, [other], n_boot=100, procedure=Procedure(primary_only=True)).comparisons[0]
+    assert only.sequence == ["overall"] and "tested on its own" in only.procedure
+    assert {r.status for p in only.pooled if p.scope != ("overall",) for r in p.metrics.values()} == {"descriptive"}
+    visa = compare_runs(base, [other], n_boot=100, procedure=Procedure(primary="visa")).comparisons[0]
+    assert visa.sequence == ["visa", "visa/pcb1", "visa/pcb2"]
+    overall = next(p for p in visa.pooled if p.scope == ("overall",)).metrics["auroc"]
+    assert overall.status == "descriptive" and "descriptive" in next(v for v in visa.verdicts if ", overall:" in v)
+    with pytest.raises(ConfigError, match="--primary nowhere: no such dataset"):
+        compare_runs(base, [other], n_boot=100, procedure=Procedure(primary="nowhere"))
+
+
+def test_an_undefined_subset_is_counted_and_a_one_image_level_is_said(tmp_path):
+    rng = np.random.default_rng(0)
+    data = {("mvtec", "a"): subset_rows((6, 6, 6)), ("mvtec", "b"): subset_rows((5, 6, 1)),  # b: level 2 alone
+            ("mvtec", "c"): subset_rows((0, 5, 5))}  # c: no normal image, AUROC undefined
+    for name, seed in (("x", 1), ("y", 2)):
+        write_run(tmp_path / name, name, {k: (p, s, s * 2 + rng.normal(0, 1, s.size) + seed)
+                                          for k, (p, s) in data.items()})
+    comparison = compare_runs(tmp_path / "x", [tmp_path / "y"], n_boot=100).comparisons[0]
+    dataset = comparison.pooled[0].metrics["auroc"]
+    assert (dataset.defined, dataset.undefined) == (2, 1)
+    line = next(v for v in comparison.verdicts if ": AUROC" in v)
+    assert "2 of 3 subsets (1 undefined)" in line
+    assert any("mvtec/b: level 2 has one image" in note for note in comparison.notes)
+    lonely = next(s for s in comparison.subsets if s.scope[2] == "b").metrics["c_index"]
+    assert lonely.se > 0 and lonely.high > lonely.low  # the lonely image varies with its neighbours
 
 
 def test_final_records_supersede_but_never_replace_ok_by_a_failure():
@@ -169,10 +225,18 @@ def test_cli_json_markdown_and_bad_input(tmp_path, capsys):
     comparison = report["comparisons"][0]
     assert (comparison["base"], comparison["other"]) == ("industrial", "industrial-paper")
     assert set(comparison["subsets"][0]["metrics"]) == {"auroc", "c_index", "kendall_tau_b"}
+    overall = comparison["pooled"][-1]["metrics"]["auroc"]
+    assert overall["status"] in ("significant", "not significant") and overall["p_adjusted"] >= overall["p"]
+    assert comparison["sequence"][0] == "overall" and report["primary"] == "overall"
     assert report["runs"][0]["cost_usd"] > 0 and report["bootstrap"] == 100
     assert cli.main(["compare", str(base), str(other), "--bootstrap", "100", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| dataset | subset | n | metric |" in out and "industrial-paper vs industrial, overall: C-index" in out
+    assert cli.main(["compare", str(base), str(other), "--bootstrap", "100", "--primary", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --primary nowhere: no such dataset") and "\n" not in err
+    assert cli.main(["compare", str(base), str(other), "--bootstrap", "100", "--primary-only", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["comparisons"][0]["sequence"] == ["overall"]
     (tmp_path / "empty").mkdir()
     assert cli.main(["compare", str(base), str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
@@ -198,5 +262,5 @@ def test_one_dataset_overall_is_that_dataset_and_not_tested_twice(tmp_path):
     comparison = compare_runs(base, [other], n_boot=100).comparisons[0]
     dataset, overall = comparison.pooled
     assert overall.metrics["auroc"] is dataset.metrics["auroc"]
-    assert comparison.family == 3 * 3 + 3 * 3  # subsets x metrics + the dataset's 3 tests x metrics
+    assert comparison.sequence[0] == "mvtec" and "overall" not in comparison.sequence
     assert not [v for v in comparison.verdicts if ", overall:" in v]

@@ -163,9 +163,11 @@ def test_finished_with_failed_jobs_exits_6_and_names_the_causes(setup):
     again = run(score_cmd(server.openai_url, tmp / "out"), env)  # nothing to do, but the failures remain
     assert again.returncode == 6 and "nothing to do" in again.stderr
     server.fault_rule = lambda received, n: Fault("auth")  # the retry of the failed is stopped at once
+    before = len(server.requests)
     refused = run(score_cmd(server.openai_url, tmp / "out", "--retry-failed"), env)
     assert refused.returncode == 3 and "0 job(s) left, 3 failed: rerun the same command" in refused.stderr
-    assert "nothing finished" in refused.stderr
+    assert len(server.requests) == before + 1  # the first request only; the parse failure is re-read (free)
+    assert "ok" not in refused.stderr.split("this run")[1].split("\n")[0]
     stopped = run(score_cmd(server.openai_url, tmp / "out"), env)  # a plain rerun: nothing of it is sent
     assert stopped.returncode == 6
     server.fault_rule = None

@@ -184,8 +184,10 @@ def test_breaker_stops_a_run_whose_server_goes_down(server, root, tmp_path):
     provider = provider_for("openai", server)
     plans = plan_for(root, provider, tmp_path)
     summary = run_engine(provider, plans, tmp_path / "cache", max_attempts=2, concurrency=1, breaker_threshold=5)
-    assert summary.statuses == {"ok": 3, "error": 5} and summary.fatal is not None
-    assert "the last 5 jobs failed" in str(summary.fatal) and summary.remaining == 32
+    # requests, not jobs: jobs 4 and 5 fail both attempts, the first attempt of job 6 is the 5th failure
+    assert summary.statuses == {"ok": 3, "error": 2} and summary.fatal is not None
+    assert "the last 5 requests failed (server error (HTTP 500) x5)" in str(summary.fatal)
+    assert len(sent(server)) == 3 + 5 and summary.remaining == 35  # job 6 stays to-do
 
 
 def test_shared_slowdown_on_429(server, root, tmp_path):

@@ -5,10 +5,11 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from mmad import cli, metrics
 from mmad.comparison.compare import compare_runs
-from mmad.comparison.noise import NOISE_Z, group_noise, group_repeats, noise_report
+from mmad.comparison.noise import group_noise, group_repeats, noise_report
 from mmad.comparison.run_data import load_run, load_runs
 from mmad.errors import DataError
 from tests.run_factory import simulated_run, subset_rows, write_run
@@ -109,10 +110,17 @@ def test_compare_with_repeats_applies_the_noise_rule(tmp_path):
     pooled_sd = math.sqrt((2 * sd_base ** 2 + 1 * sd_other ** 2) / 3)  # df 2 and 1
     result = next(p for p in comparison.pooled if p.scope == scope).metrics["c_index"]
     assert result.noise.df == 3 and result.noise.repeats == 5
-    assert result.noise.band == pytest.approx(NOISE_Z * math.sqrt(2) * pooled_sd)
+    # the band of two single runs: Student's t with the repeats' df, not 1.96
+    t = scipy_stats.t.ppf(0.975, 3)
+    assert result.noise.band == pytest.approx(t * math.sqrt(2) * pooled_sd)
+    # the test holds the noise: never below the p of the noise alone (t with df 3)
+    alone = 2 * scipy_stats.t.sf(abs(result.diff) / (math.sqrt(2) * pooled_sd), 3)
+    assert result.p >= alone - 1e-12
     line = next(v for v in comparison.verdicts if v.startswith("industrial-paper vs industrial, overall: C-index"))
-    expected = "exceeds" if abs(result.diff) > result.noise.band else "within"
-    assert f"{expected} run-to-run noise" in line and "5 runs, df 3" in line
+    expected = "exceeds it" if abs(result.diff) > result.noise.band else "is within it"
+    assert expected in line and "from 5 runs (df 3)" in line
+    if abs(result.diff) <= result.noise.band:
+        assert "is higher" not in line and "is lower" not in line
 
 
 def test_compare_refuses_a_noise_run_that_repeats_nothing(tmp_path, capsys):

@@ -205,7 +205,8 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         cli.main(["score", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for fragment in ("--timeout TIMEOUT seconds per request (default: 120.0)", "--max-attempts", "(default: 6)",
+    for fragment in ("--timeout TIMEOUT seconds for a whole answer (a deadline per attempt, not per read) (default: "
+                     "120.0)", "--max-attempts", "(default: 6)",
                      "(default: 300)", "(default: 900.0)"):
         assert fragment in text
 

@@ -1,11 +1,12 @@
 """Rate control on a fake clock: pacing by admission time, no bursts after a stall, shared pauses,
-multiplicative decrease and slow recovery, learned limits, stop."""
+decreases on evidence and slow recovery, capped waits, learned limits, the start-up burst, stop.
+What 429s mean for the rate over time: tests/test_limit_probe.py."""
 
 import asyncio
 
 import pytest
 
-from mmad.engine.ratecontrol import HEADROOM, RateControl, Stopped
+from mmad.engine.ratecontrol import HEADROOM, RateControl, Stopped, Ticket
 from mmad.providers.base import ProviderFailure, RateLimitInfo
 from tests.conftest import FakeClock
 
@@ -70,23 +71,26 @@ def test_concurrent_waiters_never_leave_together():
     assert min(b - a for a, b in zip(times, times[1:])) >= 0.05 - 1e-9
 
 
-def test_a_429_pauses_everyone_lowers_the_rate_and_recovers_slowly():
+def test_the_first_429_pauses_everyone_and_evidence_lowers_the_rate():
     clock = FakeClock()
     paused = []
     rc = control(clock, rpm=600, concurrency=10, on_pause=lambda s, r: paused.append((s, r)))
     assert rc.requests_per_minute() == 600
-    rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=2.0))
+    assert rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=2.0)) == 0.0  # the shared pause waits
     assert paused == [(2.0, "rate limited (429)")] and rc.pause_until == pytest.approx(2.0)
-    assert rc.requests_per_minute() == pytest.approx(420)  # x0.7
-    rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=2.0))
-    assert rc.requests_per_minute() == pytest.approx(420)  # once per cool-down, not per 429 in flight
+    assert rc.requests_per_minute() == 600  # one 429 says nothing about the cause yet
     times = admit_times(rc, clock, 2)
     assert times[0] >= 2.0  # waited out the shared pause
+    ticket = Ticket(clock.now, rc.probe.epoch)
+    for _ in range(9):  # every answer a 429: far over a limit
+        rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=0.5), ticket)
+    assert rc.requests_per_minute() == pytest.approx(600 * 0.3)  # to what got through (nothing): the largest step
+    assert "paced rate lowered" in paused[-1][1]
     clock.now += 30
     rc.observe_success(0.5)
     rc.observe_success(0.5)
-    assert 420 < rc.requests_per_minute() < 600  # linear recovery, 0.5 % per second
-    clock.now += 120
+    assert 180 < rc.requests_per_minute() < 600  # linear recovery, 0.5 % per second
+    clock.now += 200
     rc.observe_success(0.5)
     assert rc.requests_per_minute() == pytest.approx(600)
 
@@ -98,7 +102,41 @@ def test_429s_with_no_known_limit_adopt_the_measured_rate():
     admit_times(rc, clock, 20)  # unpaced: all at t=0
     clock.now = 2.0
     rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=0.1))
-    assert rc.requests_per_minute() == pytest.approx(0.7 * 60 * 20 / 2.0)
+    assert rc.requests_per_minute() == pytest.approx(60 * 20 / 2.0)  # paced at what was sent, lowered on evidence
+
+
+def test_a_wait_is_capped_at_the_rate_limit_timeout():
+    clock = FakeClock()
+    paused = []
+    rc = control(clock, rpm=600, max_wait=20, on_pause=lambda s, r: paused.append((s, r)))
+    rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=3600))
+    assert rc.pause_until == pytest.approx(20) and paused[0][0] == 20
+    assert "the server asked for 3600 s, capped at the rate-limit timeout" in paused[0][1]
+    assert rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=3600)) == 20  # the job's own wait too
+
+
+def test_a_429_at_the_background_share_makes_only_its_job_wait():
+    clock = FakeClock()
+    rc = control(clock, rpm=600)
+    rc.probe.background = 0.1
+    ticket = Ticket(0.0, rc.probe.epoch)
+    for _ in range(30):
+        rc.observe_success(0.3, None, None, ticket)
+    assert rc.observe_failure(ProviderFailure("rate_limit", "429", retry_after=1.5), ticket) == 1.5
+    assert rc.pause_until == 0.0 and rc.requests_per_minute() == 600
+
+
+def test_the_first_answer_may_start_a_burst_the_server_says_remains():
+    clock = FakeClock()
+    rc = control(clock, concurrency=20)
+    rc.observe_success(0.05, None, RateLimitInfo(requests_limit=600, requests_remaining=19))
+    times = admit_times(rc, clock, 14)
+    burst = int(600 * HEADROOM / 60)  # one second of the paced rate (9), fewer than the 18 remaining
+    assert times[:burst] == [0.0] * burst
+    assert all(b - a == pytest.approx(60 / (600 * HEADROOM)) for a, b in zip(times[burst:], times[burst + 1:]))
+    rc = control(FakeClock(), concurrency=20)
+    rc.observe_success(0.05, None, RateLimitInfo(requests_limit=600))  # nothing said to remain: no burst
+    assert rc._requests.credit == 0
 
 
 def test_learned_limits_pace_a_little_under_them():

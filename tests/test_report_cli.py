@@ -34,7 +34,8 @@ def test_json_has_every_analysis(tmp_path, capsys):
     assert data["auroc_by_level"]["a"]["mvtec"] == {"1": 1.0, "2": 1.0, "3": 1.0}
     assert data["spend"][2]["dropped"] == 1
     assert data["variants"] == ["a vs b: prompt: 'industrial' -> 'industrial-paper'"]
-    assert data["verdicts"] and all(v.startswith("b vs a") for v in data["verdicts"])  # mmad compare ran
+    assert data["verdicts"][0].startswith("a and its variant b: primary question per metric")  # the procedure
+    assert data["verdicts"][1:] and all(v.startswith("b vs a, mvtec: ") for v in data["verdicts"][1:])
 
 
 def test_json_to_a_file(tmp_path, capsys):

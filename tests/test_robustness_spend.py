@@ -125,3 +125,27 @@ def test_comparisons_never_pair_different_methods(tmp_path):
         write_run(tmp_path / name, name, scores, kind=kind, settings=settings)
     pairs = {(a.name, b.name) for a, b, _ in comparable_pairs(load_runs([tmp_path / n for n in runs]))}
     assert pairs == {("patchcore", "patchcore-5")}
+
+
+def test_variants_are_one_method_apart_never_two_methods_or_repeats(tmp_path):
+    """Another detector or model is a different method (ranked in Table 3), not a variant; repeats
+    are noise, not variants; the report compares a base with all its variants at once."""
+    from mmad.report.compare import variant_verdicts
+    from mmad.report.data import comparable_pairs, repeats_of
+    scores = {("mvtec", "bottle"): (SEV * 4, list(range(len(SEV) * 4)))}
+    mllm = {"provider": "openai", "model": "m", "prompt": "industrial"}
+    settings = {"p": mllm, "p+r1": {**mllm, "repeat": 1}, "q": {**mllm, "prompt": "industrial-paper"},
+                "r": {**mllm, "refs": 1}, "other-model": {**mllm, "model": "n"}}
+    for name, s in settings.items():
+        write_run(tmp_path / name, name, scores, kind="mllm", settings=s)
+    for name, method in (("patchcore", "patchcore"), ("padim", "padim")):
+        write_run(tmp_path / name, name, scores, kind="detector", settings={"method": method, "refs": 3})
+    runs = load_runs([tmp_path / n for n in [*settings, "patchcore", "padim"]])
+    pairs = {(a.name, b.name) for a, b, _ in comparable_pairs(runs)}
+    assert pairs == {("p", "q"), ("p", "r"), ("q", "r")}
+    by_name = {r.name: r for r in runs}
+    assert [r.name for r in repeats_of(by_name["p"], runs)] == ["p+r1"]
+    lines = variant_verdicts(runs, ties="half", n_boot=100, seed=0)
+    assert lines[0].startswith("p and its variants q, r: ") and "Holm" in lines[0]
+    assert not any("patchcore" in line or "other-model" in line for line in lines)
+    assert any(line.startswith("q vs p, mvtec: AUROC") and "Run-to-run noise from 2 runs" in line for line in lines)

@@ -5,14 +5,15 @@ wire formats, with injected faults. The real SDKs talk to it; tests assert on wh
     server.faults.extend([Fault("429", retry_after_ms=50), Fault("500")])   # next two requests
     ... OpenAI(base_url=server.openai_url) / Anthropic(base_url=server.anthropic_url) ...
     server.requests  # [(route, headers, body)] as received
+
+Faults of real providers at random or after a point (random 429 / 5xx / hang shares, a server that
+fails everything after the N-th request, a trickling body, a long retry-after): tests/wire_faults.py.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import math
 import re
 import threading
 import time
@@ -21,22 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import quicktok
-
-TOKENIZER = quicktok.get_encoding("o200k_base")
-
-
-@dataclass
-class Fault:
-    """One injected outcome: ok (none), 429, 500, 529, hang, malformed, html, refusal, quota, bad_request,
-    garbage, auth, not_found (the API's JSON 404, with `message` when given); html_404, html_501, html_405:
-    that status with a multi-line HTML error page (a web server that is no API: a 404 page,
-    `python -m http.server`'s 501 for POST), `message` (when given) inside the page."""
-
-    kind: str
-    retry_after_ms: int | None = None
-    seconds: float = 0.0
-    message: str = ""
+from tests.wire_batches import BatchEndpoints
+from tests.wire_billing import TOKENIZER, Billing, decode_image  # noqa: F401  (decode_image re-exported)
+from tests.wire_faults import FailAfter, Fault, FaultMix, reset_connection, trickle  # noqa: F401  (Fault re-exported)
 
 
 @dataclass
@@ -111,7 +99,7 @@ def classify_answer(received: Received) -> str:
 
 
 @dataclass
-class WireServer:
+class WireServer(BatchEndpoints, Billing):
     valid_keys: set | None = None  # None: any key is accepted
     latency: float = 0.0
     max_images: int | None = None
@@ -135,6 +123,7 @@ class WireServer:
         self._bucket: tuple[float, float] | None = None  # (tokens, time)
         self.arrivals: list[float] = []  # time.monotonic() of every job request, as received
         self.rate_limited = 0
+        self.bucket_limited = 0  # 429s from the rate limit itself (not injected)
         self._prompt_cache: set[str] = set()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -259,21 +248,32 @@ class WireServer:
         with self._lock:
             self.arrivals.append(time.monotonic())
         fault = self._next_fault(received, number)
-        wait = self._over_rpm()
+        wait = self._over_rpm()  # a faulted request counts against the limit too (as OpenAI's do)
         if wait is not None and fault is None:
             fault = Fault("429", retry_after_ms=int(wait * 1000) + 1)
+            with self._lock:
+                self.bucket_limited += 1
         if fault is not None and fault.kind == "429":
             with self._lock:
                 self.rate_limited += 1
         if self.latency:
             time.sleep(self.latency)
         if fault is not None:
+            if fault.kind == "slow":  # a good answer, late
+                time.sleep(fault.seconds)
             if fault.kind == "hang":
                 time.sleep(fault.seconds)
                 return self._error(handler, anthropic, 504, "timeout", "hung")
             if fault.kind == "429":
                 headers = {"retry-after-ms": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else {}
+                if fault.retry_after_s is not None:
+                    headers["retry-after"] = f"{fault.retry_after_s:g}"
                 return self._error(handler, anthropic, 429, "rate_limit_error", "Rate limit reached", headers)
+            if fault.kind == "reset":
+                return reset_connection(handler)
+            if fault.kind == "no_choices":
+                return self._send(handler, 200, json.dumps({"id": f"chatcmpl-{number}", "object": "chat.completion",
+                                                            "model": "x"}).encode(), {})
             if fault.kind in ("500", "529"):
                 return self._error(handler, anthropic, int(fault.kind),
                                    "overloaded_error" if fault.kind == "529" else "api_error", "server trouble")
@@ -324,171 +324,43 @@ class WireServer:
                        "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": output_tokens,
                                  "total_tokens": usage["prompt_tokens"] + output_tokens,
                                  "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]}}}
+        if fault is not None and fault.kind == "trickle":
+            return trickle(handler, 200, json.dumps(payload).encode(), self._limit_headers(anthropic), fault.rate)
         self._send(handler, 200, json.dumps(payload).encode(), self._limit_headers(anthropic))
-
-    # ------------------------------------------------------------------ batch APIs
-
-    def _upload(self, handler, headers: dict, raw: bytes) -> None:
-        """OpenAI POST /v1/files (multipart): keep the bytes, answer a FileObject."""
-        from email.parser import BytesParser
-        message = BytesParser().parsebytes(b"content-type: " + headers["content-type"].encode() + b"\r\n\r\n" + raw)
-        content = b""
-        for part in message.get_payload():
-            if part.get_param("name", header="content-disposition") == "file":
-                content = part.get_payload(decode=True)
-        with self._lock:
-            file_id = f"file-{len(self.files) + 1}"
-            self.files[file_id] = content
-        self._send(handler, 200, json.dumps({"id": file_id, "object": "file", "bytes": len(content),
-                                             "created_at": int(time.time()), "filename": "batch.jsonl",
-                                             "purpose": "batch", "status": "processed"}).encode(), {})
-
-    def _answer_body(self, route: str, body: dict, number: int) -> tuple[int, dict]:
-        """What one request of a batch gets: the same answer and usage as a live call."""
-        received = Received(route, {}, body)
-        anthropic = route.endswith("/messages")
-        with self._lock:
-            self.requests.append(received)
-            self.paid.append(received)
-        text = self.answer(received)
-        usage = self.usage(received, anthropic)
-        output_tokens = max(1, len(TOKENIZER.encode_ordinary(text)))
-        if anthropic:
-            return 200, {"id": f"msg_b{number}", "type": "message", "role": "assistant", "model": body["model"],
-                         "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                         "stop_sequence": None, "usage": dict(usage, output_tokens=output_tokens)}
-        return 200, {"id": f"chatcmpl-b{number}", "object": "chat.completion", "created": 0, "model": body["model"],
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                                  "finish_reason": "stop"}],
-                     "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": output_tokens,
-                               "total_tokens": usage["prompt_tokens"] + output_tokens,
-                               "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]}}}
-
-    def _create_batch(self, handler, received: Received) -> None:
-        anthropic = received.route.rstrip("/").endswith("/messages/batches")
-        with self._lock:
-            batch_id = f"{'msgbatch' if anthropic else 'batch'}_{len(self.batches) + 1}"
-        if anthropic:
-            items = [(r["custom_id"], "/v1/messages", r["params"]) for r in received.body["requests"]]
-        else:
-            lines = self.files[received.body["input_file_id"]].decode().splitlines()
-            items = [(d["custom_id"], d["url"], d["body"]) for d in map(json.loads, lines)]
-        results = []
-        for number, (custom_id, route, body) in enumerate(items):
-            if custom_id in self.batch_fail_ids:
-                results.append((custom_id, 400, {"error": {"type": "invalid_request_error", "message": "bad image"}}))
-            else:
-                results.append((custom_id, *self._answer_body(route, body, number)))
-        batch = {"id": batch_id, "anthropic": anthropic, "results": results, "polls": 0, "count": len(items)}
-        with self._lock:
-            self.batches[batch_id] = batch
-        self._send(handler, 200, json.dumps(self._batch_view(batch)).encode(), {})
-
-    def _batch_view(self, batch: dict) -> dict:
-        done = batch["polls"] >= self.batch_polls_until_done
-        now = int(time.time())
-        if batch["anthropic"]:
-            return {"id": batch["id"], "type": "message_batch", "processing_status": "ended" if done else "in_progress",
-                    "request_counts": {"processing": 0 if done else batch["count"],
-                                       "succeeded": batch["count"] if done else 0,
-                                       "errored": 0, "canceled": 0, "expired": 0},
-                    "created_at": "2026-11-23T00:00:00Z", "expires_at": "2026-11-24T00:00:00Z",
-                    "ended_at": "2026-11-23T00:01:00Z" if done else None, "cancel_initiated_at": None,
-                    "archived_at": None,
-                    "results_url": f"{self.anthropic_url}/v1/messages/batches/{batch['id']}/results" if done else None}
-        view = {"id": batch["id"], "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": "x",
-                "completion_window": "24h", "status": "completed" if done else "in_progress", "created_at": now}
-        if done:
-            view["output_file_id"] = f"{batch['id']}-output"
-            view["error_file_id"] = f"{batch['id']}-errors"
-        return view
 
     def stats(self) -> dict:
         with self._lock:
             # "paid": every answered request (what a vendor would bill)
             return {"requests": len(self.requests), "paid": len(self.paid), "rate_limited": self.rate_limited,
+                    "bucket_limited": self.bucket_limited, "paid_ids": [r.query_id() for r in self.paid],
                     "arrivals": list(self.arrivals)}
 
     def _get(self, handler, path: str) -> None:
         if path == "/_stats":  # for benchmarks with the server in its own process
             return self._send(handler, 200, json.dumps(self.stats()).encode(), {})
-        parts = path.split("/")
-        if "batches" in parts and parts[-1] != "results":
-            batch = self.batches[parts[-1]]
-            with self._lock:
-                batch["polls"] += 1
-            return self._send(handler, 200, json.dumps(self._batch_view(batch)).encode(), {})
-        if parts[-1] == "results":  # Anthropic results stream (JSONL)
-            batch = self.batches[parts[-2]]
-            lines = [{"custom_id": cid, "result": {"type": "succeeded", "message": body} if status == 200 else
-                      {"type": "errored", "error": {"type": "error", "error": body["error"]}}}
-                     for cid, status, body in batch["results"]]
-            data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-            return self._send(handler, 200, data, {}, "application/x-jsonl")
-        if parts[-1] == "content":  # OpenAI output / error files
-            batch_id, kind = parts[-2].rsplit("-", 1)
-            batch = self.batches[batch_id]
-            wanted = [r for r in batch["results"] if (r[1] == 200) == (kind == "output")]
-            lines = [{"id": f"req_{i}", "custom_id": cid, "response": {"status_code": status, "body": body},
-                      "error": None} for i, (cid, status, body) in enumerate(wanted)]
-            data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-            return self._send(handler, 200, data, {}, "application/octet-stream")
+        if self._batch_get(handler, path):
+            return
         self._send(handler, 404, b'{"error": {"message": "not found"}}', {})
 
-    def usage(self, received: Received, anthropic: bool) -> dict:
-        """Billed input tokens, as the vendors document them, with their prompt-cache fields.
-
-        Written independently of mmad.cost: images by each vendor's formula from the decoded
-        size; text with the o200k tokenizer for both (Anthropic's own tokenizer is not public, so
-        an estimate by mmad's character rule will differ a little, as it would for real).
-        """
-        body = received.body
-        first = body["messages"][0]
-        system = (body.get("system") if anthropic else first["content"] if first.get("role") == "system" else "") or ""
-        blocks = body["messages"][-1]["content"]
-        tokens = [_text_tokens(system) + 9]
-        marked = None
-        for index, block in enumerate(blocks):
-            if block.get("type") == "text":
-                tokens.append(_text_tokens(block["text"]))
-            else:
-                data = block["source"]["data"] if anthropic else block["image_url"]["url"].split(",", 1)[1]
-                size = decode_image(data).size
-                detail = None if anthropic else block["image_url"].get("detail", "high")
-                tokens.append(_claude_image(*size) if anthropic else _openai_image(*size, body["model"], detail))
-            if block.get("cache_control"):
-                marked = index + 1
-        total = sum(tokens)
-        if anthropic:
-            if marked is None:
-                return {"input_tokens": total}
-            prefix = sum(tokens[:marked + 1])
-            key = hashlib.sha256(json.dumps([system, blocks[:marked]], sort_keys=True).encode()).hexdigest()
-            with self._lock:
-                seen = key in self._prompt_cache
-                self._prompt_cache.add(key)
-            if prefix < 1024:
-                return {"input_tokens": total}
-            field = "cache_read_input_tokens" if seen else "cache_creation_input_tokens"
-            return {"input_tokens": total - prefix, field: prefix}
-        # OpenAI caches automatically: the longest seen prefix (everything before the query's label), in
-        # 128-token steps from 1,024.
-        prefix = sum(tokens[:-2])
-        key = hashlib.sha256(json.dumps([body.get("prompt_cache_key"), system, blocks[:-2]], sort_keys=True)
-                             .encode()).hexdigest()
-        with self._lock:
-            seen = key in self._prompt_cache
-            self._prompt_cache.add(key)
-        cached = 1024 + 128 * ((prefix - 1024) // 128) if seen and prefix >= 1024 else 0
-        return {"prompt_tokens": total, "cached_tokens": cached}
-
     def _limit_headers(self, anthropic: bool) -> dict:
+        """The announced limits; with a token bucket, also the requests that remain in it now (as
+        both vendors send them)."""
         headers = {}
+        remaining = {}
+        if self.bucket_rpm and "requests" in self.limit_headers:
+            with self._lock:
+                tokens, then = self._bucket if self._bucket is not None else (0.0, time.monotonic())
+                rate = self.bucket_rpm / 60.0
+                remaining["requests"] = int(min(max(1.0, rate * self.bucket_burst_s),
+                                                tokens + (time.monotonic() - then) * rate))
         for kind, limit in self.limit_headers.items():
             if anthropic:
                 headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
             else:
                 headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            if kind in remaining:
+                headers[f"anthropic-ratelimit-{kind}-remaining" if anthropic else
+                        f"x-ratelimit-remaining-{kind}"] = str(remaining[kind])
         return headers
 
     def _error(self, handler, anthropic: bool, status: int, kind: str, message: str, headers: dict | None = None):
@@ -523,36 +395,6 @@ def html_error_page(status: int, message: str = "") -> bytes:
             f"        <p>Error code explanation: {status} - {phrase}.</p>\n    </body>\n</html>\n").encode()
 
 
-def _text_tokens(text: str) -> int:
-    return len(TOKENIZER.encode_ordinary(text))
-
-
-def _openai_image(width: int, height: int, model: str, detail: str) -> int:
-    """85 + 170 per 512-px tile after fitting 2048 and scaling the short side to 768."""
-    base, tile = (2833, 5667) if model.startswith("gpt-4o-mini") else (85, 170)
-    if detail == "low":
-        return base
-    if max(width, height) > 2048:
-        width, height = width * 2048 / max(width, height), height * 2048 / max(width, height)
-    if min(width, height) > 768:
-        width, height = width * 768 / min(width, height), height * 768 / min(width, height)
-    return base + tile * math.ceil(width / 512) * math.ceil(height / 512)
-
-
-def _claude_image(width: int, height: int) -> int:
-    """(width * height) / 750, after Anthropic's caps (long edge 1568, about 1,600 tokens)."""
-    factor = min(1.0, 1568 / max(width, height), (1_200_000 / (width * height)) ** 0.5)
-    return math.ceil(width * factor * height * factor / 750)
-
-
-def decode_image(data: str):
-    """A received base64 PNG as a PIL image (for assertions on what was sent)."""
-    import io
-
-    from PIL import Image
-    return Image.open(io.BytesIO(base64.b64decode(data)))
-
-
 if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tests.wire_server
     import argparse
     parser = argparse.ArgumentParser()
@@ -563,10 +405,30 @@ if __name__ == "__main__":  # a standalone server, for benchmarks: python -m tes
     parser.add_argument("--answer", choices=("score", "classify", "severity"), default="score",
                         help="classify: also answer classification prompts with a class name (classify_answer); "
                              "severity: scores that follow the images' defects (severity_answer)")
+    faults = parser.add_argument_group("faults (tests/wire_faults.py)")
+    for kind in ("429", "500", "hang"):
+        faults.add_argument(f"--fault-{kind}", type=float, default=0.0, help=f"share of requests answered {kind}")
+    faults.add_argument("--hang-seconds", type=float, default=30.0)
+    faults.add_argument("--retry-after", type=float, help="seconds a 429 asks to wait (retry-after); alone: every "
+                                                          "request is answered 429")
+    faults.add_argument("--fail-after", type=int, help="every request after this many fails (truncated body, JSON "
+                                                       "without choices, reset connection, in turn)")
+    faults.add_argument("--trickle", type=float, help="every answer's body at this many bytes per second")
+    faults.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    shares = {kind: getattr(args, f"fault_{kind}") for kind in ("429", "500", "hang") if getattr(args, f"fault_{kind}")}
+    rule = None
+    if shares:
+        rule = FaultMix(shares, hang_s=args.hang_seconds, retry_after_s=args.retry_after, seed=args.seed)
+    elif args.retry_after is not None:
+        rule = FaultMix({"429": 1.0}, retry_after_s=args.retry_after)
+    elif args.fail_after is not None:
+        rule = FailAfter(args.fail_after)
+    elif args.trickle:
+        rule = lambda received, number: Fault("trickle", rate=args.trickle)  # noqa: E731
     standalone = WireServer(latency=args.latency, bucket_rpm=args.bucket_rpm, bucket_burst_s=args.burst_seconds,
                             limit_headers={"requests": args.limit_header} if args.limit_header else {},
                             answer={"classify": classify_answer, "severity": severity_answer}.get(
-                                args.answer, default_answer)).start()
+                                args.answer, default_answer), fault_rule=rule).start()
     print(standalone.port, flush=True)
     threading.Event().wait()

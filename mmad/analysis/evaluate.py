@@ -57,15 +57,9 @@ def evaluate_table(table: ResultTable, *, ties: str = "half", normal_up_to: int 
         warnings.simplefilter("ignore", metrics.MetricWarning)
         summary = metrics.summarize(levels, scores, ties=ties)
         ci = {}
-        if bootstrap and summary.n:
-            ci = {
-                "auroc": metrics.bootstrap_ci(lambda lv, sc: metrics.auroc(lv, sc, ties=ties),
-                                              levels, scores, n_boot=bootstrap, seed=seed),
-                "c_index": metrics.bootstrap_ci(lambda lv, sc: metrics.c_index(lv, sc, ties=ties),
-                                                levels, scores, n_boot=bootstrap, seed=seed),
-                "kendall_tau_b": metrics.bootstrap_ci(metrics.kendall_tau_b, levels, scores,
-                                                      n_boot=bootstrap, seed=seed),
-            }
+        if bootstrap and summary.n:  # the resamples `mmad compare` draws (n - 1 per level), BCa intervals
+            from mmad.metrics.stats import bootstrap_intervals
+            ci = bootstrap_intervals(levels, scores, n_boot=bootstrap, seed=seed, ties=ties)
     return SubsetRecord(table.dataset, table.subset, summary.n, dropped, table.run, summary.auroc,
                         summary.auroc_by_level, summary.c_index, summary.kendall_tau_b,
                         str(table.source), ci, undefined_notes(levels, scores))

@@ -2,4 +2,5 @@
 
     store.py    the store (SQLite through diskcache): keys from the request's inputs, values the raw answer
     repair.py   `mmad cache check` / `rebuild`: integrity, salvage, refill from result files
+    claims.py   claims on requests being paid for, so runs sharing the cache pay once
 """

@@ -63,7 +63,7 @@ def register(sub) -> None:
     add_base_url_option(cl)
     cl.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
     cl.add_argument("--max-tokens", type=positive_int, default=128, help="VELM allows Qwen2-VL 128 new tokens")
-    cl.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
+    cl.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     cl.add_argument("--out", help=f"output folder (default {DEFAULT_OUT}/<run-name>)")
     cl.add_argument("--run-name", help="file-name prefix (default <model>+classify-<variant>[+<detector run>])")
     cl.add_argument("--cache-dir", help=cache_help())

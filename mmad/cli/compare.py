@@ -14,23 +14,35 @@ from rich.table import Table
 from mmad.cli.options import HelpFormatter
 from mmad.cli.output import console, err_console, percent, tau
 from mmad.comparison.noise import scope_name
+from mmad.comparison.results import Procedure
 from mmad.comparison.verdicts import METRIC_NAMES, format_difference, format_p
 from mmad.errors import ConfigError
 from mmad.metrics.stats import METRICS
 
 MIN_RESAMPLES = 100
+METHODS_IN_WORDS = ("AUROC by DeLong's paired test, C-index and Kendall tau-b by paired U-statistic tests "
+                    "(variances per severity level), pooled over subsets with the Table-3 weights (fixed effects); "
+                    "intervals: percentile, paired stratified bootstrap; details in docs/compare.md")
 
 
 def register(sub) -> None:
     """Add the two commands to the `mmad` subparsers."""
-    cp = sub.add_parser("compare", formatter_class=HelpFormatter, help="is a difference between runs real? paired bootstrap, rank tests, Holm")
+    cp = sub.add_parser("compare", formatter_class=HelpFormatter,
+                        help="is a difference between runs real? paired tests, one pre-specified question, run-to-run noise")
     cp.add_argument("base", help="the reference run: a run folder or a result CSV")
-    cp.add_argument("others", nargs="+", metavar="other", help="runs compared with the base, each on its own")
+    cp.add_argument("others", nargs="+", metavar="other",
+                    help="runs compared with the base; several are variants of one comparison (Holm across them)")
     cp.add_argument("--ties", choices=("half", "strict"), default="half",
                     help="tied scores across levels: half credit (reference stack, default) or none (paper)")
     cp.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
                     help=f"resamples of the paired bootstrap (default 2000, at least {MIN_RESAMPLES})")
     cp.add_argument("--seed", type=_non_negative, default=0, help="seed of the bootstrap")
+    cp.add_argument("--primary", default="overall", metavar="SCOPE",
+                    help="the primary question: 'overall' (mean over datasets, Table 3) or one dataset's mean; "
+                         "the fixed sequence starts there")
+    cp.add_argument("--primary-only", action="store_true",
+                    help="test the primary question on its own; every other row is descriptive (default: off, "
+                         "a fixed sequence continues with datasets, then subsets)")
     cp.add_argument("--noise", nargs="+", default=[], metavar="RUN",
                     help="repeat folders of the base and/or the others (same settings, another settings.repeat); "
                          "give it after the runs (default: none)")
@@ -101,18 +113,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if noise:
             err_console.print(f"note: run-to-run noise from the repeats beside the runs: "
                               f"{', '.join(p.name for p in noise)}", markup=False, highlight=False)
-    report = api.compare(args.base, *args.others, ties=args.ties, n_boot=args.bootstrap, seed=args.seed, noise=noise)
+    report = api.compare(args.base, *args.others, ties=args.ties, n_boot=args.bootstrap, seed=args.seed, noise=noise,
+                         procedure=Procedure(args.primary, args.primary_only))
     if args.json:
         print(json.dumps(report_json(report), indent=2))
         return 0
     for comparison in report.comparisons:
         title = (f"{comparison.other} vs {comparison.base} (ties: {report.ties}, {report.n_boot:,} paired "
-                 f"resamples, seed {report.seed}; Holm over {comparison.family} tests)")
+                 f"resamples, seed {report.seed})")
         _emit(args.markdown, f"Per subset: {title}", *subset_rows(comparison), group=2)
         _emit(args.markdown, f"Dataset and overall means: {title}", *pooled_rows(comparison), group=1)
+        _say(args.markdown, f"Procedure: {comparison.procedure}. Tests: {METHODS_IN_WORDS}.")
         for line in comparison.verdicts:
             _say(args.markdown, line)
-        for line in dropped_lines(comparison):
+        for line in dropped_lines(comparison) + comparison.notes:
             _say(args.markdown, line)
         if not comparison.noise_measured:
             _say(args.markdown, "note: run-to-run noise not measured (one run each). Hosted models are not "
@@ -161,36 +175,46 @@ SHORT = {"auroc": "AUC", "c_index": "C", "kendall_tau_b": "tau"}
 
 
 def subset_rows(comparison) -> tuple[list[str], list[list[str]]]:
-    header = ["dataset", "subset", "n", "metric", "base", "other", "Δ [95% CI]", "p", "p Holm", "noise band"]
+    header = ["dataset", "subset", "n", "metric", "base", "other", "Δ [95% CI]", "p", "sequence", "noise band"]
     rows = []
     for result in comparison.subsets:
         for metric, r in result.metrics.items():
             rows.append([result.scope[1], result.scope[2], str(result.items), METRIC_NAMES[metric],
-                         _value(metric, r.base), _value(metric, r.other), _diff(metric, r), format_p(r.bootstrap.p),
-                         format_p(r.bootstrap.p_holm), _band(metric, r)])
+                         _value(metric, r.base), _value(metric, r.other), _diff(metric, r), format_p(r.p),
+                         _status(r), _band(metric, r)])
     return header, rows
+
+
+def _status(r) -> str:
+    """The procedure's word for a row, with its adjusted p when it was tested."""
+    if r.status in ("significant", "not significant"):
+        return f"{r.status} (adj. {format_p(r.p_adjusted)})"
+    return r.status
 
 
 def _band(metric: str, r) -> str:
     if r.noise is None:
         return "—"
     mark = "exceeded" if r.noise.exceeded_by(r.diff) else "within"
-    return f"±{format_difference(metric, r.noise.band, signed=False, digits=2)} {mark}"
+    return f"±{format_difference(metric, r.noise.band, signed=False, digits=2)} {mark} (df {r.noise.df})"
 
 
 def pooled_rows(comparison) -> tuple[list[str], list[list[str]]]:
-    header = ["scope", "metric", "subsets", "base", "other", "Δ [95% CI]", "p", "p Holm", "Wilcoxon p Holm",
-              "sign p Holm", "W/T/L", "noise band"]
-    rows = []
+    header = ["scope", "metric", "subsets", "base", "other", "Δ [95% CI]", "p", "sequence", "W/T/L", "sign p",
+              "signed-rank p", "noise band"]
+    rows, seen = [], set()
     for result in comparison.pooled:
         for metric, r in result.metrics.items():
-            sign = r.sign
-            rows.append([scope_name(result.scope), METRIC_NAMES[metric], str(result.subsets), _value(metric, r.base),
-                         _value(metric, r.other), _diff(metric, r), format_p(r.bootstrap.p),
-                         format_p(r.bootstrap.p_holm),
-                         format_p(r.wilcoxon.p_holm) if r.wilcoxon else "—",
-                         format_p(r.sign_test.p_holm) if r.sign_test else "—",
-                         f"{sign.wins}/{sign.ties}/{sign.losses}" if sign else "—", _band(metric, r)])
+            if id(r) in seen:  # one dataset: the overall row is that dataset's
+                continue
+            seen.add(id(r))
+            rank = r.rank
+            defined = f"{r.defined}" + (f" (+{r.undefined} undefined)" if r.undefined else "")
+            rows.append([scope_name(result.scope), METRIC_NAMES[metric], defined, _value(metric, r.base),
+                         _value(metric, r.other), _diff(metric, r), format_p(r.p), _status(r),
+                         f"{rank.wins}/{rank.ties}/{rank.losses} {rank.units}" if rank else "—",
+                         format_p(rank.sign_p) if rank else "—", format_p(rank.wilcoxon_p) if rank else "—",
+                         _band(metric, r)])
     return header, rows
 
 
@@ -225,10 +249,11 @@ def _share(value: float) -> str:
 
 
 def report_json(report) -> dict:
-    from mmad.comparison.compare import HOLM_FAMILY, INTERVAL_METHOD, P_METHOD
+    from mmad.comparison.compare import INTERVAL_METHOD, POOLING, TEST_METHODS
     return {"ties": report.ties, "bootstrap": report.n_boot, "seed": report.seed, "interval": INTERVAL_METHOD,
-            "p_value": P_METHOD, "holm_family": HOLM_FAMILY, "runs": [r.as_json() for r in report.runs],
-            "comparisons": [c.as_json() for c in report.comparisons],
+            "tests": TEST_METHODS, "pooling": POOLING, "primary": report.procedure.primary,
+            "primary_only": report.procedure.primary_only, "alpha": report.procedure.alpha,
+            "runs": [r.as_json() for r in report.runs], "comparisons": [c.as_json() for c in report.comparisons],
             "noise": [g.as_json() for g in report.noise]}
 
 

@@ -89,7 +89,7 @@ def eval_scores(args: argparse.Namespace) -> int:
                       percent(m.c_index)] + [""] * len(levels) for m in means]
         title = f"Multilevel AD performance (ties: {args.ties})"
         if args.bootstrap:
-            title += f"; [95% bootstrap interval, {args.bootstrap} resamples]"
+            title += f"; [95% BCa bootstrap interval, {args.bootstrap} resamples, n - 1 per level]"
         print_rows(title, header, rows, mean_rows, markdown=args.markdown)
     notes = [(r, note) for r in records for note in r.notes]
     for record, note in notes:

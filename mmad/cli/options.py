@@ -120,7 +120,7 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--out", help="output folder (default results/<run-name>; with a grid, the parent folder)")
     sc.add_argument("--run-name", help="file-name prefix (default: the model name + every non-default choice)")
     sc.add_argument("--cache-dir", help=cache_help())
-    sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
+    sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     sc.add_argument("--temperature", action="append", type=listed(SETTINGS["temperature"].check),
                     help="sampling temperature(s), grid (default: 0)")
     sc.add_argument("--max-tokens", type=SETTINGS["max_tokens"].check, default=300,
@@ -164,7 +164,8 @@ def add_engine_options(sc: argparse.ArgumentParser) -> None:
     sc.add_argument("--max-attempts", type=positive_int, default=6,
                     help="tries per job for server errors and timeouts, the first included (429s do not count)")
     sc.add_argument("--rate-limit-timeout", type=positive_float, default=900.0,
-                    help="seconds one job may spend waiting out 429s before it is recorded as failed")
+                    help="seconds one job may spend waiting out 429s before it is recorded as failed; no single "
+                         "wait is longer (a longer retry-after stops the run, resumable)")
     sc.add_argument("--image-workers", type=positive_int, help="threads preparing images (default: all cores)")
     sc.add_argument("--retry-failed", action="store_true", help="redo jobs recorded as error/refused/parse_failed")
     sc.add_argument("--max-cost", type=nonneg_float, metavar="USD",

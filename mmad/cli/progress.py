@@ -1,9 +1,10 @@
 """What `mmad score` shows while it runs and when it ends, and the summary.json it leaves.
 
 On a terminal: one progress bar whose stats line carries requests/s, cache hits, failures,
-tokens, spend, and the 429 pauses and retries as counts (not a line each). Not on a terminal
-(a log file, CI): a progress line every `--progress-every` seconds. Only a stop prints a line
-of its own.
+tokens, spend, and the 429 pauses and retries as counts (not a line each); while everyone waits
+(a 429's retry-after, a limit until its reset) it says what for and until when. Not on a
+terminal (a log file, CI): a progress line every `--progress-every` seconds. Only a stop prints a
+line of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class ProgressView:
         self.done = 0
         self.started = time.monotonic()
         self.tokens = 0
+        self.waiting: tuple[float, str] | None = None  # (until, what for) of the latest shared pause
         self._progress = None
         self._task = None
         self._ticker: asyncio.Task | None = None
@@ -73,8 +75,12 @@ class ProgressView:
         failures = " ".join(f"{k}={self.counts[k]}" for k in ("parse_failed", "refused", "error") if self.counts.get(k))
         waits = " ".join(f"{k} {self.counts[k]}" for k in ("429 pauses", "retries") if self.counts.get(k))
         spend = f"${self.meter.spent:,.4f}  " if self.meter is not None and self.meter.price is not None else ""
-        return (f"{self.counts.get('live', 0) / elapsed:.1f} req/s  cache {self.counts.get('cache', 0)}  "
+        line = (f"{self.counts.get('live', 0) / elapsed:.1f} req/s  cache {self.counts.get('cache', 0)}  "
                 f"tokens {self.tokens:,}  {spend}{failures}  {waits}").rstrip()
+        if self.waiting is not None and self.waiting[0] > time.time():
+            until = time.strftime("%H:%M:%S", time.localtime(self.waiting[0]))
+            line += f"  waiting until {until}: {self.waiting[1]}"
+        return line
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
@@ -91,6 +97,7 @@ class ProgressView:
                 self.tokens += usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
         elif isinstance(event, Paused):
             self.counts["429 pauses" if "429" in event.reason else "limit pauses"] += 1
+            self.waiting = (event.until or time.time() + event.seconds, event.reason)
         elif isinstance(event, Retrying):
             self.counts["retries"] += 1
         elif isinstance(event, (RunStopped, BatchSubmitted)) and not self.quiet:

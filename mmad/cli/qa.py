@@ -68,7 +68,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default results/<run-name>)")
     p.add_argument("--run-name", help="file-name prefix (default: model + mode + shots + non-default choices)")
     p.add_argument("--cache-dir", help=cache_help())
-    p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request")
+    p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     p.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     p.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
                    help="do not mark prefixes for provider prompt caching")

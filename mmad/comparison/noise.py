@@ -6,11 +6,12 @@ Folders without run.json are matched by that naming instead. Hosted models are n
 at temperature 0, so the same settings can give other scores; this module measures by how much.
 
 The noise rule `compare` uses (`noise_band`): the run-to-run SD of a metric is the SD across
-repeats (pooled over the repeat groups given, weighted by degrees of freedom). Two single runs
-with the same settings differ by sqrt(2) x SD; a difference "exceeds the run-to-run noise" when
-|difference| > 1.96 x sqrt(2) x SD, the 95% band of the difference between two repeats if the
-noise is normal. With two or three repeats the SD itself is very uncertain (df = 1 or 2): the
-degrees of freedom are printed with every band.
+repeats (pooled over the repeat groups given, weighted by degrees of freedom, df = repeats - 1 per
+group). Two single runs with the same settings differ by sqrt(2) x SD; the band they differ within
+95% of the time is t(df) x sqrt(2) x SD: Student's t, because with two or three repeats the SD
+itself is very uncertain (df 1: t = 12.7, not 1.96). `compare` puts this variance into its test
+and interval (mmad.metrics.noise_rules.noisy_p, noisy_interval), so a verdict never calls a difference
+the run-to-run noise explains.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import numpy as np
 from mmad import metrics
 from mmad.comparison.run_data import RunData, SubsetKey, load_runs
 from mmad.errors import DataError
+from mmad.metrics import noise_rules
 from mmad.metrics.stats import METRICS, observed_metrics
 
 REPEAT_SUFFIX = re.compile(r"\+r(\d+)$")
-NOISE_Z = 1.96
 Scope = tuple  # ("subset", dataset, subset) | ("dataset", dataset) | ("overall",)
 
 
@@ -230,16 +231,20 @@ def noise_report(sources: Sequence[Path], *, ties: str = "half") -> list[GroupNo
 
 @dataclass(frozen=True)
 class NoiseBand:
-    """Run-to-run SD of a metric (pooled over repeat groups), its df, and the 95% band of the
-    difference between two single runs: 1.96 x sqrt(2) x SD."""
+    """Run-to-run SD of a metric (pooled over repeat groups), its df, and what it does to the
+    difference of two single runs: variance 2 x SD^2, 95% band t(df) x sqrt(2) x SD."""
 
     sd: float
     df: int
     repeats: int
 
     @property
+    def run_variance(self) -> float:
+        return 2 * self.sd ** 2
+
+    @property
     def band(self) -> float:
-        return NOISE_Z * math.sqrt(2) * self.sd
+        return noise_rules.noise_band(self.run_variance, self.df)
 
     def exceeded_by(self, difference: float) -> bool:
         return abs(difference) > self.band

@@ -1,5 +1,6 @@
 """What a comparison found, as data: per metric and scope the two values, the difference, its
-interval and tests; per pair of runs the scopes and the verdict lines; JSON for scripts."""
+interval, its test and what the procedure made of it; per pair of runs the scopes, the procedure
+and the verdict lines; JSON for scripts."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from dataclasses import dataclass, field
 
 from mmad.comparison.noise import GroupNoise, NoiseBand, Scope, scope_name
 from mmad.comparison.run_data import RunSummary
-from mmad.metrics import stats
+from mmad.comparison.scopes import ALPHA, RankTests
 
 
-@dataclass
-class Test:
-    """One p-value of the family and its Holm-adjusted value."""
+@dataclass(frozen=True)
+class Procedure:
+    """What is tested (mmad.comparison.decisions): `primary` is "overall" or a dataset;
+    `primary_only` tests it on its own."""
 
-    p: float
-    p_holm: float = math.nan
+    primary: str = "overall"
+    primary_only: bool = False
+    alpha: float = ALPHA
 
 
 def _number(value: float | None) -> float | None:
@@ -25,7 +28,7 @@ def _number(value: float | None) -> float | None:
 
 @dataclass
 class MetricResult:
-    """One metric on one scope: base and other values, other - base, interval, tests."""
+    """One metric on one scope: values, other - base, interval, test, and what the procedure made of it."""
 
     metric: str
     base: float
@@ -33,21 +36,21 @@ class MetricResult:
     diff: float
     low: float
     high: float
-    bootstrap: Test
-    wilcoxon: Test | None = None
-    sign: stats.SignTest | None = None
-    sign_test: Test | None = None
+    se: float  # standard error from the images (U-statistic)
+    p: float  # the scope's own test (images, and run-to-run noise when measured)
+    defined: int = 1  # subsets where the metric is defined (of those pooled)
+    undefined: int = 0
+    rank: RankTests | None = None
     noise: NoiseBand | None = None
+    p_adjusted: float = math.nan  # within the procedure (mmad.comparison.decisions)
+    status: str = "descriptive"
 
     def as_json(self) -> dict:
-        record = {key: _number(getattr(self, key)) for key in ("base", "other", "diff", "low", "high")}
-        record.update(p=_number(self.bootstrap.p), p_holm=_number(self.bootstrap.p_holm))
-        if self.wilcoxon is not None:
-            record.update(wilcoxon_p=_number(self.wilcoxon.p), wilcoxon_p_holm=_number(self.wilcoxon.p_holm))
-        if self.sign_test is not None:
-            record.update(sign_p=_number(self.sign_test.p), sign_p_holm=_number(self.sign_test.p_holm))
-        if self.sign is not None:
-            record.update(wins=self.sign.wins, ties=self.sign.ties, losses=self.sign.losses)
+        record: dict[str, object] = {key: _number(getattr(self, key)) for key in ("base", "other", "diff", "low", "high", "se", "p",
+                                                                "p_adjusted")}
+        record.update(status=self.status, subsets_defined=self.defined, subsets_undefined=self.undefined)
+        if self.rank is not None:
+            record["rank_tests"] = self.rank.as_json()
         if self.noise is not None:
             record["noise"] = {"sd": _number(self.noise.sd), "df": self.noise.df, "runs": self.noise.repeats,
                                "band": _number(self.noise.band), "exceeded": self.noise.exceeded_by(self.diff)}
@@ -77,14 +80,16 @@ class Comparison:
     dropped: dict[str, dict[str, int]]  # run label -> reason -> items
     unpaired_subsets: dict[str, list[str]]  # run label -> subsets the other run lacks
     empty_subsets: list[str] = field(default_factory=list)  # in both runs, but no item scored in both
-    family: int = 0
     noise_measured: bool = False
+    procedure: str = ""
+    sequence: list[str] = field(default_factory=list)  # scopes in the order they are tested
+    notes: list[str] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
-        return {"base": self.base, "other": self.other, "holm_family_size": self.family,
+        return {"base": self.base, "other": self.other, "procedure": self.procedure, "sequence": self.sequence,
                 "dropped": self.dropped, "unpaired_subsets": self.unpaired_subsets,
-                "empty_subsets": self.empty_subsets, "noise_measured": self.noise_measured,
+                "empty_subsets": self.empty_subsets, "noise_measured": self.noise_measured, "notes": self.notes,
                 "subsets": [s.as_json() for s in self.subsets], "pooled": [p.as_json() for p in self.pooled],
                 "verdicts": self.verdicts}
 
@@ -97,3 +102,4 @@ class ComparisonReport:
     n_boot: int
     seed: int
     ties: str
+    procedure: Procedure = field(default_factory=Procedure)

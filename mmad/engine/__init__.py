@@ -6,8 +6,10 @@ never the command line.
     jobs.py          building plans: one job per test image, keyed for the cache
     tasks.py         the scoring task (`Anomaly Score: N`)
     runner.py        the lifecycle of a job, from cache lookup to record; stop, resume, budgets
-    ratecontrol.py   how many requests in flight and how fast (learned limits, 429 handling)
-    failures.py      retries, backoff, the first request's checks and the breaker
+    live_calls.py    one live job: its slot, the request with its deadline, retries, what each failure means
+    ratecontrol.py   how many requests in flight and how fast (learned limits, pauses, capped waits)
+    limit_probe.py   whether 429s are our pace or the provider's load: decreases kept only when they help
+    failures.py      backoff, the first request's checks and gate, the breaker on failed requests
     preparation.py   images prepared on worker threads, shared ones once
     records.py       which record of a job counts; the JSONL logs
     events.py        what the engine tells its listener, and the run's summary

@@ -68,7 +68,7 @@ async def run_batches(engine, todo: list, options: BatchOptions) -> None:
     by_key: dict[str, list] = {}  # identical requests (same image bytes) share one custom_id
     for plan, job in todo:
         if job.local is not None:  # decided without a request: recorded, never sent
-            engine._finish(plan, job, await engine._outcome(plan, job, False))
+            engine._finish(plan, job, await engine._outcome(plan, job))
             continue
         by_key.setdefault(job.key, []).append((plan, job))
     pending = state.pending_keys()

@@ -30,8 +30,11 @@ class Retrying:
 
 @dataclass(frozen=True)
 class Paused:
+    """Nobody is admitted for `seconds` (until `until`, wall-clock seconds since the epoch)."""
+
     seconds: float
     reason: str
+    until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,4 @@ class RunSummary:
     spent: float = 0.0  # USD for this run's live answers (when the model has a price)
     estimated: float = 0.0  # what was expected for those same answers
     url: str = ""
+    pacing: dict = field(default_factory=dict)  # per model: what the rate controller did (RateControl.report)

@@ -2,20 +2,29 @@
 
 The first request of a run goes alone: a server that cannot be reached, refuses the key,
 answers 404 or answers with something that is not the API's JSON would fail every later request
-the same way, so the run stops at once with one line naming the URL. Later, `threshold`
-consecutive jobs failing with server, connection, protocol or timeout trouble (no success in
-between) stop the run the same way: a server that went down is not asked hundreds of times.
+the same way, so the run stops at once with one line naming the URL. The others wait at the
+`LeadGate` with their slot taken and their images prepared, and leave as soon as it has an
+answer, or once it has been out for `LEAD_PATIENCE_S` without one: a wrong URL, key or model
+answers at once, so a slow first answer says nothing more.
+
+Later, the breaker counts failed *requests* (server, connection, protocol and timeout trouble),
+not jobs: `consecutive` of them without an answer between, or a failure share of `share` over the
+last `window` requests, stop the run the same way. Retries wait out their backoff holding their
+slot, so a server that starts failing everything draws the requests in flight and the few the
+breaker needs, not a retry from every job of the run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter, deque
 
 from mmad.providers.base import Provider, ProviderFailure
 
 CONNECT_TRIES_FIRST = 3  # the first request of a run gives up on an unreachable server quickly
-SERVER_TROUBLE = ("server", "connection", "protocol", "timeout")  # record causes the breaker counts
+SERVER_TROUBLE = ("transient", "connection", "protocol")  # failure kinds the breaker counts
+LEAD_PATIENCE_S = 3.0  # a first request out this long without an answer has reached a working API
 
 
 def backoff(attempt: int, failure: ProviderFailure, initial: float, maximum: float) -> float:
@@ -50,20 +59,69 @@ def first_request_failure(failure: ProviderFailure, provider: Provider) -> Provi
 
 
 class Breaker:
-    """Counts consecutive failed jobs caused by server trouble; any other outcome resets it."""
+    """Failed requests caused by server trouble: a streak without an answer between, and their
+    share over a sliding window of requests."""
 
-    def __init__(self, threshold: int) -> None:
-        self.threshold = threshold
-        self._streak: deque[str] = deque()
+    def __init__(self, consecutive: int, window: int = 40, share: float = 0.75) -> None:
+        self.consecutive = consecutive
+        self.window = window
+        self.share = share
+        self._streak: list[str] = []
+        self._recent: deque[str | None] = deque(maxlen=window)
 
-    def observe(self, record: dict) -> str | None:
-        """None, or why the run should stop ("the last 12 jobs failed (server error (HTTP 500) x12)")."""
-        cause = record.get("cause") or ""
-        if record["status"] == "error" and record.get("source") == "live" and cause.startswith(SERVER_TROUBLE):
-            self._streak.append(cause)
-            if len(self._streak) >= self.threshold:
-                text = "; ".join(f"{c} x{n}" for c, n in Counter(self._streak).most_common(2))
-                return f"the last {len(self._streak)} jobs failed ({text})"
-        elif record["status"] != "error":
+    def observe(self, cause: str | None) -> str | None:
+        """Count one request: `cause` of its failure ("server error (HTTP 500)"), None for an
+        answer. Returns None, or why the run should stop ("the last 10 requests failed (...)")."""
+        self._recent.append(cause)
+        if cause is None:
             self._streak.clear()
+            return None
+        self._streak.append(cause)
+        if len(self._streak) >= self.consecutive:
+            return f"the last {len(self._streak)} requests failed ({self._causes(self._streak)})"
+        failed = [c for c in self._recent if c is not None]
+        if len(self._recent) == self.window and len(failed) >= self.share * self.window:
+            return f"{len(failed)} of the last {self.window} requests failed ({self._causes(failed)})"
         return None
+
+    @staticmethod
+    def _causes(causes: list[str]) -> str:
+        return "; ".join(f"{c} x{n}" for c, n in Counter(causes).most_common(2))
+
+
+class LeadGate:
+    """Holds every request but the run's first until that one has an answer (or has been out
+    long enough that a wrong URL, key or model would have shown)."""
+
+    def __init__(self, patience: float = LEAD_PATIENCE_S) -> None:
+        self.patience = patience
+        self.leader: str | None = None  # the cache key of the job that leads
+        self._open = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._open.is_set()
+
+    def leads(self, key: str) -> bool:
+        """Whether the job with `key` goes first (the first to ask leads)."""
+        if self.leader is None and not self.opened:
+            self.leader = key
+        return self.leader == key and not self.opened
+
+    def sent(self) -> None:
+        """The lead request left: open after `patience` unless its answer comes first."""
+        self.answered()
+        self._timer = asyncio.get_running_loop().call_later(self.patience, self.open)
+
+    def answered(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def open(self) -> None:
+        self.answered()
+        self._open.set()
+
+    async def wait(self) -> None:
+        await self._open.wait()

@@ -80,7 +80,8 @@ def cause_of(failure: ProviderFailure) -> str:
     if failure.kind == "transient":
         if failure.status:
             return f"server error (HTTP {failure.status})"
-        return "timeout" if "timed out" in str(failure) else "server error"
+        text = str(failure)
+        return "timeout" if "timed out" in text else "truncated answer" if "truncated" in text else "server error"
     if failure.kind == "connection":
         text = str(failure).lower()
         for marker, cause in (("does not resolve", "host name does not resolve"), ("refused", "refused"),

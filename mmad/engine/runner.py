@@ -1,27 +1,29 @@
-"""The job lifecycle: cache -> prepare -> admit -> call -> record. Every job ends in a definite
-record, or stays to-do for the next run; nothing paid is lost or paid twice.
+"""The job lifecycle: cache -> claim -> prepare -> admit -> call -> record. Every job ends in a
+definite record, or stays to-do for the next run; nothing paid is lost or paid twice.
 
 How a job runs:
   1. a job counts as done when the out folder's JSONL holds a final record with its cache key
      (an `ok` record is never overridden by a later failure of the same job); `--retry-failed`
      redoes the rest;
   2. its cache key is looked up; a hit is interpreted and recorded (source "cache") without
-     decoding any image; an identical request already in flight is waited for, not paid twice;
-  3. on a miss the job takes a slot (so prepared-but-unsent requests never outnumber the slots),
-     its images are prepared on a worker thread, the budget reserves its worst case, and the rate
-     controller paces it (`mmad.ratecontrol`);
+     decoding any image; an identical request already in flight in this process is waited for,
+     and one that another process on the same cache is paying for (`mmad.cache.claims`) is put aside
+     and looked up again later: either way it is paid once;
+  3. on a miss the job takes a slot (so prepared-but-unsent requests never outnumber the slots)
+     and keeps it until it ends, its images are prepared on a worker thread, the budget reserves
+     its worst case, and the rate controller paces it (`mmad.engine.ratecontrol`);
   4. the answer is stored at once (response cache, then the JSONL), before anything else is
      prepared; refusals and errors are never cached;
-  5. failures: a 429 waits (shared pause) without spending an attempt, bounded by
+  5. failures (`mmad.engine.live_calls`): a 429 waits without spending an attempt, bounded by
      `rate_limit_timeout`; transient, connection and protocol failures are retried with
      exponential backoff and jitter up to `max_attempts`; quota, auth and not-found stop the run.
 
-The first live request of a run goes alone (with the capability probe first for custom
-servers): if it cannot connect, is refused (401/403/404) or answered with something that is
-not the API's JSON, the run stops with one line naming the URL and nothing else is sent. During
-the run, `breaker_threshold` consecutive failed jobs without a success stop it the same way.
-A stop (Ctrl-C, SIGTERM, budget, storage) lets requests in flight finish and sends nothing new;
-a job cut short stays to-do. A write that fails (disk full, read-only) stops admission at once.
+The first live request of a run goes first (`mmad.engine.failures.LeadGate`): if it cannot connect, is
+refused (401/403/404) or answered with something that is not the API's JSON, the run stops with
+one line naming the URL and nothing else is sent. During the run, the breaker on failed requests
+stops it the same way. A stop (Ctrl-C, SIGTERM, budget, storage) sends nothing new and gives
+requests in flight a grace period to finish; a job cut short stays to-do. A write that fails
+(disk full, read-only) stops admission at once.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from mmad.cache.claims import RENEW_EVERY_S, ClaimStore
 from mmad.cache.store import ResponseCache
 from mmad.cost.estimate import CostMeter
 from mmad.data.images import EncodedImage
 from mmad.engine.events import BatchSubmitted, Event, JobFinished, Paused, Retrying, RunStarted, RunStopped, RunSummary  # noqa: F401
-from mmad.engine.failures import Breaker, backoff, fatal_for_first_request, first_request_failure
+from mmad.engine.failures import Breaker, LeadGate
+from mmad.engine.live_calls import LiveCalls
 from mmad.engine.lock import lock_folders
 from mmad.engine.preparation import ImagePreparationError, ImagePreparer, image_executor  # noqa: F401  (re-exported)
 from mmad.engine.ratecontrol import RateControl, Stopped
@@ -50,11 +54,13 @@ from mmad.engine.records import (
     interleave,
     make_record,
     merge_record,
-    now_iso,
 )
 from mmad.engine.work import Job, SubsetPlan
 from mmad.errors import StorageError, describe_os_error
-from mmad.providers.base import Completion, Provider, ProviderFailure
+from mmad.providers.base import Provider, ProviderFailure
+
+ELSEWHERE = object()  # the outcome of a job another process is paying for right now
+CLAIM_POLL_S = 0.5  # how often a job put aside for another process is looked up again
 
 
 @dataclass
@@ -73,11 +79,14 @@ class EngineSettings:
     retry_failed: bool = False  # redo jobs whose best record is error / refused / parse_failed
     auto_concurrency_cap: int = 256
     default_concurrency: int = 16  # auto, when no rate limit is known yet
-    breaker_threshold: int = 12  # consecutive failed jobs (no success between) that stop a run
+    breaker_threshold: int = 10  # consecutive failed requests (server trouble, no answer between) that stop a run
+    breaker_window: int = 40  # ... or this many requests of which breaker_share failed
+    breaker_share: float = 0.75
     shared_images: int = 256  # encoded images kept for reuse (references)
+    share_claims: bool = True  # claim requests in the cache's claims file (runs on one cache pay once)
 
 
-class Engine:
+class Engine(LiveCalls):
     """Runs plans against one provider through one cache."""
 
     def __init__(self, provider: Provider, cache: ResponseCache, settings: EngineSettings | None = None, *,
@@ -104,7 +113,11 @@ class Engine:
         self._settled = asyncio.Event()
         self._logs: RunLogs | None = None
         self._plan_of: dict[str, SubsetPlan] = {}
-        self._breaker = Breaker(self.settings.breaker_threshold)
+        self._breaker = Breaker(self.settings.breaker_threshold, self.settings.breaker_window,
+                                self.settings.breaker_share)
+        self._gate = LeadGate()
+        self._claims: ClaimStore | None = None
+        self._calls: set[asyncio.Future] = set()  # provider calls in flight
         self._best: dict[int, dict[str, dict]] = {}  # per plan: job key -> the record that counts
         self._reasked: Counter[str] = Counter()  # job key -> refusals already asked again (earlier runs too)
 
@@ -123,6 +136,10 @@ class Engine:
             for control in self._controls.values():
                 control.wake_all()
             self._settled.set()
+            try:  # requests in flight get a grace period to finish, then are abandoned (to-do)
+                asyncio.get_running_loop().call_later(self._stop_grace(), self._abandon_calls)
+            except RuntimeError:
+                pass
             self._emit(RunStopped(reason))
 
     def control(self, model: str) -> RateControl:
@@ -133,12 +150,25 @@ class Engine:
                 concurrency=self.settings.concurrency, rpm=self.settings.requests_per_minute,
                 tpm=self.settings.tokens_per_minute, default_concurrency=self.settings.default_concurrency,
                 concurrency_cap=self.settings.auto_concurrency_cap, clock=self._clock, sleep=self._sleep,
-                on_pause=lambda s, r: self._emit(Paused(s, r)), stop_event=self._stop_event)
+                on_pause=lambda s, r: self._emit(Paused(s, r, time.time() + s)), stop_event=self._stop_event,
+                max_wait=self.settings.rate_limit_timeout)
         return control
 
     async def nap(self, seconds: float) -> None:
         """Sleep, waking at once (Stopped) when the run stops."""
         await self.control("").nap(seconds)
+
+    async def _until(self, awaitable: Awaitable) -> None:
+        """Await, but raise Stopped at once when the run stops."""
+        waiter = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if self.stopping:
+            raise Stopped()
 
     def _fatal(self, failure: ProviderFailure) -> None:
         self._summary.fatal = self._summary.fatal or failure
@@ -192,6 +222,8 @@ class Engine:
                 self._logs.close()
             if locks is not None:
                 locks.release()
+            if self._claims is not None:
+                self._claims.close()
             self._images.close()
         return summary
 
@@ -200,36 +232,43 @@ class Engine:
 
     async def _run_live(self, todo: list[tuple[SubsetPlan, Job]]) -> None:
         queue: deque[tuple[SubsetPlan, Job]] = deque(todo)
-        lead = next((item for item in queue if item[1].local is None and self.cache.get(item[1].key) is None), None)
-        if lead is not None:
-            queue.remove(lead)
-            usable, follow = await self._lead_request(*lead)
-            if not usable:
-                return
-            if follow is not None:
-                queue.appendleft((lead[0], follow))
+        aside: deque[tuple[float, SubsetPlan, Job]] = deque()  # jobs another process is paying for
         workers = self.settings.concurrency or self.settings.auto_concurrency_cap
         outstanding = {"n": len(queue)}
         wake = asyncio.Event()
 
-        async def worker() -> None:
-            while not self.stopping:
-                if not queue:
-                    if outstanding["n"] <= 0:
-                        return
-                    wake.clear()
-                    await wake.wait()
-                    continue
-                plan, job = queue.popleft()
+        async def next_job() -> tuple[SubsetPlan, Job] | None:
+            """The next job to run: the queue first, then a job put aside whose time has come."""
+            while not self.stopping and outstanding["n"] > 0:
+                if queue:
+                    return queue.popleft()
                 try:
-                    follow = await self._job(plan, job)
-                    if follow is not None:
-                        queue.append((plan, follow))
-                        outstanding["n"] += 1
-                finally:
-                    outstanding["n"] -= 1
-                    wake.set()
+                    if aside:
+                        delay = aside[0][0] - self._clock()
+                        if delay <= 0:
+                            return aside.popleft()[1:]
+                        await self.nap(delay)
+                    else:  # a job in progress sets `wake` when it ends, stop or not
+                        wake.clear()
+                        await wake.wait()
+                except Stopped:
+                    return None
+            return None
 
+        async def worker() -> None:
+            while (item := await next_job()) is not None:
+                plan, job = item
+                follow = await self._job(plan, job)
+                if follow is ELSEWHERE:
+                    aside.append((self._clock() + CLAIM_POLL_S, plan, job))
+                    continue
+                if follow is not None:
+                    queue.append((plan, follow))
+                    outstanding["n"] += 1
+                outstanding["n"] -= 1
+                wake.set()
+
+        renewer = asyncio.ensure_future(self._renew_claims())
         tasks = [asyncio.create_task(worker()) for _ in range(min(workers, max(1, len(queue))))]
         try:
             await asyncio.gather(*tasks)
@@ -239,24 +278,38 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._summary.stopped = self._summary.stopped or "cancelled"
             raise
+        finally:
+            renewer.cancel()
 
-    async def _lead_request(self, plan: SubsetPlan, job: Job) -> tuple[bool, Job | None]:
-        """The first live request goes alone; returns (can the run go on, its follow-up job)."""
-        follow = await self._job(plan, job, lead=True)
-        return not self.stopping, follow
+    async def _renew_claims(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            try:
+                if self._claims is not None:
+                    self._claims.renew()
+            except StorageError as error:
+                self._storage_failed(error)
+                return
 
+    def _claim_store(self) -> ClaimStore | None:
+        """The claims beside the cache, opened when the first request is about to be paid for
+        (a run whose answers are all cached never writes there)."""
+        if self._claims is None and self.settings.share_claims:
+            self._claims = ClaimStore(self.cache.directory)
+        return self._claims
 
     # ----------------------------------------------------------------- one job
 
-    async def _job(self, plan: SubsetPlan, job: Job, *, lead: bool = False) -> Job | None:
-        """Run one job to a record (or leave it to-do); returns its follow-up job, if any."""
+    async def _job(self, plan: SubsetPlan, job: Job):
+        """Run one job to a record (or leave it to-do); returns its follow-up job, if any, or
+        ELSEWHERE when another process is paying for it right now."""
         try:
-            record = await self._outcome(plan, job, lead)
+            record = await self._outcome(plan, job)
         except StorageError as error:
             self._storage_failed(error)
             return None
-        if record is None:
-            return None
+        if record is None or record is ELSEWHERE:
+            return record
         try:
             self._finish(plan, job, record)
         except StorageError as error:
@@ -264,7 +317,7 @@ class Engine:
             return None
         return job.follow_up(record) if job.follow_up is not None and not self.stopping else None
 
-    async def _outcome(self, plan: SubsetPlan, job: Job, lead: bool) -> dict | None:
+    async def _outcome(self, plan: SubsetPlan, job: Job):
         if job.local is not None:  # decided without a request (e.g. a detector's gate)
             local = job.local
             return self._record(job, local.get("status", "ok"), source=local.get("source", "local"), attempts=0,
@@ -283,152 +336,33 @@ class Engine:
         done = asyncio.get_running_loop().create_future()
         self._inflight[job.key] = done
         try:
-            return await self._live(plan, job, lead)
+            return await self._live(plan, job)
         finally:
             if self._inflight.get(job.key) is done:
                 del self._inflight[job.key]
             done.set_result(None)
 
-    async def _live(self, plan: SubsetPlan, job: Job, lead: bool) -> dict | None:
-        attempts = 0
-        rate_limited_since: float | None = None
-        while True:
+    def _claim(self, plan: SubsetPlan, job: Job):
+        """Claim the job's request for this process (`mmad.cache.claims`), once it has its slot (so a run
+        holds no more claims than slots). None: go ahead and pay; a record: the answer another
+        process stored meanwhile; ELSEWHERE: another process is paying for it right now."""
+        claims = self._claim_store()
+        if claims is None or job.key in claims.held:
+            return None
+        if not claims.claim(job.key):
+            return ELSEWHERE
+        cached = self.cache.get(job.key)  # stored by another process just before it let go
+        if cached is not None:
+            claims.release(job.key)
+            return self._answer_record(plan, job, cached, source="cache", attempts=0)
+        return None
+
+    def _unclaim(self, job: Job) -> None:
+        if self._claims is not None:
             try:
-                outcome = await self._attempt(job)
-            except Stopped:
-                return None
-            except StorageError:
-                raise
-            except ProviderFailure as failure:
-                if failure.kind == "rate_limit":
-                    rate_limited_since = rate_limited_since or self._clock()
-                    if self._clock() - rate_limited_since <= self.settings.rate_limit_timeout:
-                        continue  # the shared pause does the waiting; no attempt spent
-                else:
-                    attempts += 1
-                if self.stopping:
-                    return None  # cut short by the stop: the job stays to-do
-                hint = self.provider.rejection_hint(job.request) if lead and failure.kind == "bad_request" else None
-                if hint:  # the server cannot take this kind of request: every job would fail alike
-                    self._fatal(ProviderFailure("bad_request", f"{failure}; {hint}", status=failure.status))
-                    return None
-                if failure.fatal or (lead and fatal_for_first_request(failure, attempts, self.settings.max_attempts)):
-                    self._fatal(first_request_failure(failure, self.provider) if lead else failure)
-                    return None
-                if failure.retryable and failure.kind != "rate_limit" and attempts < self.settings.max_attempts:
-                    wait = backoff(attempts, failure, self.settings.backoff_initial, self.settings.backoff_max)
-                    self._emit(Retrying(failure.kind, attempts, wait, str(failure)))
-                    try:
-                        await self.nap(wait)
-                    except Stopped:
-                        return None
-                    continue
-                if failure.kind == "rate_limit":
-                    failure = ProviderFailure("rate_limit", f"still rate limited after "
-                                              f"{self.settings.rate_limit_timeout:.0f} s: {failure}")
-                return self._failed(job, failure, attempts)
-            if isinstance(outcome, dict):  # the image could not be prepared
-                return outcome
-            completion, latency = outcome
-            attempts += 1
-            record = self._store_answer(plan, job, completion, latency, attempts)
-            if record["status"] == "refused" and self._reasked[job.key] < plan.task.max_reasks:
-                self._reasked[job.key] += 1  # the paid refusal is logged; the question is asked again
-                self._logs.append(plan.jsonl_path, dict(record, status="reasked"))
-                if self.stopping:
-                    return None  # cut short by the stop: asked again on resume, within the same limit
-                continue
-            return record
-
-    async def _attempt(self, job: Job):
-        """One call: a slot, the images, the budget, the pacer, the request."""
-        control = self.control(job.request.model)
-        meter = self.meter
-        ticket = await control.admit_slot()
-        reserved = False
-        try:
-            try:
-                images = await self._prepare(job)
-            except Stopped:
-                raise
-            except ImagePreparationError as exc:  # an image that cannot be decoded is this job's failure
-                return self._record(job, "error", source="live", attempts=0, error=str(exc),
-                                    cause="image: cannot be decoded")
-            sizes = {sha: (image.width, image.height) for sha, image in images.items()}
-            tokens = None
-            if meter is not None and (meter.price is not None or control.tokens_per_minute()):
-                tokens, _ = meter.counter.request(job.request, sizes)  # for token pacing and the budget
-                if meter.price is not None:
-                    await self._reserve(job, sizes)
-                    reserved = True
-            await control.pace(tokens)
-            if self.stopping:
-                raise Stopped()
-            start = self._clock()
-            self._summary.live_requests += 1
-            try:
-                completion = await self.provider.complete(job.request, images)
-            except ProviderFailure as failure:
-                self._summary.failures[failure.kind] += 1
-                control.observe_failure(failure)
-                raise
-            latency = self._clock() - start
-            control.observe_success(latency, sum(completion.usage.get(k, 0) for k in ("input_tokens", "output_tokens")),
-                                    completion.limits)
-            for key, value in completion.usage.items():
-                self._summary.usage[key] += value
-            if reserved:
-                self._settle(job, completion.usage)
-                reserved = False
-            return completion, latency
-        finally:
-            if reserved:
-                self._settle(job, None)
-            control.release(ticket)
-
-    async def _reserve(self, job: Job, sizes) -> None:
-        """Hold this request's worst case within --max-cost; wait for settlements near the budget;
-        stop when nothing is in flight and it still does not fit."""
-        meter = self.meter
-        worst = meter.worst_case(job.request, sizes)
-        expected = meter.expected(job.request, sizes, job.family, job.prefix_id)
-        while not meter.reserve(job.key, worst, expected, job.prefix_id):
-            if meter.in_flight == 0:
-                self._summary.budget_stop = True
-                self.request_stop(f"budget: the next request (up to ${worst:.4f}) could pass --max-cost "
-                                  f"${meter.max_cost:g} (spent ${meter.spent:.4f})")
-                raise Stopped()
-            self._settled.clear()
-            await self._settled.wait()
-            if self.stopping:
-                raise Stopped()
-
-    def _settle(self, job: Job, usage: dict | None) -> None:
-        if self.meter is not None:
-            self.meter.settle(job.key, usage)
-            self._summary.spent = self.meter.spent
-            self._summary.estimated = self.meter.estimated_done
-            self._settled.set()
-
-    # ----------------------------------------------------------------- answers and records
-
-    def _store_answer(self, plan: SubsetPlan, job: Job, completion: Completion, latency: float,
-                      attempts: int) -> dict:
-        """Cache the raw answer (unless refused), then build its record."""
-        value = {"text": completion.text, "usage": completion.usage, "latency_s": round(latency, 4),
-                 "finish_reason": completion.finish_reason, "model": completion.model, "time": now_iso()}
-        if completion.refused:
-            return self._record(job, "refused", source="live", attempts=attempts, raw=completion.text,
-                                usage=completion.usage, latency=latency, error="the model refused",
-                                cause="refused by the model")
-        record = self._answer_record(plan, job, value, source="live", attempts=attempts)
-        if record["status"] != "refused":
-            try:
-                self.cache.put(job.key, value)
+                self._claims.release(job.key)
             except StorageError as error:
-                # The record (with the raw answer) may still be written: the rerun then needs no cache.
                 self._storage_failed(error)
-        return record
 
     def _answer_record(self, plan: SubsetPlan, job: Job, value: dict, *, source: str, attempts: int) -> dict:
         return answer_record(job, plan.task, value, source=source, attempts=attempts)
@@ -454,9 +388,6 @@ class Engine:
         self._summary.statuses[record["status"]] += 1
         self._summary.sources[record["source"]] += 1
         self._emit(JobFinished(record))
-        tripped = self._breaker.observe(record)
-        if tripped is not None:
-            self._fatal(ProviderFailure("transient", f"{tripped} at {self.provider.url}; stopped early"))
 
 
     # ----------------------------------------------------------------- images
@@ -479,3 +410,4 @@ class Engine:
             except StorageError as error:
                 self._storage_failed(error)
         self._summary.elapsed_s = self._clock() - started
+        self._summary.pacing = {model: control.report() for model, control in self._controls.items() if model}

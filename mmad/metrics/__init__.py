@@ -3,8 +3,11 @@
 Imports numpy and scipy only, nothing else of mmad, so every other stage (eval, compare, report,
 the detectors) can depend on it and it can be vendored or tested alone.
 
-    core.py    the point metrics (fast, tie-aware, checked against lifelines/sklearn/scipy)
-    stats.py   the level-stratified paired bootstrap that compare and eval --bootstrap use
+    core.py           the point metrics (fast, tie-aware, checked against lifelines/sklearn/scipy)
+    stats.py          the level-stratified paired bootstrap that compare and eval --bootstrap use
+    paired_tests.py   paired tests of two runs: DeLong (AUROC), U-statistic tests (C-index, tau-b)
+    noise_rules.py    run-to-run noise in tests and intervals (Student's t with the repeats' df)
+    multiplicity.py   rank tests across subsets, Holm, fixed sequences, graphical procedures
 
 `from mmad import metrics; metrics.auroc(levels, scores)` reaches the core functions directly.
 """
@@ -16,7 +19,6 @@ from mmad.metrics.core import (
                                Summary,
                                auroc,
                                auroc_by_level,
-                               bootstrap_ci,
                                c_index,
                                check_inputs,
                                drop_missing,
@@ -28,6 +30,6 @@ from mmad.metrics.core import (
                                summarize,
 )
 
-__all__ = ["TIES", "MetricWarning", "PairCounts", "Summary", "auroc", "auroc_by_level", "bootstrap_ci", "c_index",
+__all__ = ["TIES", "MetricWarning", "PairCounts", "Summary", "auroc", "auroc_by_level", "c_index",
            "check_inputs", "drop_missing", "expand_normal", "kendall_tau_b", "pair_counts", "ranking_agreement",
            "severity_levels", "summarize"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -271,24 +270,6 @@ def expand_normal(levels: np.ndarray, k: int) -> np.ndarray:
     """Treat levels <= k as normal (level 0); higher levels keep their value."""
     levels = np.asarray(levels, dtype=np.int64)
     return np.where(levels <= k, 0, levels)
-
-
-def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], levels: np.ndarray,
-                 scores: np.ndarray, *, n_boot: int = 1000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval, resampling rows within each level (every level stays present)."""
-    levels, scores = check_inputs(levels, scores)
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(levels == level) for level in np.unique(levels)]
-    values = np.empty(n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        for b in range(n_boot):
-            idx = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in groups])
-            values[b] = metric(levels[idx], scores[idx])
-    alpha = (1 - confidence) / 2
-    low, high = np.nanquantile(values, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def ranking_agreement(table: np.ndarray) -> np.ndarray:

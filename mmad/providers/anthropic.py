@@ -49,7 +49,7 @@ class AnthropicProvider(Provider):
             base_url = env_url
         self.base_url = base_url
         self.prompt_caching = prompt_caching
-        self._timeout = timeout
+        self.timeout = self._timeout = timeout
         self._key = api_key or os.environ.get(KEY_ENV)
         if not self._key:
             if base_url is None:
@@ -98,8 +98,9 @@ class AnthropicProvider(Provider):
 
     async def post_body(self, content: bytes) -> Completion:
         try:
-            response = await self._client.post("/v1/messages", cast_to=httpx2.Response, content=content,
-                                               options={"headers": JSON_HEADERS, "idempotency_key": next(self._keys)})
+            response = await self.within_deadline(self._client.post(
+                "/v1/messages", cast_to=httpx2.Response, content=content,
+                options={"headers": JSON_HEADERS, "idempotency_key": next(self._keys)}))
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
             raise self._failure(exc) from None
         data = json_answer(response, self.url)

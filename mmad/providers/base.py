@@ -21,6 +21,7 @@ No SDK imports here. Providers *classify* errors (`ProviderFailure.kind`); the e
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -100,6 +101,7 @@ class ProviderFailure(Exception):
         self.retry_after = retry_after
         self.limits = limits
         self._fatal = fatal  # None: decided by the kind
+        self.own_wait = 0.0  # seconds its job waits before trying again (the engine's rate control sets it)
 
     @property
     def retryable(self) -> bool:
@@ -137,6 +139,18 @@ class Provider(ABC):
         if self.base_url:
             ident["base_url"] = self.base_url.rstrip("/")
         return ident
+
+    async def within_deadline(self, call):
+        """Await an SDK call with `timeout` seconds for the whole answer: the SDK's own timeout is
+        per read, so a body trickling a byte at a time would hold the request for ever."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await call
+        except TimeoutError:
+            raise ProviderFailure("transient", f"request timed out: no complete answer within {self.timeout:g} s "
+                                               f"(--timeout)") from None
+
+    timeout: float = 120.0  # seconds for a whole answer
 
     def _idempotency_keys(self):
         """Our own idempotency keys: the SDK would draw a uuid4 (os.urandom) per request otherwise."""

@@ -82,6 +82,7 @@ class OpenAIProvider(Provider):
             base_url = os.environ[BASE_URL_ENV]
         self.base_url = base_url
         self.prompt_caching = prompt_caching
+        self.timeout = timeout
         self._key = api_key or os.environ.get(KEY_ENV)
         if not self._key:
             if base_url is None:
@@ -136,8 +137,9 @@ class OpenAIProvider(Provider):
         """POST a prebuilt chat-completions body through the SDK client; parse the answer."""
         try:
             # A key of our own: the SDK would draw a uuid4 (os.urandom) per request otherwise.
-            response = await self._client.post("/chat/completions", cast_to=httpx2.Response, content=content,
-                                               options={"headers": JSON_HEADERS, "idempotency_key": next(self._keys)})
+            response = await self.within_deadline(self._client.post(
+                "/chat/completions", cast_to=httpx2.Response, content=content,
+                options={"headers": JSON_HEADERS, "idempotency_key": next(self._keys)}))
         except (openai.APIStatusError, openai.APIConnectionError) as exc:
             raise self._failure(exc) from None
         data = json_answer(response, self.url)

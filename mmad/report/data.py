@@ -22,7 +22,7 @@ from mmad.analysis.robustness import RobustnessTable, corrupted_variants, robust
 from mmad.analysis.runs import Run, evaluate_runs, load_runs
 from mmad.analysis.severity_curves import ExpansionCurves, LevelCurves, expansion_curves, level_curves
 from mmad.analysis.spend import RunSpend, spend_table
-from mmad.comparison.pairs import comparable_pairs
+from mmad.comparison.pairs import comparable_pairs, repeats_of  # noqa: F401  (the report uses both)
 from mmad.errors import ConfigError
 from mmad.version import __version__
 

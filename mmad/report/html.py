@@ -304,7 +304,8 @@ def _spend(data: ReportData) -> str:
 
 
 def _comparisons(data: ReportData) -> str:
-    lead = "Verdicts of <code>mmad compare</code> for runs that are variants of one another."
+    lead = ("Verdicts of <code>mmad compare</code> for runs that are variants of one another (the same model or "
+            "detector, one or two settings apart); different methods are ranked in Table 3, not compared here.")
     if data.verdicts:
         items = "".join(f"<li>{esc(v)}</li>" for v in data.verdicts)
         return section("compare", "", "Comparisons", lead, f'<ul class="verdicts">{items}</ul>')
@@ -314,4 +315,5 @@ def _comparisons(data: ReportData) -> str:
                        missing("No verdicts were passed to this report; these runs are variants of one another:")
                        + f'<ul class="verdicts">{items}</ul>')
     return section("compare", "", "Comparisons", lead,
-                   missing("No runs here are variants of one another (same kind, one or two settings apart)."))
+                   missing("No runs here are variants of one another (same model or detector, one or two settings "
+                           "apart)."))

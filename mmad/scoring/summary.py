@@ -43,6 +43,7 @@ def summary_document(summary, meter, variant_runs, *, command: list[str]) -> dic
         "spend_usd": round(summary.spent, 6) if price else None,
         "estimated_usd": round(summary.estimated, 6) if price else None,
         "elapsed_s": round(summary.elapsed_s, 3),
+        "pacing": summary.pacing,
         "stopped": summary.stopped,
         "fatal": str(summary.fatal) if summary.fatal else None,
         "storage_error": summary.storage_error,

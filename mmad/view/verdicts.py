@@ -59,8 +59,8 @@ def verdict(base: RunFiles, other: RunFiles, *, n_boot: int = 2000, seed: int = 
     note = "" if comparison.noise_measured else ("run-to-run noise not measured (no +rN repeats beside the runs); "
                                                  "hosted models are not deterministic at temperature 0")
     return {"verdicts": comparison.verdicts, "pooled": pooled, "dropped": comparison.dropped,
-            "holm_family": comparison.family, "n_boot": n_boot, "seed": seed, "note": note,
-            "noise_runs": [p.name for p in noise]}
+            "procedure": comparison.procedure, "notes": comparison.notes, "n_boot": n_boot, "seed": seed,
+            "note": note, "noise_runs": [p.name for p in noise]}
 
 
 def _qa(base: RunFiles, other: RunFiles, n_boot: int, seed: int) -> dict:

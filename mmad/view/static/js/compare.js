@@ -12,8 +12,9 @@
     holder.replaceChildren(h("p.loading", { role: "status" }, "computing compare's verdict (paired bootstrap)…"));
     MV.load(`verdict/${a}/${b}`).then((v) => {
       holder.replaceChildren(h("h2", {}, "compare's verdict"),
+        v.procedure ? h("p.muted", {}, "Procedure: " + v.procedure) : null,
         v.verdicts.length ? h("ul.verdicts", {}, v.verdicts.map((line) => h("li", {}, line))) : null,
-        v.note ? h("p.note", {}, v.note) : null);
+        (v.notes || []).map((line) => h("p.note", {}, line)), v.note ? h("p.note", {}, v.note) : null);
       holder.dataset.ready = "1";
     }).catch((error) => {
       holder.replaceChildren(h("p.note", {}, "verdict: " + error.message + " (run `mmad compare` on the two folders)"));
