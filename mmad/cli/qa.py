@@ -32,6 +32,20 @@ def shots_count(text: str) -> int:
     return value
 
 
+def synth_count(text: str) -> int:
+    value = positive_int(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"at most 1000 images per category, not {value}")
+    return value
+
+
+def template_count(text: str) -> int:
+    value = synth_count(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"at least 3 (every image draws 3 random templates), not {value}")
+    return value
+
+
 def _root_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help=f"MMAD-QA root holding mmad.json and the images (default ${ROOT_ENV} or ./mmad-qa)")
 
@@ -82,10 +96,11 @@ def register(sub) -> None:
     synth = qa_sub.add_parser("synth", help="write a generated set in the MMAD-QA format (known answers)",
                               formatter_class=HelpFormatter)
     _root_option(synth)
-    synth.add_argument("--normal", type=positive_int, default=4, help="normal test images per category")
-    synth.add_argument("--defective", type=positive_int, default=6, help="defective test images per category")
-    synth.add_argument("--train", type=positive_int, default=6, help="normal template images per category")
-    synth.add_argument("--seed", type=int, default=0, help="seed of the generated images and questions")
+    synth.add_argument("--normal", type=synth_count, default=4, help="normal test images per category")
+    synth.add_argument("--defective", type=synth_count, default=6, help="defective test images per category")
+    synth.add_argument("--train", type=template_count, default=6,
+                       help="normal template images per category (3 or more: each image draws 3)")
+    synth.add_argument("--seed", type=nonneg_int, default=0, help="seed of the generated images and questions")
     synth.set_defaults(func=cmd_qa_synth)
 
     check = qa_sub.add_parser("check", help="validate mmad.json and the images a run needs",
