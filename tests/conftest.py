@@ -113,3 +113,10 @@ class FakeClock:
         import asyncio
         self.now += max(seconds, 0.0)
         await asyncio.sleep(0)
+
+
+@pytest.fixture(scope="session")
+def view_demo(tmp_path_factory):
+    """Runs of every kind on the demo data, made once for the view's tests (tests.view_demo)."""
+    from tests.view_demo import view_demo_fixture
+    return view_demo_fixture(tmp_path_factory)

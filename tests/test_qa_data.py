@@ -179,3 +179,14 @@ def test_fetch_writes_the_hub_images_at_their_paths(generated, tmp_path, capsys,
     assert f"{len(images)} images written, 0 already present" in out and "mmad.json" in out
     assert cli.main(["data", "fetch", "--source", "mmad-qa", "--root", str(root)]) == 0
     assert f"0 images written, {len(images)} already present" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, value, words", [("--train", "2", "at least 3"), ("--seed", "-1", "0 or more"),
+                                               ("--normal", "100000", "at most 1000")])
+def test_qa_synth_refuses_counts_it_cannot_draw_from_in_one_line(tmp_path, capsys, flag, value, words):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["qa", "synth", "--root", str(tmp_path / "qa"), flag, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err and "Traceback" not in err
+    assert not (tmp_path / "qa").exists()

@@ -58,3 +58,20 @@ def test_print_layout_fits_the_page(demo_report):
         assert overflow == []
         pdf = page.pdf(format="A4", landscape=True, print_background=True)
         assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 3
+
+
+def test_a_phone_reads_the_report(demo_report):
+    """At 400 px the navigation wraps instead of pushing the page sideways, and each figure keeps a
+    readable size (at least 640 px wide, scrolling inside its own frame) instead of shrinking to a
+    third of it; screenshot kept in artifacts/report-400.png."""
+    from tests.view_shots import REPO
+    with browser_page(400, 800) as page:
+        page.goto(demo_report.as_uri())
+        page.wait_for_load_state("load")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        rights = page.evaluate("[...document.querySelectorAll('nav a')].map(a => a.getBoundingClientRect().right)")
+        assert len(rights) >= 6 and max(rights) <= 400
+        widths = page.evaluate("[...document.querySelectorAll('figure img')].map(i => i.getBoundingClientRect().width)")
+        assert widths and min(widths) >= 640
+        page.screenshot(path=str(REPO / "artifacts" / "report-400.png"))
+        assert page.console_errors == []

@@ -111,6 +111,22 @@ def test_comparisons_hold_the_corruption_fixed(tmp_path):
     assert pairs[("a", "p")] == ["prompt: 'industrial' -> 'industrial-paper'"]
 
 
+def test_comparisons_never_pair_different_methods(tmp_path):
+    """PatchCore and PaDiM, or an MLLM and its detector-gated hybrid, are other methods, not
+    variants: the report lists no verdict for them; two PatchCore settings still pair."""
+    from mmad.comparison.pairs import comparable_pairs
+    scores = {("mvtec", "bottle"): (SEV, [1, 2, 3, 4])}
+    mllm = {"provider": "openai", "model": "m", "task": "score"}
+    detector = {"method": "patchcore", "refs": 3, "task": "score"}
+    runs = {"patchcore": ("detector", detector), "padim": ("detector", {**detector, "method": "padim"}),
+            "patchcore-5": ("detector", {**detector, "refs": 5}), "mllm": ("mllm", mllm),
+            "hybrid": ("mllm", {**mllm, "hybrid": {"detector_run": "patchcore", "contour": "none"}})}
+    for name, (kind, settings) in runs.items():
+        write_run(tmp_path / name, name, scores, kind=kind, settings=settings)
+    pairs = {(a.name, b.name) for a, b, _ in comparable_pairs(load_runs([tmp_path / n for n in runs]))}
+    assert pairs == {("patchcore", "patchcore-5")}
+
+
 def test_variants_are_one_method_apart_never_two_methods_or_repeats(tmp_path):
     """Another detector or model is a different method (ranked in Table 3), not a variant; repeats
     are noise, not variants; the report compares a base with all its variants at once."""

@@ -14,8 +14,12 @@ from pathlib import Path
 from mmad import config
 from mmad.cli.options import (
     HelpFormatter,
+    add_base_url_option,
     add_data_options,
     add_engine_options,
+    add_model_option,
+    add_provider_option,
+    cache_help,
     finite_float,
     max_tokens,
     nonneg_int,
@@ -34,7 +38,7 @@ def register(sub) -> None:
     """`mmad classify`."""
     cl = sub.add_parser("classify", help="which anomaly class an image shows (VELM), with an MLLM and optionally "
                                          "a detector run's gate and contours", formatter_class=HelpFormatter)
-    cl.add_argument("--provider", required=True, choices=("openai", "anthropic"), help="the MLLM API")
+    add_provider_option(cl, ("openai", "anthropic"), "the MLLM API")
     add_data_options(cl)
     cl.add_argument("--variant", choices=("raw", "conditioned"), default="raw",
                     help="raw: reference + query; conditioned: + the query with the detector's red contour")
@@ -56,14 +60,14 @@ def register(sub) -> None:
     cl.add_argument("--answer-mapping", choices=("velm", "mmad"), default="velm",
                     help="velm: the answer must be a class's display name (any case), else unknown; mmad: also "
                          "numbers, single mentions, close spellings")
-    cl.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest)")
-    cl.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    add_model_option(cl, "gpt-4o / claude-3-5-sonnet-latest")
+    add_base_url_option(cl)
     cl.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature")
     cl.add_argument("--max-tokens", type=max_tokens, default=128, help="VELM allows Qwen2-VL 128 new tokens")
     cl.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     cl.add_argument("--out", help=f"output folder (default {DEFAULT_OUT}/<run-name>)")
     cl.add_argument("--run-name", type=run_name, help="file-name prefix (default <model>+classify-<variant>[+<detector run>])")
-    cl.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    cl.add_argument("--cache-dir", help=cache_help())
     cl.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     cl.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
                     help="do not mark the fixed prefix for provider prompt caching")

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from mmad import config
-from mmad.cli.options import HelpFormatter, add_data_options, bounded_int, nonneg_int, positive_int, refs_count
+from mmad.cli.options import (
+    HelpFormatter,
+    add_data_options,
+    bounded_int,
+    cache_help,
+    nonneg_int,
+    positive_int,
+    refs_count,
+    root_help,
+)
 from mmad.cli.output import console, err_console
 from mmad.data import datasets
 from mmad.data.templates import read_template
@@ -203,7 +212,7 @@ def register(sub) -> None:
             p.add_argument("--refs", type=refs_count, default=3, help="reference images to check per subset")
             p.add_argument("--workers", type=positive_int, default=4, help="decoding threads")
             continue
-        p.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
+        p.add_argument("--root", help=root_help())
         if name == "list":
             p.add_argument("-v", "--verbose", action="store_true", help="also each subset present locally and its template file")
         if name == "fetch":
@@ -216,7 +225,7 @@ def register(sub) -> None:
                            help=f"image side in pixels, 32 to {SYNTH_MAX_SIZE} (crops of the 512-px textures)")
             p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the generated images")
 
-    cache = sub.add_parser("cache", help="the response cache: check, rebuild", formatter_class=HelpFormatter)
+    cache = sub.add_parser("cache", help="the response cache: check, rebuild, stats, prune", formatter_class=HelpFormatter)
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     check = cache_sub.add_parser("check", help="integrity of the response cache", formatter_class=HelpFormatter)
     check.set_defaults(func=cmd_cache_check)
@@ -226,4 +235,6 @@ def register(sub) -> None:
                          help="result folders or JSONL files whose records keep the raw answers")
     rebuild.set_defaults(func=cmd_cache_rebuild)
     for p in (check, rebuild):
-        p.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+        p.add_argument("--cache-dir", help=cache_help())
+    from mmad.cli.cache import register as register_cache
+    register_cache(cache_sub)

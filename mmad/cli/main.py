@@ -11,7 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mmad.cli import classify, compare, data, detect, hybrid, qa, report, score
+from mmad.cli import classify, compare, data, detect, hybrid, qa, report, score, view
+from mmad.cli import config as config_command
 from mmad.cli import eval as eval_command
 from mmad.cli.options import HelpFormatter, Parser
 from mmad.cli.output import err_console
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"mmad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (data, eval_command, score, detect, report, compare, qa, hybrid, classify):
+    for command in (data, eval_command, score, detect, report, compare, qa, hybrid, classify, config_command, view):
         command.register(sub)
     return parser
 
@@ -36,7 +37,10 @@ INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in mmad, not in the input
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:  # the parser's defaults come from the environment and the project file: a bad one is one line
+        parser = build_parser()
+    except MmadError as exc:
+        return _fail(str(exc), exc.exit_code)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

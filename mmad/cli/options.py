@@ -54,21 +54,63 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".strip()
 
 
+def _help_text(text: str) -> str:
+    return text.replace("%", "%%")  # argparse formats help with %; a path may hold one
+
+
+def root_help(what: str = "data root") -> str:
+    return _help_text(f"{what} (default {config.describe_default('root', './data')})")
+
+
+def cache_help() -> str:
+    return _help_text(f"response cache (default {config.describe_default('cache_dir', './cache')})")
+
+
+def configured(setting: str, allowed: tuple[str, ...] | None = None) -> tuple[object, str]:
+    """(default, words for --help) of a setting a project may default (environment or project
+    file); (None, "") when neither sets it, or it is not among `allowed`."""
+    found = config.resolve(setting)
+    if found.value is None or (allowed is not None and found.value not in allowed):
+        return None, ""
+    value = f"{found.value:g}" if isinstance(found.value, float) else found.value
+    return found.value, _help_text(f" (default: {value}, from {found.source})")
+
+
+def add_provider_option(parser: argparse.ArgumentParser, choices: tuple[str, ...], text: str) -> None:
+    """--provider: required unless the environment or the project file names one of `choices`."""
+    default, said = configured("provider", choices)
+    parser.add_argument("--provider", required=default is None, default=default, choices=choices, help=text + said)
+
+
+def add_model_option(parser: argparse.ArgumentParser, builtin: str, **kwargs) -> None:
+    """--model, defaulting to $MMAD_MODEL / the project file's model when set."""
+    default, said = configured("model")
+    if "action" not in kwargs:  # a grid option (score, estimate) takes its default in build_variants
+        kwargs["default"] = default
+    parser.add_argument("--model", help=(f"model name{kwargs.pop('plural', '')}" + (said or f" (default: {builtin})")),
+                        **kwargs)
+
+
+def add_base_url_option(parser: argparse.ArgumentParser) -> None:
+    default, said = configured("base_url")
+    parser.add_argument("--base-url", default=default,
+                        help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy" + said)
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset name (see `mmad data list`)")
     parser.add_argument("--subset", help="one subset (default: every subset of the dataset)")
-    parser.add_argument("--root", help=f"data root (default ${config.DATA_ROOT_ENV} or ./data)")
+    parser.add_argument("--root", help=root_help())
 
 
 def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, detectors: bool) -> None:
     """What defines the jobs (shared by score and estimate, so both build the same requests).
     Options marked "grid" take comma-separated or repeated values: every combination is a run."""
-    sc.add_argument("--provider", required=True, choices=providers,
-                    help="an MLLM API" + (", or a conventional detector fitted on the same few references"
-                                          if detectors else ""))
+    add_provider_option(sc, providers, "an MLLM API" + (", or a conventional detector fitted on the same few "
+                                                        "references" if detectors else ""))
     add_data_options(sc)
-    sc.add_argument("--model", action="append", type=listed(SETTINGS["model"].check),
-                    help="model name(s), grid (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
+    add_model_option(sc, "gpt-4o / claude-3-5-sonnet-latest, the paper's", plural="(s), grid", action="append",
+                     type=listed(SETTINGS["model"].check))
     sc.add_argument("--prompt", action="append", type=listed(SETTINGS["prompt"].check),
                     help="prompt name(s) in the packaged prompts or .toml file(s), grid (default: the dataset's family)")
     sc.add_argument("--prompts-dir", help=f"prompt folder (default ${config.PROMPTS_DIR_ENV} or the packaged prompts)")
@@ -78,11 +120,11 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
                     help="first | random:SEED | similar, grid (default: first, as the reference scripts)")
     sc.add_argument("--prompt-family", choices=datasets.PROMPT_FAMILIES, help="for datasets it cannot be inferred for")
     sc.add_argument("--subject", help="object/class name put into the prompt")
-    sc.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    add_base_url_option(sc)
     sc.add_argument("--out", help="output folder (default results/<run-name>; with a grid, the parent folder)")
     sc.add_argument("--run-name", type=run_name,
                     help="file-name prefix (default: the model name + every non-default choice)")
-    sc.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    sc.add_argument("--cache-dir", help=cache_help())
     sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     sc.add_argument("--temperature", action="append", type=listed(SETTINGS["temperature"].check),
                     help="sampling temperature(s), grid (default: 0)")
@@ -117,8 +159,12 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
 
 
 def add_engine_options(sc: argparse.ArgumentParser) -> None:
-    sc.add_argument("--concurrency", type=positive_int, help="requests in flight (default: enough for the rate limit)")
-    sc.add_argument("--rpm", type=positive_float, help="requests per minute cap (the provider's own limit also applies)")
+    concurrency, said = configured("concurrency")
+    sc.add_argument("--concurrency", type=positive_int, default=concurrency,
+                    help="requests in flight" + (said or " (default: enough for the rate limit)"))
+    rpm, said = configured("rpm")
+    sc.add_argument("--rpm", type=positive_float, default=rpm,
+                    help="requests per minute cap (the provider's own limit also applies)" + said)
     sc.add_argument("--tpm", type=positive_float, help="tokens per minute cap (the provider's own limit also applies)")
     sc.add_argument("--max-attempts", type=positive_int, default=6,
                     help="tries per job for server errors and timeouts, the first included (429s do not count)")

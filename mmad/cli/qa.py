@@ -8,8 +8,12 @@ from pathlib import Path
 from mmad import config
 from mmad.cli.options import (
     HelpFormatter,
+    add_base_url_option,
     add_engine_options,
+    add_model_option,
+    add_provider_option,
     bootstrap_count,
+    cache_help,
     detail,
     max_tokens,
     nonneg_int,
@@ -30,14 +34,28 @@ def shots_count(text: str) -> int:
     return value
 
 
+def synth_count(text: str) -> int:
+    value = positive_int(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"at most 1000 images per category, not {value}")
+    return value
+
+
+def template_count(text: str) -> int:
+    value = synth_count(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"at least 3 (every image draws 3 random templates), not {value}")
+    return value
+
+
 def _root_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help=f"MMAD-QA root holding mmad.json and the images (default ${ROOT_ENV} or ./mmad-qa)")
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--provider", required=True, choices=("openai", "anthropic"), help="the MLLM API")
-    p.add_argument("--model", help="model name (default: gpt-4o / claude-3-5-sonnet-latest)")
-    p.add_argument("--base-url", help="OpenAI-compatible server (vLLM, Ollama, LM Studio) or API proxy")
+    add_provider_option(p, ("openai", "anthropic"), "the MLLM API")
+    add_model_option(p, "gpt-4o / claude-3-5-sonnet-latest")
+    add_base_url_option(p)
     _root_option(p)
     p.add_argument("--dataset", action="append", help="only this dataset (first path component); repeatable")
     p.add_argument("--sample", type=positive_int, help="only N images per dataset (seeded draw, --seed)")
@@ -65,7 +83,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    help="sampling temperature to send (default: none sent, the API's default, as published)")
     p.add_argument("--out", help="output folder (default results/<run-name>)")
     p.add_argument("--run-name", type=run_name, help="file-name prefix (default: model + mode + shots + non-default choices)")
-    p.add_argument("--cache-dir", help=f"response cache (default ${config.CACHE_DIR_ENV} or ./cache)")
+    p.add_argument("--cache-dir", help=cache_help())
     p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     p.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")
     p.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false",
@@ -80,9 +98,10 @@ def register(sub) -> None:
     synth = qa_sub.add_parser("synth", help="write a generated set in the MMAD-QA format (known answers)",
                               formatter_class=HelpFormatter)
     _root_option(synth)
-    synth.add_argument("--normal", type=positive_int, default=4, help="normal test images per category")
-    synth.add_argument("--defective", type=positive_int, default=6, help="defective test images per category")
-    synth.add_argument("--train", type=positive_int, default=6, help="normal template images per category")
+    synth.add_argument("--normal", type=synth_count, default=4, help="normal test images per category")
+    synth.add_argument("--defective", type=synth_count, default=6, help="defective test images per category")
+    synth.add_argument("--train", type=template_count, default=6,
+                       help="normal template images per category (3 or more: each image draws 3)")
     synth.add_argument("--seed", type=nonneg_int, default=0, help="seed of the generated images and questions")
     synth.set_defaults(func=cmd_qa_synth)
 

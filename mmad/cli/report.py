@@ -73,13 +73,13 @@ def _gaps(data) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mmad.cli.options import HelpFormatter, bootstrap_count, nonneg_int
+    from mmad.cli.options import HelpFormatter, bootstrap_count, nonneg_int, root_help
     rp = sub.add_parser("report", formatter_class=HelpFormatter, help="one self-contained HTML page (or --json) with the paper's analyses "
                                        "(Tables 3-5, Figures 3-4) for your runs")
     rp.add_argument("paths", nargs="+", metavar="RUN", help="run folders, result CSV files, or folders of runs")
     rp.add_argument("-o", "--out", help="output file (default report.html; with --json, standard output)")
     rp.add_argument("--json", action="store_true", help="every analysis as data instead of HTML")
-    rp.add_argument("--root", help=f"data root, for discovered datasets and masks (default ${config.DATA_ROOT_ENV} or ./data)")
+    rp.add_argument("--root", help=root_help("data root, for discovered datasets and masks"))
     rp.add_argument("--masks", metavar="DIR", help="ground-truth masks as DIR/[<dataset>/<subset>/]<folder>/<name>_mask.png")
     rp.add_argument("--ties", choices=("half", "strict"), default="half",
                     help="tied scores across levels: half credit (reference stack, default) or none (paper)")

@@ -7,4 +7,5 @@
     verdicts.py     the one-line verdicts `mmad compare` and the report print
     noise.py        run-to-run noise between repeats of one run
     run_data.py     a run on disk as compare and noise read it (tables, run.json, final records, cost)
+    pairs.py        which runs are variants of one another (the pairs the report and the view compare)
 """

@@ -164,6 +164,7 @@ class LimitProbe:
 
     def _judge(self, limited: bool) -> Verdict:
         probe, tally = self._probe, self._tally
+        assert probe is not None, "judged only while a probe runs"
         flat = tally.limited > probe.midpoint * probe.needed  # the share can only end above the midpoint
         if not flat and tally.sent < probe.needed:
             return Verdict.NOISE if limited else Verdict.NONE

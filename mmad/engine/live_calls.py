@@ -1,3 +1,5 @@
+# mypy: disable-error-code="attr-defined"
+# (a mixin of Engine: the attributes it uses are the engine's, set in Engine.__init__)
 """One live job, from its slot to its record: the request, its retries and what each failure means.
 
 A job takes a concurrency slot, prepares its images, and keeps both until it ends: a retry

@@ -19,15 +19,13 @@ from mmad.analysis.area import AreaTable, area_analysis
 from mmad.analysis.evaluate import SubsetRecord
 from mmad.analysis.paper_tables import RankAgreement, Table3, rank_agreement, table3
 from mmad.analysis.robustness import RobustnessTable, corrupted_variants, robustness_table
-from mmad.analysis.runs import CORRUPT_KEYS, Run, evaluate_runs, load_runs
+from mmad.analysis.runs import Run, evaluate_runs, load_runs
 from mmad.analysis.severity_curves import ExpansionCurves, LevelCurves, expansion_curves, level_curves
 from mmad.analysis.spend import RunSpend, spend_table
+from mmad.comparison.pairs import comparable_pairs, repeats_of  # noqa: F401  (the report uses both)
 from mmad.errors import ConfigError
 from mmad.paths import require_folder
-from mmad.results.runinfo import setting_differences
 from mmad.version import __version__
-
-MAX_VARIANT_DIFFERENCES = 2  # runs differing in at most this many settings are "variants"
 
 
 @dataclass
@@ -73,37 +71,6 @@ class ReportData:
             "verdicts": self.verdicts,
             "skipped_runs": [str(folder) for folder in self.skipped],
         }
-
-
-METHOD_KEYS = ("kind", "method", "model", "provider", "base_url", "backbone", "weights")  # another method, not a variant
-
-
-def comparable_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run, list[str]]]:
-    """(a, b, changes) for runs of the same method (same kind, model or detector) that differ in
-    1-2 other settings (prompt, references, ...) under the same corruption: the variants whose
-    verdicts `mmad compare` gives. Different methods (another model, provider or detector) are
-    not variants of one another, and repeats (only `repeat` differs) measure run-to-run noise,
-    they are not compared. A pair whose corruption differs is left out, even when something else
-    differs too: the corruption's effect is Table 5's business, and mixing it in would confound
-    the verdict."""
-    out = []
-    described = [r for r in runs if r.info is not None and not r.settings.get("repeat")]
-    for i, a in enumerate(described):
-        for b in described[i + 1:]:
-            changes = setting_differences(a.info, b.info)
-            keys = {c.split(":", 1)[0] for c in changes}
-            if (changes and not keys & set(CORRUPT_KEYS) and not keys & set(METHOD_KEYS) and "repeat" not in keys
-                    and len(changes) <= MAX_VARIANT_DIFFERENCES):
-                out.append((a, b, changes))
-    return out
-
-
-def repeats_of(run: Run, runs: Sequence[Run]) -> list[Run]:
-    """The other runs among `runs` whose settings equal this run's except `repeat`."""
-    if run.info is None:
-        return []
-    return [r for r in runs if r is not run and r.info is not None
-            and {c.split(":", 1)[0] for c in setting_differences(run.info, r.info)} == {"repeat"}]
 
 
 def variant_pairs(runs: Sequence[Run]) -> list[str]:

@@ -20,8 +20,9 @@ body { margin: 0; background: #eef0f3; color: #1d1f23;
 main { max-width: 1320px; margin: 0 auto; padding: 28px 28px 56px; background: #fff; }
 header h1 { font-size: 24px; margin: 0 0 4px; letter-spacing: -0.01em; }
 header .meta { color: var(--muted); font-size: 12.5px; }
-nav { margin: 16px 0 8px; padding: 10px 14px; background: var(--band); border-radius: 6px; font-size: 13px; }
-nav a { color: #1d1f23; text-decoration: none; margin-right: 14px; white-space: nowrap; }
+nav { margin: 16px 0 8px; padding: 10px 14px; background: var(--band); border-radius: 6px; font-size: 13px;
+      display: flex; flex-wrap: wrap; gap: 4px 14px; }
+nav a { color: #1d1f23; text-decoration: none; white-space: nowrap; }
 nav a:hover { text-decoration: underline; }
 section { margin-top: 30px; }
 h2 { font-size: 18px; margin: 0 0 4px; padding-top: 6px; border-top: 2px solid #1d1f23; }
@@ -53,6 +54,12 @@ ul.verdicts li { margin: 3px 0; }
 code { font: 12.5px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--band);
        padding: 0 3px; border-radius: 3px; }
 @media (max-width: 900px) { main { padding: 18px 14px; } }
+@media (max-width: 700px) {  /* a phone: figures keep a readable size and scroll on their own */
+  main { padding: 14px 10px; }
+  figure { overflow-x: auto; }
+  figure img { width: max(100%, 640px); max-width: none; }
+  p { max-width: none; }
+}
 @media print {
   @page { size: A4 landscape; margin: 10mm; }
   body { background: #fff; font-size: 10.5px; }

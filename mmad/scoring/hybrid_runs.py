@@ -96,8 +96,8 @@ def gate_savings(report: GateReport, provider: Provider, *, prices_path: str | N
                 gate_jobs = tuple(replace(j, key=cache_key(identity, j.request, repeat), local=None)
                                   for j in plan.jobs if j.local is not None and j.local.get("status") == "ok")
                 live = tuple(j for j in plan.jobs if j.local is None)
-                gated += estimate_plan(replace(plan, jobs=gate_jobs), provider.name, model, price, cache, counter).plain
-                sent += estimate_plan(replace(plan, jobs=live), provider.name, model, price, cache, counter).plain
+                gated += estimate_plan(replace(plan, jobs=gate_jobs), provider.name, model, price, cache, counter).plain or 0.0
+                sent += estimate_plan(replace(plan, jobs=live), provider.name, model, price, cache, counter).plain or 0.0
             out[gated_run.name] = (gated, gated + sent)
     finally:
         cache.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 from mmad.scoring.variants import DEFAULT_MAX_TOKENS, GRID_FIELDS
 
@@ -83,7 +84,7 @@ class ScoreOptions:
         """From a mapping with these names (an argparse namespace's vars): grid fields may be lists
         of lists (`--prompt a,b --prompt c`), unknown names are ignored."""
         known = {f.name for f in fields(cls)}
-        picked = {}
+        picked: dict[str, Any] = {}
         for name, value in values.items():
             if name not in known or value is None and name in ("provider", "dataset"):
                 continue

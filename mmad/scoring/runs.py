@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from mmad import config
 from mmad.atomic import atomic_write_text
@@ -32,7 +33,7 @@ from mmad.scoring.variants import Variant, expand, read_experiment
 class VariantRun:
     """One variant of the grid, ready to run: its name, folder, jobs and run.json."""
 
-    variant: object  # has `.model`; a scoring Variant, or the QA/classify equivalent
+    variant: Any  # a scoring Variant, or the QA/classify equivalent (has `.model`)
     run_name: str
     out_dir: Path
     plans: list
@@ -42,7 +43,8 @@ class VariantRun:
 def build_variants(opts: ScoreOptions, provider_name: str) -> list[Variant]:
     """The variants the options ask for (a cross product of grid values, or an experiment file)."""
     grid = opts.grid()
-    base = Variant(model=DEFAULT_MODELS.get(provider_name, ""), max_tokens=opts.max_tokens,
+    configured = config.setting("model") if provider_name in DEFAULT_MODELS else None  # $MMAD_MODEL, mmad.toml
+    base = Variant(model=str(configured or DEFAULT_MODELS.get(provider_name, "")), max_tokens=opts.max_tokens,
                    corrupt_references=opts.corrupt_references, sample=opts.sample, sample_seed=opts.seed)
     if "detail" in grid and provider_name != "openai":
         raise ConfigError("--detail is an OpenAI option (Anthropic has no image detail setting)")
@@ -67,9 +69,13 @@ def build_variants(opts: ScoreOptions, provider_name: str) -> list[Variant]:
     variants = expand(base, grid, opts.repeats)
     if "refs" in grid:
         return variants
-    # the prompt file's own `refs` is the default
-    return [replace(v, refs=load_prompt(v.prompt, prompts_dir).refs)
-            if v.prompt and load_prompt(v.prompt, prompts_dir).refs is not None else v for v in variants]
+    return [_prompt_refs(v, prompts_dir) for v in variants]
+
+
+def _prompt_refs(variant: Variant, prompts_dir: Path) -> Variant:
+    """The prompt file's own `refs` is the default number of references."""
+    refs = load_prompt(variant.prompt, prompts_dir).refs if variant.prompt else None
+    return variant if refs is None else replace(variant, refs=refs)
 
 
 def prepare_runs(opts: ScoreOptions, provider: Provider, memo: FileMemo) -> list[VariantRun]:

@@ -104,7 +104,7 @@ def split_values(values: Sequence[str] | None) -> list[str]:
 def expand(base: Variant, grid: Mapping[str, Sequence], repeats: int = 1) -> list[Variant]:
     """The cross product of the grid's values (each applied over `base`), times the repeats."""
     names = [name for name in GRID_FIELDS if grid.get(name)]
-    variants = []
+    variants: list[Variant] = []
     for combo in itertools.product(*(grid[name] for name in names)):
         variant = replace(base, **dict(zip(names, combo)))
         variants.extend(replace(variant, repeat=r) for r in range(repeats))
