@@ -62,7 +62,7 @@ def _mode_words(mode: int) -> str:
 
 def _link_target(path: str | os.PathLike) -> str:
     try:
-        return os.readlink(path)
+        return str(os.readlink(os.fspath(path)))
     except OSError:
         return "?"
 

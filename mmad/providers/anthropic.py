@@ -38,15 +38,7 @@ COUNT_TIMEOUT_S = 10.0  # the free count is a calibration: never worth a long wa
 class AnthropicProvider(Provider):
     name = "anthropic"
     default_url = "https://api.anthropic.com"
-
-    @property
-    def url_hint(self) -> str:
-        """What a 404/405/501 on the first request most likely means: a base URL ending in /v1
-        makes the SDK post to .../v1/v1/messages."""
-        if self.base_url and self.base_url.rstrip("/").endswith("/v1"):
-            return (f"--base-url ends in /v1, so the request went to {self.url}/v1/messages: drop the /v1 (the "
-                    f"SDK adds /v1/messages itself)")
-        return "check --base-url (without /v1: the SDK adds /v1/messages itself) and --model"
+    url_hint = "check --base-url (without /v1: the SDK adds /v1/messages itself) and --model"
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  timeout: float = 120.0, client: anthropic.AsyncAnthropic | None = None,
@@ -59,6 +51,9 @@ class AnthropicProvider(Provider):
         elif env_url and httpx2.URL(check_base_url(env_url, f"${BASE_URL_ENV}")).host != "api.anthropic.com":
             base_url = env_url
         self.base_url = base_url
+        if base_url and base_url.rstrip("/").endswith("/v1"):  # the SDK would post to .../v1/v1/messages
+            self.url_hint = (f"--base-url ends in /v1, so the request went to {self.url}/v1/messages: drop the /v1 "
+                             f"(the SDK adds /v1/messages itself)")
         self.prompt_caching = prompt_caching
         self.timeout = self._timeout = timeout
         self._key = api_key or check_key(os.environ.get(KEY_ENV), KEY_ENV)
