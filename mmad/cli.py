@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from mmad import config
 from mmad.cli_output import err_console
 from mmad.cli_options import (HelpFormatter, Parser, add_data_options, add_detector_options, add_engine_options,
-                              add_job_options, bootstrap_count, corruption, listed, nonneg_int, positive_int,
-                              refs_count)
+                              add_job_options, bootstrap_count, corruption, detector_name, listed, nonneg_int,
+                              positive_int, refs_count)
 from mmad import __version__
 from mmad.errors import MmadError, StorageError, describe_os_error
 
@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bl = sub.add_parser("baseline", help="full-shot conventional detector on the whole normal train split",
                         formatter_class=HelpFormatter)
-    bl.add_argument("method", choices=("patchcore", "padim", "rd"))
+    bl.add_argument("method", type=detector_name(("patchcore", "padim", "rd")),
+                    help="patchcore, padim, rd, or anomalib:MODEL (see `mmad score --help`)")
     add_data_options(bl)
     bl.add_argument("--out", help="output folder (default results/<run-name>)")
     bl.add_argument("--run-name", help="file-name prefix (default <method>-fullshot)")

@@ -10,7 +10,8 @@ import argparse
 from mmad import config, datasets
 from mmad.value_checks import (  # noqa: F401  (re-exported for the front ends)
     positive_int, nonneg_int, positive_float, nonneg_float, finite_float, ratio, bootstrap_count, image_size,
-    listed, temperature, refs_count, max_height, corruption, reference_choice, detail, integer, name, SETTINGS)
+    listed, temperature, refs_count, max_height, corruption, reference_choice, detail, integer, name, SETTINGS,
+    detector_name, model_arg)
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,9 +42,13 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, detectors: bool) -> None:
     """What defines the jobs (shared by score and estimate, so both build the same requests).
     Options marked "grid" take comma-separated or repeated values: every combination is a run."""
-    sc.add_argument("--provider", required=True, choices=providers,
-                    help="an MLLM API" + (", or a conventional detector fitted on the same few references"
-                                          if detectors else ""))
+    if detectors:
+        sc.add_argument("--provider", required=True, type=detector_name(providers), metavar="PROVIDER",
+                        help=f"an MLLM API, or a conventional detector fitted on the same few references: "
+                             f"{', '.join(providers)}, or anomalib:MODEL (Cflow, Dfm, Draem, EfficientAd, Fastflow, "
+                             f"Ganomaly, Padim, Patchcore, ReverseDistillation, Stfpm)")
+    else:
+        sc.add_argument("--provider", required=True, choices=providers, help="an MLLM API")
     add_data_options(sc)
     sc.add_argument("--model", action="append", type=listed(SETTINGS["model"].check),
                     help="model name(s), grid (default: gpt-4o / claude-3-5-sonnet-latest, the paper's)")
@@ -122,16 +127,25 @@ def add_engine_options(sc: argparse.ArgumentParser) -> None:
 
 
 def add_detector_options(parser: argparse.ArgumentParser, *, with_seed: bool = True) -> None:
-    group = parser.add_argument_group("conventional detectors (patchcore, padim, rd)")
+    group = parser.add_argument_group("conventional detectors (patchcore, padim, rd, anomalib:MODEL)")
     group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                        help="auto = CUDA when present, else CPU")
     group.add_argument("--image-size", type=image_size, default=224, help="images are resized to this square size")
     group.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     if with_seed:
         group.add_argument("--seed", type=int, default=0, help="seed of the detector's random draws")
-    group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),
-                       default="efficientnet_lite0", help="feature extractor (EfficientNet-Lite0: weights bundled)")
-    group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets)")
-    group.add_argument("--epochs", type=positive_int, default=30, help="Reverse Distillation: student training epochs")
+    group.add_argument("--backbone", choices=("efficientnet_lite0", "resnet18", "resnet50", "wide_resnet50_2"),
+                       help="feature extractor (default: efficientnet_lite0, whose weights are bundled; an anomalib "
+                            "model that cannot take it uses its own default)")
+    group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets; "
+                                         "anomalib:EfficientAd: its pretrained teacher); nothing is downloaded")
+    group.add_argument("--random-weights", action="store_true",
+                       help="run with untrained backbone weights instead of refusing (tests and timings only)")
+    group.add_argument("--epochs", type=positive_int,
+                       help="training epochs of Reverse Distillation and anomalib's trained models (default 30)")
     group.add_argument("--coreset-ratio", type=ratio,
-                       help="PatchCore memory bank kept, in (0, 1] (default 1.0 few-shot, 0.1 full-shot)")
+                       help="PatchCore memory bank kept, in (0, 1] (default 1.0 few-shot, 0.1 full-shot; "
+                            "anomalib:Patchcore: anomalib's 0.1)")
+    group.add_argument("--model-arg", action="append", type=model_arg, metavar="KEY=VALUE",
+                       help="an anomalib model's own argument, repeatable (e.g. num_neighbors=1, "
+                            "imagenet_dir=DIR for EfficientAd); recorded in run.json")

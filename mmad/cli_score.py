@@ -16,6 +16,7 @@ from mmad.cli_output import console, err_console
 from mmad.errors import (BudgetExceeded, ConfigError, MmadError, ProviderError, QuotaExhausted, StorageError,
                          describe_os_error)
 from mmad.runinfo import RUN_FILE, make_run_info, read_run_info, setting_differences
+from mmad.value_checks import ANOMALIB_PREFIX
 
 DEFAULT_MODELS = {"openai": "gpt-4o", "anthropic": "claude-3-5-sonnet-latest"}
 DETECTORS = ("patchcore", "padim", "rd")
@@ -164,7 +165,7 @@ def check_run_folder(run: VariantRun) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    if args.provider in DETECTORS:
+    if args.provider in DETECTORS or args.provider.startswith(ANOMALIB_PREFIX):
         if getattr(args, "hybrid", None):
             raise ConfigError("--hybrid gates an MLLM provider (openai, anthropic) with a detector run; "
                               f"--provider {args.provider} is itself a detector")
