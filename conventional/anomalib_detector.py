@@ -134,12 +134,15 @@ class AnomalibDetector:
     def fit(self, train: list[Path], check_stop: Callable[[], None] | None = None,
             on_epoch: Callable[[int, int], None] | None = None) -> None:
         quiet_logs()
+        spec = self.plan.spec
+        epochs = self.plan.epochs or 1
+        if spec.name == "EfficientAd" and epochs * len(train) < 2:  # its LR schedule divides by 0.95 x steps
+            raise ConfigError(f"anomalib:EfficientAd needs at least 2 training steps (epochs x images), "
+                              f"{self.label} gives {epochs * len(train)}")
         seed_everything(self.seed, verbose=False)
         self.model = build_model(self.plan, self.image_size, self.scratch)
         self.watch = _Watch(check_stop, on_epoch)
-        spec = self.plan.spec
         validate = spec.name == "EfficientAd"  # its map quantiles come from validation on normal images
-        epochs = self.plan.epochs or 1
         self.engine = Engine(accelerator="gpu" if self.device.type == "cuda" else "cpu", devices=1, barebones=True,
                              max_epochs=epochs, default_root_dir=self.scratch, callbacks=[self.watch],
                              limit_val_batches=1.0 if validate else 0, check_val_every_n_epoch=epochs)
@@ -184,3 +187,6 @@ class AnomalibDetector:
             if isinstance(self.watch.exception, KeyboardInterrupt):
                 raise self.watch.exception from None
             raise
+        except ValueError as exc:  # anomalib's checks of its settings against the data (sizes, batch sizes)
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ConfigError(f"anomalib:{self.plan.spec.name} on {self.label}: {first}") from None

@@ -43,13 +43,15 @@ class ModelSpec:
     layer_arg: str = "layers"
     lite0_args: tuple[tuple[str, object], ...] = ()  # extra arguments when the backbone is Lite0
     train_batch_size: int | None = None  # a fixed training batch size the model requires
+    min_image_size: int = 32
 
 
 MODELS = {spec.name: spec for spec in (
     ModelSpec("Cflow", CNNS, None, ("model.encoder.feature_extractor",), True, ("layer2", "layer3", "layer4")),
     ModelSpec("Dfm", CNNS, None, ("model.feature_extractor.feature_extractor",), False, "layer3", "layer"),
     ModelSpec("Draem", None, None, (), True),
-    ModelSpec("EfficientAd", None, None, ("model.teacher",), True, train_batch_size=1),
+    ModelSpec("EfficientAd", None, None, ("model.teacher",), True, train_batch_size=1,
+              min_image_size=256),  # its autoencoder ends in an 8x8 kernel on a 1/32 grid
     ModelSpec("Fastflow", ("resnet18", "wide_resnet50_2"), "resnet18", ("model.feature_extractor",), True),
     ModelSpec("Ganomaly", None, None, (), True),
     ModelSpec("Padim", CNNS, None, ("model.feature_extractor.feature_extractor",), False,
@@ -168,11 +170,13 @@ class AnomalibPlan:
 
 
 def plan(method: str, *, backbone: str | None, weights: Path | None, random_weights: bool, epochs: int,
-         epochs_given: bool, coreset_ratio: float | None, model_args: dict) -> AnomalibPlan:
+         epochs_given: bool, coreset_ratio: float | None, model_args: dict, image_size: int) -> AnomalibPlan:
     """Check a run's options against the model (one line for anything it would ignore or could not
     do offline) and resolve its settings."""
     spec = model_spec(method)
     chosen = resolve_backbone(spec, backbone)
+    if image_size < spec.min_image_size:
+        raise ConfigError(f"anomalib:{spec.name} needs --image-size {spec.min_image_size} or more, not {image_size}")
     if coreset_ratio is not None and spec.name != "Patchcore":
         raise ConfigError(f"--coreset-ratio is PatchCore's; anomalib:{spec.name} has no coreset")
     if epochs_given and not spec.trained:

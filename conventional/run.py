@@ -76,7 +76,7 @@ class DetectorSettings:
         return anomalib_models.plan(self.method, backbone=self.backbone, weights=self.weights,
                                     random_weights=self.random_weights, epochs=self.epochs or DEFAULT_EPOCHS,
                                     epochs_given=self.epochs is not None, coreset_ratio=self.coreset_ratio,
-                                    model_args=self.model_args)
+                                    model_args=self.model_args, image_size=self.image_size)
 
     def check(self) -> None:
         """Everything that can be refused before any work (one line each); for anomalib models this
