@@ -62,6 +62,24 @@ def test_greedy_coreset_is_seeded_and_covers_better_than_random():
     assert (a >= 500).any()  # the small far cluster is represented
 
 
+def test_pooled_greedy_coreset_picks_what_one_step_at_a_time_greedy_picks():
+    """Several picks per pass (from a pool of the farthest patches) and the textbook loop — one
+    pass over every patch per pick, the farthest from all chosen — give the same indices in the
+    same order; a small pool forces many passes and the stop-at-the-outside-patch rule."""
+    rng = np.random.default_rng(5)
+    points = torch.from_numpy(np.concatenate([rng.normal(0, 1, (600, 12)), rng.normal(5, 0.5, (60, 12))]))
+    generator = torch.Generator().manual_seed(7)
+    projected = points @ torch.randn(12, 6, generator=generator).double()
+    first = int(torch.randint(len(points), (1,), generator=generator))
+    expected, nearest = [first], ((projected - projected[first]) ** 2).sum(1)
+    for _ in range(79):
+        expected.append(int(torch.argmax(nearest)))
+        nearest = torch.minimum(nearest, ((projected - projected[expected[-1]]) ** 2).sum(1))
+    for pool in (8, 64, 659):
+        got = greedy_coreset(points, 80, projection_dim=6, seed=7, pool=pool, block=100)
+        assert got.tolist() == expected, pool
+
+
 def test_padim_matches_direct_mahalanobis():
     rng = np.random.default_rng(4)
     train = rng.normal(size=(12, 6, 3, 3))
