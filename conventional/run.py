@@ -36,7 +36,7 @@ from mmad.jobs import check_references, result_paths
 from mmad.results import JsonlLog
 
 from . import anomalib_models
-from .backbone import make_backbone, random_backbone
+from .backbone import BACKBONES, make_backbone, random_backbone
 from .features import FeatureExtractor, resolve_device
 from .padim import Padim
 from .patchcore import PatchCore
@@ -90,6 +90,9 @@ class DetectorSettings:
                               f"or anomalib:<Model>")
         if self.model_args:
             raise ConfigError(f"--model-arg is for anomalib models; --provider {self.method} takes none")
+        if (self.backbone or DEFAULT_BACKBONE) not in BACKBONES:
+            raise ConfigError(f"--backbone {self.backbone} is for anomalib models; --provider {self.method} takes "
+                              f"{', '.join(BACKBONES)}")
 
     def as_settings(self, refs: int | None) -> dict:
         """What goes into run.json: everything that changes the scores."""

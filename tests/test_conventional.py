@@ -270,3 +270,16 @@ def test_detector_options_left_at_their_defaults_are_not_refused(small_root, tmp
     err = capsys.readouterr().err
     assert "padim: fitting and scoring 1 of 2 subset(s) (1 already done) on cpu" in err
     assert "toy/widget: already scored" in err and "toy/gadget: fit 2 images" in err
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--backbone", "resnet18"], "--backbone resnet18 is for anomalib models"),
+    (["--model-arg", "num_neighbors=1"], "--model-arg is for anomalib models"),
+    (["--model-arg", "k=1", "--model-arg", "k=2"], "--model-arg k given more than once"),
+])
+def test_anomalib_options_are_refused_by_the_builtins_in_one_line(options, said, small_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["score", "--provider", "patchcore", "--root", str(small_root), "--dataset", "toy", "--out",
+                     str(out), "--device", "cpu", *options])
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and len(err.strip().splitlines()) == 1 and not out.exists(), err
