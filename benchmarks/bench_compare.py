@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmad.compare import compare_runs  # noqa: E402
+from mmad.comparison.compare import compare_runs  # noqa: E402
 from tests.run_factory import MADBENCH_SHAPE, simulated_run  # noqa: E402
 
 

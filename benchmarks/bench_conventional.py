@@ -56,7 +56,7 @@ def one(job: dict) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from mmad import datasets
+    from mmad.data import datasets
     from mmad_conventional.run import run_detector
     root = Path(job["root"])
     settings = settings_for(job["method"], job["device"], root, job["epochs"])
@@ -115,7 +115,7 @@ def main() -> None:
         print("error: --device cuda was asked for but no CUDA GPU is available (torch "
               f"{torch.__version__}); run without it for CPU figures", file=sys.stderr)
         sys.exit(2)
-    from mmad.synth import synthesize
+    from mmad.data.synth import synthesize
     methods = methods_wanted(args.methods)
     devices = ["cuda", "cpu"] if args.device == "cuda" else ["cpu"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,14 +19,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmad import datasets  # noqa: E402
-from mmad.cache import ResponseCache  # noqa: E402
+from mmad.cache.store import ResponseCache  # noqa: E402
 from mmad.config import PACKAGED_PROMPTS  # noqa: E402
-from mmad.cost import TokenCounter, estimate_plans, load_prices  # noqa: E402
-from mmad.jobs import build_plan  # noqa: E402
+from mmad.cost.estimate import TokenCounter, estimate_plans, load_prices  # noqa: E402
+from mmad.data import datasets  # noqa: E402
+from mmad.data.templates import write_result_csv  # noqa: E402
+from mmad.engine.jobs import build_plan  # noqa: E402
 from mmad.providers.anthropic import AnthropicProvider  # noqa: E402
 from mmad.providers.openai import OpenAIProvider  # noqa: E402
-from mmad.results import write_result_csv  # noqa: E402
 from tests.conftest import run_engine  # noqa: E402
 from tests.wire_server import WireServer  # noqa: E402
 

@@ -31,8 +31,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmad.images import REFERENCE_SPEC, encode_file  # noqa: E402
-from mmad.results import write_result_csv  # noqa: E402
+from mmad.data.images import REFERENCE_SPEC, encode_file  # noqa: E402
+from mmad.data.templates import write_result_csv  # noqa: E402
 
 
 def make_dataset(root: Path, subsets: int, per_subset: int, size: int = 64, train: int = 3) -> None:
@@ -180,7 +180,7 @@ def cpu(tmp: Path, jobs: int, latency: float) -> None:
 def images(tmp: Path, count: int) -> None:
     from skimage import data
 
-    from mmad.engine import image_executor
+    from mmad.engine.runner import image_executor
     folder = tmp / "photos"
     folder.mkdir(parents=True, exist_ok=True)
     photo = Image.fromarray(data.astronaut()).resize((1024, 1024), Image.Resampling.BICUBIC)
@@ -204,10 +204,10 @@ def images(tmp: Path, count: int) -> None:
 
 
 def cached(tmp: Path, jobs: int) -> None:
-    from mmad import datasets
-    from mmad.cache import ResponseCache
+    from mmad.cache.store import ResponseCache
     from mmad.config import PACKAGED_PROMPTS
-    from mmad.jobs import build_plan
+    from mmad.data import datasets
+    from mmad.engine.jobs import build_plan
     from mmad.providers.openai import OpenAIProvider
     subsets = 31
     data = tmp / "cached"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmad.contours import ContourRequest, render, render_many
+from mmad.hybrid.contours import ContourRequest, render, render_many
 
 
 def main() -> None:

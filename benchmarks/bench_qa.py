@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmad.filememo import FileMemo
+from mmad.data.filememo import FileMemo
 from mmad.qa.compare import compare_rows
 from mmad.qa.data import load_benchmark
 from mmad.qa.jobs import QAOptions, build_qa_plans

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmad.datasets import REGISTRY  # noqa: E402
+from mmad.data.datasets import REGISTRY  # noqa: E402
 from tests.run_fixtures import write_run  # noqa: E402
 
 
@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400, help="rows per subset at most")
     parser.add_argument("--keep", help="write the runs and the page here instead of a temporary folder")
     args = parser.parse_args()
-    from mmad.report_data import build_report
-    from mmad.report_html import render_html
+    from mmad.report.data import build_report
+    from mmad.report.html import render_html
 
     with tempfile.TemporaryDirectory(prefix="report-bench-") as tmp:
         root = Path(args.keep or tmp)

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from mmad.data.images import to_8bit
 from mmad.errors import ConfigError
-from mmad.images import to_8bit
 
 from .backbone import efficientnet_lite0
 
@@ -38,7 +38,7 @@ def load_image(path: Path, size: int, corrupt: str | None = None) -> np.ndarray:
         image.load()
         image = to_8bit(image)
         if corrupt is not None:
-            from mmad.corruptions import corrupt as apply
+            from mmad.data.corruptions import corrupt as apply
             image = apply(image.convert("RGB"), corrupt, raw)
         return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 

@@ -32,7 +32,7 @@ class Padim:
         return chosen.flatten(2).transpose(1, 2)
 
     def fit(self, feature_batches: Iterable[torch.Tensor], *,
-            check_stop: Callable[[], None] | None = None) -> "Padim":
+            check_stop: Callable[[], None] | None = None) -> Padim:
         """One pass over the batches; `check_stop()` (the same hook as the other detectors') is
         asked before each and may raise to abandon the fit."""
         total = None

@@ -117,7 +117,7 @@ class PatchCore:
         self.memory: torch.Tensor | None = None
 
     def fit(self, feature_batches: Iterable[torch.Tensor], *,
-            check_stop: Callable[[], None] | None = None) -> "PatchCore":
+            check_stop: Callable[[], None] | None = None) -> PatchCore:
         """`check_stop()` is asked at every coreset step and may raise to abandon the fit."""
         patches = torch.cat([flatten_patches(f) for f in feature_batches])
         count = max(1, round(patches.shape[0] * self.coreset_ratio))

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad import datasets
+from mmad.atomic import atomic_write_bytes, atomic_write_text
+from mmad.data import datasets
+from mmad.data.templates import write_result_csv
 from mmad.errors import StorageError, describe_os_error
-from mmad.results import JsonlLog, atomic_write_bytes, atomic_write_text, write_result_csv
+from mmad.results.files import JsonlLog
 
 CALIBRATION_MAX = 32  # held-out normal training images scored per few-shot subset (the first ones by name)
 

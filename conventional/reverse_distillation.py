@@ -90,7 +90,7 @@ class ReverseDistillation:
         self.losses: list[float] = []
 
     def fit(self, feature_batches: Iterable[Sequence[torch.Tensor]], *,
-            check_stop: Callable[[], None] | None = None) -> "ReverseDistillation":
+            check_stop: Callable[[], None] | None = None) -> ReverseDistillation:
         """Train the student on the normal images' teacher features; `check_stop()` is called before
         every training step and may raise to abandon the fit (the model is then unusable)."""
         batches = [list(b) for b in feature_batches]

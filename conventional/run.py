@@ -29,19 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmad import datasets
+from mmad.data import datasets
+from mmad.data.images import decode_check
+from mmad.engine.jobs import check_references, result_paths
 from mmad.errors import ConfigError, DataError
-from mmad.images import decode_check
-from mmad.jobs import check_references, result_paths
-from mmad.results import JsonlLog
+from mmad.results.files import JsonlLog
 
 from . import anomalib_models
 from .backbone import BACKBONES, make_backbone, random_backbone
 from .features import FeatureExtractor, resolve_device
 from .padim import Padim
 from .patchcore import PatchCore
-from .result_files import (  # noqa: F401  (save_maps, CALIBRATION_MAX: part of this module's interface)
-    CALIBRATION_MAX, Calibration, RowError, already_done, save_maps, write_results)
+from .result_files import CALIBRATION_MAX, Calibration, RowError, already_done, save_maps, write_results  # noqa: F401  (save_maps, CALIBRATION_MAX: part of this module's interface)
 from .reverse_distillation import ReverseDistillation
 
 METHODS = ("patchcore", "padim", "rd")

@@ -15,4 +15,5 @@ mmad data synth && mmad score --provider patchcore --dataset synth -q && mmad ev
 env -u OPENAI_API_KEY mmad score --provider openai --dataset synth --dry-run > dry-run.txt
 grep -q '"Normal Image 1:"' dry-run.txt && grep -q "non-defect category of brick" dry-run.txt
 python -c "import importlib.util as u; assert u.find_spec('mmad_conventional') and not u.find_spec('conventional')"
+python -c "import mmad; [m] = mmad.dataset_means(mmad.evaluate('results/patchcore-3shot')); assert m.dataset == 'synth'"
 echo "wheel check: the installed wheel scored, evaluated and built a request from $work/elsewhere"

@@ -81,8 +81,8 @@ def run_engine(provider, plans, cache_dir: Path, events: list | None = None, *, 
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from mmad.cache import ResponseCache
-    from mmad.engine import Engine, EngineSettings
+    from mmad.cache.store import ResponseCache
+    from mmad.engine.runner import Engine, EngineSettings
     options = dict(backoff_initial=0.01, backoff_max=0.05)
     options.update(settings)
     cache = ResponseCache(cache_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmad import datasets
+from mmad.data import datasets
 
 GRID = 8
 

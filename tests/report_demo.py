@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad.area import mask_area
-from mmad.datasets import load_subset, resolve
-from mmad.results import atomic_write_text, write_result_csv
-from mmad.runinfo import make_run_info
-from mmad.synth import synthesize
+from mmad.analysis.area import mask_area
+from mmad.atomic import atomic_write_text
+from mmad.data.datasets import load_subset, resolve
+from mmad.data.synth import synthesize
+from mmad.data.templates import write_result_csv
+from mmad.results.runinfo import make_run_info
 
 MLLM = {"provider": "openai", "model": "gpt-4o", "prompt": "industrial", "refs": 3}
 DETECTOR = {"provider": "patchcore", "method": "patchcore", "refs": 3, "image": "224:bilinear"}

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad.results import template_stem, write_result_csv
-from mmad.runinfo import make_run_info
+from mmad.data.templates import write_result_csv
+from mmad.results.files import template_stem
+from mmad.results.runinfo import make_run_info
 
 # (dataset, subset) -> images per level, shaped like MAD-Bench (mvtec 14 x ~107, visa 9 x ~163,
 # multidog 5 x 2,500, diabetic-retinopathy 3,500, covid19 661, skin-lesion 1,969)

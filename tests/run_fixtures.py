@@ -7,8 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmad.results import write_result_csv
-from mmad.runinfo import make_run_info
+from mmad.data.templates import write_result_csv
+from mmad.results.runinfo import make_run_info
 
 
 def write_run(folder: Path, name: str, subsets: dict[tuple[str, str], tuple[Sequence[float], Sequence[float | None]]],

@@ -28,7 +28,8 @@ from mmad_conventional.anomalib_env import import_anomalib  # noqa: E402
 import_anomalib()
 import torch  # noqa: E402
 
-from mmad import cli, datasets  # noqa: E402
+from mmad import cli  # noqa: E402
+from mmad.data import datasets  # noqa: E402
 from mmad.errors import ConfigError  # noqa: E402
 from mmad_conventional import anomalib_detector, anomalib_models  # noqa: E402
 from mmad_conventional.run import DetectorSettings, run_detector  # noqa: E402
@@ -182,7 +183,7 @@ def test_a_stop_inside_training_abandons_the_subset_and_the_rerun_finishes(data,
 
 
 def test_a_second_signal_inside_lightning_is_an_abort_not_an_exit(data, tmp_path):
-    from mmad.cli_signals import Aborted
+    from mmad.cli.signals import Aborted
     calls = {"n": 0}
 
     def abort_in_training():  # what mmad's handler raises on a second Ctrl-C, raised inside Lightning

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmad.area import area_analysis, area_levels, mask_area, mask_candidates
-from mmad.datasets import resolve
-from mmad.runs import load_runs
-from mmad.synth import _defect_with_mask, synthesize
+from mmad.analysis.area import area_analysis, area_levels, mask_area, mask_candidates
+from mmad.analysis.runs import load_runs
+from mmad.data.datasets import resolve
+from mmad.data.synth import _defect_with_mask, synthesize
 from tests.conftest import make_industry_subset
 from tests.run_fixtures import write_run
 

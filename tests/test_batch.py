@@ -11,15 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mmad import datasets
-from mmad.batch import BatchOptions
-from mmad.cache import ResponseCache
+from mmad.cache.store import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
-from mmad.engine import BatchSubmitted, Engine, EngineSettings
-from mmad.jobs import build_plan
+from mmad.data import datasets
+from mmad.engine.batch import BatchOptions
+from mmad.engine.jobs import build_plan
+from mmad.engine.runner import BatchSubmitted, Engine, EngineSettings
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
-from mmad.results import JsonlLog, read_result_file
+from mmad.results.files import JsonlLog, read_result_file
 from tests.conftest import make_industry_subset, run_engine
 from tests.wire_server import WireServer
 
@@ -57,7 +57,7 @@ def test_batches_split_by_count_and_bytes_and_fill_results(kind, root, tmp_path)
         server.batch_fail_ids = {plans[0].jobs[3].key}
         events = []
         one_request = len(json.dumps(provider.batch_line("x" * 64, plans[0].jobs[0].request, {
-            r.sha256: __import__("mmad.images", fromlist=["encode_file"]).encode_file(p)
+            r.sha256: __import__("mmad.data.images", fromlist=["encode_file"]).encode_file(p)
             for r, p in zip(plans[0].jobs[0].request.image_refs, list(plans[0].references) + [plans[0].jobs[0].query])})))
         summary = run(provider, plans, tmp_path, events, max_requests=8, max_bytes=int(one_request * 5.5))
     finally:

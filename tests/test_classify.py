@@ -6,13 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from mmad import cli, datasets
+from mmad import cli
 from mmad.classify.answers import map_answer
 from mmad.classify.classes import load_class_file
 from mmad.classify.scores import classification_scores, effective_truth, group_accuracy, random_grouping
 from mmad.classify.truth import true_classes
+from mmad.data import datasets
+from mmad.data.synth import synthesize
 from mmad.errors import ConfigError, DataError
-from mmad.synth import synthesize
 from tests.hybrid_helpers import decoded, pixels_key, query_index, red_mask, write_detector_run
 from tests.wire_server import WireServer
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mmad.results import JsonlLog, read_result_file
+from mmad.results.files import JsonlLog, read_result_file
 from tests.conftest import cli_env, make_industry_subset
 
 KEY = "sk-cli-SECRET-abcdef123456"
@@ -80,7 +80,7 @@ def test_kill_9_then_resume_pays_no_completed_job_twice(setup):
     # nothing recorded before the kill is requested again; only jobs in flight at the kill may be
     import hashlib
 
-    from mmad.images import encode_file
+    from mmad.data.images import encode_file
     root = tmp / "data" / "Industry" / "toy" / "widget" / "test"
     completed_queries = {hashlib.sha256(encode_file(root / r["path"]).data.encode()).hexdigest() for r in completed}
     assert not completed_queries & {r.query_id() for r in resent}

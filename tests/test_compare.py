@@ -1,4 +1,4 @@
-"""mmad.compare and `mmad compare`: pairing, pooled means, tests, Holm family, verdicts, run costs."""
+"""mmad.comparison and `mmad compare`: pairing, pooled means, tests, Holm family, verdicts, run costs."""
 
 import json
 import statistics
@@ -8,11 +8,11 @@ import pytest
 from scipy import stats as scipy_stats
 
 from mmad import cli, metrics
-from mmad.compare import compare_runs
-from mmad.cost import load_prices
+from mmad.comparison.compare import compare_runs
+from mmad.comparison.run_data import final_records, load_run, summarize_run
+from mmad.cost.estimate import load_prices
+from mmad.data.templates import write_result_csv
 from mmad.errors import DataError
-from mmad.results import write_result_csv
-from mmad.run_data import final_records, load_run, summarize_run
 from tests.run_factory import simulated_run, subset_rows, write_run
 
 SHAPE = {("mvtec", "bottle"): (20, 15, 15, 12), ("mvtec", "cable"): (25, 12, 12, 10),

@@ -3,8 +3,9 @@
 import numpy as np
 from PIL import Image
 
-from mmad import cli, datasets
-from mmad.contours import contour_name, detected_region, draw, outline, render, upsample
+from mmad import cli
+from mmad.data import datasets
+from mmad.hybrid.contours import contour_name, detected_region, draw, outline, render, upsample
 from tests.conftest import make_industry_subset
 from tests.hybrid_helpers import red_mask, write_detector_run
 

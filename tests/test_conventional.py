@@ -7,13 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="conventional detectors need torch: pip install -e '.[conventional]'")
 
+from mmad import cli  # noqa: E402
+from mmad.analysis.evaluate import evaluate_paths  # noqa: E402
+from mmad.data import datasets  # noqa: E402
 from mmad_conventional.backbone import efficientnet_lite0, normalize  # noqa: E402
 from mmad_conventional.features import FeatureExtractor, load_images  # noqa: E402
 from mmad_conventional.padim import Padim  # noqa: E402
 from mmad_conventional.patchcore import PatchCore, greedy_coreset, nearest_distance  # noqa: E402
 from mmad_conventional.run import DetectorSettings, run_detector  # noqa: E402
-from mmad import cli, datasets  # noqa: E402
-from mmad.analysis import evaluate_paths  # noqa: E402
 from tests.conftest import make_industry_subset  # noqa: E402
 
 
@@ -171,9 +172,9 @@ def test_load_images_resizes_to_square(tmp_path):
 
 
 def test_resnet_backbones_load_local_torchvision_weights(tmp_path):
+    from mmad.errors import ConfigError
     from mmad_conventional.backbone import make_backbone
     from mmad_conventional.resnet import wide_resnet50_2
-    from mmad.errors import ConfigError
     model = wide_resnet50_2()
     state = model.state_dict()
     for key in ("conv1.weight", "layer1.0.downsample.1.running_var", "layer3.5.conv3.weight", "fc.bias"):
@@ -283,3 +284,16 @@ def test_anomalib_options_are_refused_by_the_builtins_in_one_line(options, said,
                      str(out), "--device", "cpu", *options])
     err = capsys.readouterr().err
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1 and not out.exists(), err
+
+
+def test_the_benchmark_refuses_cuda_without_a_gpu_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the benchmark would run on it")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conventional.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cuda"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "no CUDA GPU is available" in done.stderr

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mmad import cli
-from mmad.corruptions import corrupt
+from mmad.data.corruptions import corrupt
 from tests.conftest import cli_env, make_industry_subset
 
 
@@ -74,7 +74,7 @@ def test_detectors_take_the_corruption_and_the_report_groups_the_runs(setup, tmp
     capsys.readouterr()
     assert cli.main(["report", str(tmp / "pc"), str(tmp / "pc-noise"), "--json", "--root", root]) == 0
     report = json.loads(capsys.readouterr().out)
-    from mmad.robustness import ORIGINAL
+    from mmad.analysis.robustness import ORIGINAL
     [group] = report["robustness"]["groups"]
     assert group["label"] == "patchcore-3shot"
     assert group["runs"] == {ORIGINAL: "patchcore-3shot", "gaussian_noise:5": "patchcore-3shot+gaussian-noise5"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmad.corruptions import corrupt, corruption_seed, parse_spec
+from mmad.data.corruptions import corrupt, corruption_seed, parse_spec
 from mmad.errors import ConfigError
 
 

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from mmad import datasets
-from mmad.cache import ResponseCache
+from mmad.cache.store import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
-from mmad.cost import CostMeter, ModelPrice, TokenCounter, estimate_plans, load_prices
-from mmad.tokens import anthropic_image_tokens, openai_image_tokens
+from mmad.cost.estimate import CostMeter, ModelPrice, TokenCounter, estimate_plans, load_prices
+from mmad.cost.tokens import anthropic_image_tokens, openai_image_tokens
+from mmad.data import datasets
+from mmad.engine.jobs import build_plan
 from mmad.errors import ConfigError
-from mmad.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
 from tests.conftest import make_industry_subset, run_engine

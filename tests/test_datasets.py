@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmad import datasets
+from mmad.data import datasets, templates
 from mmad.errors import DataError
 from tests.conftest import write_csv, write_image
 
@@ -9,7 +9,7 @@ from tests.conftest import write_csv, write_image
 def test_all_31_published_templates_read(shared_templates):
     files = sorted(shared_templates.glob("*_template.csv"))
     assert len(files) == 31
-    total = sum(len(datasets.read_template(f)) for f in files)
+    total = sum(len(templates.read_template(f)) for f in files)
     assert total == 21603
 
 
@@ -18,24 +18,24 @@ def test_registry_matches_published_templates(shared_templates):
     expected = {datasets.template_name(spec.name, s) for spec in datasets.REGISTRY.values() for s in spec.subsets}
     assert names == expected
     for spec in datasets.REGISTRY.values():
-        rows = sum(len(datasets.read_template(shared_templates / datasets.template_name(spec.name, s)))
+        rows = sum(len(templates.read_template(shared_templates / datasets.template_name(spec.name, s)))
                    for s in spec.subsets)
         assert rows == spec.rows, spec.name
-        levels = np.concatenate([datasets.read_template(shared_templates / datasets.template_name(spec.name, s)).levels
+        levels = np.concatenate([templates.read_template(shared_templates / datasets.template_name(spec.name, s)).levels
                                  for s in spec.subsets])
         assert levels.max() + 1 == spec.levels
 
 
 def test_visa_quoted_commas(shared_templates):
     quoted = sum(1 for f in shared_templates.glob("visa_*.csv")
-                 for p in datasets.read_template(f).paths if "," in p)
+                 for p in templates.read_template(f).paths if "," in p)
     assert quoted == 173
-    pcb1 = datasets.read_template(shared_templates / "visa_pcb1_template.csv")
+    pcb1 = templates.read_template(shared_templates / "visa_pcb1_template.csv")
     assert "melt,scratch_level_2/080.JPG" in pcb1.paths
 
 
 def test_covid_fractional_severity_keeps_raw_and_rounds_up(shared_templates):
-    covid = datasets.read_template(shared_templates / "covid19_template.csv")
+    covid = templates.read_template(shared_templates / "covid19_template.csv")
     assert 0.5 in covid.severity.tolist()
     half = covid.severity == 0.5
     assert set(covid.levels[half].tolist()) == {1}
@@ -45,7 +45,7 @@ def test_covid_fractional_severity_keeps_raw_and_rounds_up(shared_templates):
 def test_dataset_card_column_convention(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["image_path_raw", "severity", "anomaly_score"],
                      [["a.png", "0", ""], ["b.png", "2.5", ""]])
-    template = datasets.read_template(path)
+    template = templates.read_template(path)
     assert template.paths == ("a.png", "b.png")
     assert template.levels.tolist() == [0, 3]
 
@@ -59,7 +59,7 @@ def test_dataset_card_column_convention(tmp_path):
 def test_template_errors_name_file_and_rows(tmp_path, rows, message):
     path = write_csv(tmp_path / "bad_template.csv", ["Path", "Severity"], rows)
     with pytest.raises(DataError, match=message) as info:
-        datasets.read_template(path)
+        templates.read_template(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -67,14 +67,14 @@ def test_template_errors_name_file_and_rows(tmp_path, rows, message):
 def test_missing_severity_column(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["Path", "Level"], [["a.png", "0"]])
     with pytest.raises(DataError, match="no severity column"):
-        datasets.read_template(path)
+        templates.read_template(path)
 
 
 def test_empty_file(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("")
     with pytest.raises(DataError, match="empty"):
-        datasets.read_template(path)
+        templates.read_template(path)
 
 
 def test_missing_images_are_reported_before_any_work(tiny_root):
@@ -152,7 +152,7 @@ def test_template_rows_wider_than_the_header_name_their_file_lines(tmp_path):
     path = tmp_path / "t_template.csv"
     path.write_text("Path,Severity\n\na.png,0\nb.png,1,extra\n\nc.png,2\nd.png,x\n")
     with pytest.raises(DataError, match=r"more fields than the header's 2 at line\(s\) 4 "):
-        datasets.read_template(path)
+        templates.read_template(path)
     path.write_text("Path,Severity\n\na.png,0\n\nb.png,x\nc.png,1\n")  # line numbers count blank lines
     with pytest.raises(DataError, match=r"non-numeric/negative severity at line\(s\) 5$"):
-        datasets.read_template(path)
+        templates.read_template(path)

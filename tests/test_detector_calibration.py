@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("torch", reason="conventional detectors need torch: pip install -e '.[conventional]'")
 
-from mmad import datasets  # noqa: E402
-from mmad.results import read_result_file  # noqa: E402
+from mmad.data import datasets  # noqa: E402
+from mmad.results.files import read_result_file  # noqa: E402
 from mmad_conventional.run import CALIBRATION_MAX, DetectorSettings, run_detector  # noqa: E402
 from tests.conftest import make_industry_subset  # noqa: E402
 from tests.test_conventional import random_backbone  # noqa: E402

@@ -21,8 +21,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="conventional detectors need torch: pip install -e '.[conventional]'")
 
-from mmad import datasets  # noqa: E402
-from mmad.cli_signals import Aborted, stop_signals  # noqa: E402
+from mmad.cli.signals import Aborted, stop_signals  # noqa: E402
+from mmad.data import datasets  # noqa: E402
 from mmad_conventional import run  # noqa: E402
 from mmad_conventional.backbone import efficientnet_lite0  # noqa: E402
 from mmad_conventional.run import DetectorSettings, already_done, run_detector  # noqa: E402

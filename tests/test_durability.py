@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mmad.cache import ResponseCache
-from mmad.cache_repair import check_cache, rebuild_cache
-from mmad.results import JsonlLog, read_result_file
+from mmad.cache.repair import check_cache, rebuild_cache
+from mmad.cache.store import ResponseCache
+from mmad.results.files import JsonlLog, read_result_file
 from tests.conftest import cli_env, make_industry_subset
 from tests.wire_server import Fault
 
@@ -392,7 +392,7 @@ def test_an_answer_whose_bytes_were_damaged_costs_that_answer_only(tmp_path):
 
 def test_second_process_on_one_folder_is_refused_and_a_dead_holder_is_taken_over(setup):
     tmp, server, env = setup
-    server.latency = 0.3
+    server.latency = 1.0  # the first run must still be running when the second starts, on a busy machine too
     out = tmp / "out"
     first = subprocess.Popen(score_cmd(server.openai_url, out, "--concurrency", "2"), env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

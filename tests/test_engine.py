@@ -5,15 +5,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mmad import datasets
-from mmad.cache import ResponseCache
+from mmad.cache.store import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
-from mmad.engine import Engine, EngineSettings, Paused
-from mmad.jobs import build_plan
+from mmad.data import datasets
+from mmad.engine.jobs import build_plan
+from mmad.engine.runner import Engine, EngineSettings, Paused
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.base import ProviderFailure
 from mmad.providers.openai import OpenAIProvider
-from mmad.results import JsonlLog, read_result_file
+from mmad.results.files import JsonlLog, read_result_file
 from tests.conftest import make_industry_subset, run_engine, write_image
 from tests.wire_server import Fault, WireServer, decode_image
 
@@ -236,8 +236,8 @@ def test_cache_hit_needs_no_image_work_and_no_request(server, root, tmp_path, mo
     plans = plan_for(root, provider, tmp_path)
     run_engine(provider, plans, tmp_path / "cache")
     before = len(server.requests)
-    import mmad.preparation
-    monkeypatch.setattr(mmad.preparation, "encode_file", lambda *a, **k: pytest.fail("encoded an image on a cache hit"))
+    import mmad.engine.preparation
+    monkeypatch.setattr(mmad.engine.preparation, "encode_file", lambda *a, **k: pytest.fail("encoded an image on a cache hit"))
     provider = provider_for("openai", server)
     fresh = plan_for(root, provider, tmp_path / "second")
     summary = run_engine(provider, fresh, tmp_path / "cache")
@@ -262,7 +262,7 @@ def test_cache_key_components(server, root, tmp_path):
 
 
 def test_key_template_gives_the_same_keys_as_cache_key(server, root, tmp_path):
-    from mmad.cache import cache_key
+    from mmad.cache.store import cache_key
     provider = provider_for("openai", server)
     for job in plan_for(root, provider, tmp_path)[0].jobs:
         assert job.key == cache_key(provider.identity(), job.request)

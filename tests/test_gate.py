@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mmad.errors import ConfigError
-from mmad.gate import DetectorRun, SubsetMaps, Threshold, decide, gate_key, subset_threshold
+from mmad.hybrid.gate import DetectorRun, SubsetMaps, Threshold, decide, gate_key, subset_threshold
 
 
 def maps_with(calibration, scores=(), paths=()):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmad.results import JsonlLog
+from mmad.results.files import JsonlLog
 from tests.conftest import cli_env, write_csv
 from tests.wire_server import WireServer
 
@@ -135,7 +135,7 @@ def test_experiment_file_reference_choice_and_repeats(setup):
 
 
 def test_similar_references_are_the_closest_normal_images(tmp_path):
-    from mmad import datasets, references
+    from mmad.data import datasets, references
     graded_subset(tmp_path)
     subset = datasets.resolve(tmp_path, "toy", "widget")[0]
     pool = references.pool_of(subset)
@@ -231,14 +231,15 @@ def test_the_file_and_the_flag_refuse_with_the_same_words(tmp_path, monkeypatch,
 
 def test_every_variant_setting_has_one_shared_check():
     from dataclasses import fields
-    from mmad.value_checks import SETTINGS
-    from mmad.variants import GRID_FIELDS, Variant
+
+    from mmad.scoring.value_checks import SETTINGS
+    from mmad.scoring.variants import GRID_FIELDS, Variant
     assert set(SETTINGS) | {"repeat"} == {f.name for f in fields(Variant)}  # repeat: --repeats only
     assert set(GRID_FIELDS) <= set(SETTINGS)
 
 
 def test_a_good_experiment_file_gives_normalised_variants(tmp_path, monkeypatch, capsys):
-    from mmad.variants import Variant, load_experiment
+    from mmad.scoring.variants import Variant, load_experiment
     text = ('[grid]\nrefs = [0, 5]\ntemperature = [0, 0.7]\nmax_height = [768, "auto"]\n'
             '[[variant]]\nprompt = " industrial-paper "\nrefs = 2\nreference_choice = "random:07"\ntemperature = 1\n'
             'max_tokens = 100\nmax_height = "512"\ncorrupt = "brightness:2"\ncorrupt_references = true\n'

@@ -7,14 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from mmad import cli, datasets
+from mmad import cli
 from mmad.config import PACKAGED_PROMPTS
-from mmad.gate import open_detector_run
-from mmad.hybrid import HybridOptions, hybrid_plan
-from mmad.jobs import build_plan
+from mmad.data import datasets
+from mmad.engine.jobs import build_plan
+from mmad.engine.records import best_records
+from mmad.hybrid.gate import open_detector_run
+from mmad.hybrid.plans import HybridOptions, hybrid_plan
 from mmad.providers.openai import OpenAIProvider
-from mmad.records import best_records
-from mmad.results import JsonlLog, read_result_file
+from mmad.results.files import JsonlLog, read_result_file
 from tests.conftest import make_industry_subset, run_engine
 from tests.hybrid_helpers import decoded, pixels_key, query_index, red_mask, write_detector_run
 from tests.wire_server import WireServer
@@ -203,7 +204,7 @@ def test_misuse_is_one_line(setup, capsys):
 
 
 def test_hybrid_in_batch_mode_sends_only_what_the_gate_lets_through(setup, capsys):
-    from mmad.results import JsonlLog
+    from mmad.results.files import JsonlLog
     tmp, subset, scores, detector, server = setup
     # exit 6: the one image the detector failed on is recorded as that job's failure
     assert score(server, tmp / "b", "--hybrid", str(detector), "--batch", "--poll-interval", "0.01") == 6

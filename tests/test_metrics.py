@@ -9,6 +9,7 @@ from scipy.stats import kendalltau
 from sklearn.metrics import roc_auc_score
 
 from mmad import metrics
+from mmad.metrics import core
 
 
 def naive_c_index(levels, scores, ties="half"):
@@ -87,9 +88,9 @@ def test_bitwise_path_equals_sweep():
     rng = np.random.default_rng(3)
     levels = rng.integers(0, 6, 3000)
     scores = rng.integers(0, 50, 3000).astype(float)
-    ordered = metrics._score_order(levels, scores)
-    sweep = metrics._pair_counts(ordered)
-    bitwise = metrics._cross_counts_bitwise(levels, scores)
+    ordered = core._score_order(levels, scores)
+    sweep = core._pair_counts(ordered)
+    bitwise = core._cross_counts_bitwise(levels, scores)
     assert (sweep.concordant, sweep.tied) == bitwise
 
 

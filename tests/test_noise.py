@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from mmad import cli, metrics
-from mmad.compare import compare_runs
+from mmad.comparison.compare import compare_runs
+from mmad.comparison.noise import NOISE_Z, group_noise, group_repeats, noise_report
+from mmad.comparison.run_data import load_run, load_runs
 from mmad.errors import DataError
-from mmad.noise import NOISE_Z, group_noise, group_repeats, noise_report
-from mmad.run_data import load_run, load_runs
 from tests.run_factory import simulated_run, subset_rows, write_run
 
 SHAPE = {("mvtec", "bottle"): (20, 15, 15, 12), ("mvtec", "cable"): (25, 12, 12, 10), ("visa", "pcb1"): (30, 10, 20, 10)}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mmad.paper_tables import average_ranks, rank_agreement, rank_correlation, table3
-from mmad.runs import evaluate_runs, load_runs
+from mmad.analysis.paper_tables import average_ranks, rank_agreement, rank_correlation, table3
+from mmad.analysis.runs import evaluate_runs, load_runs
 from tests.run_fixtures import write_run
 
 # Table 3's last three columns as printed (AUC, Ken, C ranks), written by hand from the paper:

@@ -9,14 +9,15 @@ import sys
 
 import pytest
 
-from mmad import cli, datasets
+from mmad import cli
 from mmad.config import PACKAGED_PROMPTS
-from mmad.cost import CostMeter, TokenCounter, load_prices
-from mmad.filememo import FileMemo
-from mmad.jobs import build_plan
+from mmad.cost.estimate import CostMeter, TokenCounter, load_prices
+from mmad.data import datasets
+from mmad.data.filememo import FileMemo
+from mmad.engine.jobs import build_plan
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider, dumps
-from mmad.results import JsonlLog
+from mmad.results.files import JsonlLog
 from tests.conftest import FakeClock, make_industry_subset, run_engine, write_image
 from tests.wire_server import Fault
 
@@ -49,8 +50,8 @@ def test_rate_limits_do_not_spend_attempts(server, root, tmp_path):
 def test_rate_limits_are_bounded_by_time_and_slow_the_client(server, root, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from mmad.cache import ResponseCache
-    from mmad.engine import Engine, EngineSettings
+    from mmad.cache.store import ResponseCache
+    from mmad.engine.runner import Engine, EngineSettings
     server.fault_rule = lambda received, n: Fault("429", retry_after_ms=20) if 2 <= n <= 30 else None
     provider = OpenAIProvider(api_key="k", base_url=server.openai_url)
     plans = plans_for(root, provider, tmp_path)
@@ -236,10 +237,10 @@ def test_frictions(root, tmp_path, capsys, monkeypatch):
 def test_file_memo_hashes_once_and_notices_changes(root, tmp_path, monkeypatch):
     provider = OpenAIProvider(api_key="k", base_url="http://127.0.0.1:9/v1")
     first = plans_for(root, provider, tmp_path, memo=FileMemo(tmp_path / "cache"))
-    import mmad.filememo
+    import mmad.data.filememo
     calls = []
-    real = mmad.filememo.sha256_file
-    monkeypatch.setattr(mmad.filememo, "sha256_file", lambda path: calls.append(path) or real(path))
+    real = mmad.data.filememo.sha256_file
+    monkeypatch.setattr(mmad.data.filememo, "sha256_file", lambda path: calls.append(path) or real(path))
     again = plans_for(root, provider, tmp_path, memo=FileMemo(tmp_path / "cache"))
     assert calls == [] and [j.key for j in again[0].jobs] == [j.key for j in first[0].jobs]
     changed = root / "Industry/toy/widget/test/defect_level_1/000.png"
@@ -254,7 +255,7 @@ def test_file_memo_hashes_once_and_notices_changes(root, tmp_path, monkeypatch):
 
 def test_prebuilt_bodies_arrive_as_the_sdks_own_create_sends_them(server, root, tmp_path):
     """The engine posts JSON it built itself; the real SDK's `create` must produce the same body."""
-    from mmad.images import encode_file
+    from mmad.data.images import encode_file
     openai_provider = OpenAIProvider(api_key="k", base_url=server.openai_url)
     anthropic_provider = AnthropicProvider(api_key="k", base_url=server.anthropic_url)
     job = plans_for(root, openai_provider, tmp_path)[0].jobs[0]

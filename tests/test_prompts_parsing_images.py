@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from mmad.config import PACKAGED_PROMPTS
+from mmad.data.images import REFERENCE_SPEC, encode_file, file_ref, prepare_bytes
 from mmad.errors import ConfigError
-from mmad.images import REFERENCE_SPEC, encode_file, file_ref, prepare_bytes
-from mmad.parsing import parse_answer
-from mmad.prompts import load_prompt, prompt_for
+from mmad.prompts.parsing import parse_answer
+from mmad.prompts.templates import load_prompt, prompt_for
 from tests.conftest import write_image
 
 PROMPTS = PACKAGED_PROMPTS

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmad import cli, datasets
+from mmad import cli
 from mmad.config import PACKAGED_PROMPTS
-from mmad.jobs import build_plan
-from mmad.prompts import load_prompt, prompt_for
+from mmad.data import datasets
+from mmad.engine.jobs import build_plan
+from mmad.prompts.templates import load_prompt, prompt_for
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
 from tests.conftest import SHARED, run_engine, write_csv, write_image
@@ -159,7 +160,7 @@ def test_high_bit_depth_images_keep_their_range_on_the_wire(tmp_path):
 
 
 def test_sixteen_bit_is_scaled_by_its_nominal_range(tmp_path):
-    from mmad.images import encode_file
+    from mmad.data.images import encode_file
     values = np.array([[0, 257, 25700, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "a.png")
     encoded = encode_file(tmp_path / "a.png")

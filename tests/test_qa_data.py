@@ -133,7 +133,7 @@ def test_fetch_writes_the_hub_images_at_their_paths(generated, tmp_path, capsys,
     """The hub is faked by a local snapshot folder: images land under the root at their repository
     paths, other files are left out, a second fetch skips what is there."""
     hub = pytest.importorskip("huggingface_hub", reason="needs the fetch extra: pip install 'mmad[fetch]'")
-    import mmad.fetch
+    import mmad.data.fetch
     snapshot = tmp_path / "snapshot"
     shutil.copytree(generated / "Synth-Gravel", snapshot / "Synth-Gravel")
     (snapshot / "README.md").write_text("not an image")
@@ -142,7 +142,7 @@ def test_fetch_writes_the_hub_images_at_their_paths(generated, tmp_path, capsys,
     def fake_download(**kwargs):
         asked_for.update(kwargs)
         return str(snapshot)
-    monkeypatch.setattr(mmad.fetch, "check_hub_reachable", lambda: None)
+    monkeypatch.setattr(mmad.data.fetch, "check_hub_reachable", lambda: None)
     monkeypatch.setattr(hub, "snapshot_download", fake_download)
     root = tmp_path / "qa"
     assert cli.main(["qa", "fetch", "--root", str(root)]) == 0

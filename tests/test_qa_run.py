@@ -16,7 +16,7 @@ import pytest
 
 from mmad import cli
 from mmad.qa.results import read_qa_csv
-from mmad.results import JsonlLog
+from mmad.results.files import JsonlLog
 from tests.qa_support import asked, message_images, message_text, small_set
 from tests.wire_server import WireServer, decode_image
 

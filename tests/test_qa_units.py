@@ -230,7 +230,7 @@ def test_packaged_prompt_loads_and_renders(tmp_path):
                                             ((256, 256), (256, 256)), ((1000, 700), (511, 358)),
                                             ((2000, 2000), (512, 512))])
 def test_images_fit_a_512_box_with_aspect_kept(size, expected):
-    from mmad.images import resized_size
+    from mmad.data.images import resized_size
     width, height = size
     fitted = resized_size(width, height, box_height(width, height))
     assert fitted == expected and max(fitted) <= 512
@@ -243,7 +243,7 @@ def write_run(folder, name, rows):
     import json as _json
 
     from mmad.qa.results import write_qa_csv
-    from mmad.runinfo import make_run_info
+    from mmad.results.runinfo import make_run_info
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(_json.dumps(make_run_info(name, "mllm", {"task": "qa"})))
     write_qa_csv(folder / f"{name}_D.csv", rows)

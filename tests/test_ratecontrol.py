@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
+from mmad.engine.ratecontrol import HEADROOM, RateControl, Stopped
 from mmad.providers.base import ProviderFailure, RateLimitInfo
-from mmad.ratecontrol import HEADROOM, RateControl, Stopped
 from tests.conftest import FakeClock
 
 

@@ -7,7 +7,7 @@ import builtins
 import json
 
 from mmad import cli
-from mmad.report_data import build_report
+from mmad.report.data import build_report
 from tests.run_fixtures import write_run
 
 SEV = [0, 0, 1, 2, 3]
@@ -68,7 +68,7 @@ def test_without_compare_the_variants_are_listed(tmp_path):
 
 
 def test_verdicts_are_shown(tmp_path):
-    from mmad.report_html import render_html
+    from mmad.report.html import render_html
 
     data = build_report(three_runs(tmp_path), data_root=tmp_path, verdicts=["b is worse than a on C (p = 0.01)"])
     page = render_html(data)

@@ -1,14 +1,15 @@
 import json
-import shutil
 import math
+import shutil
 
 import numpy as np
 import pytest
 
 from mmad import cli
-from mmad.analysis import dataset_means, evaluate_paths, ranking_agreement
+from mmad.analysis.evaluate import dataset_means, evaluate_paths, ranking_agreement
+from mmad.data.templates import write_result_csv
 from mmad.errors import DataError
-from mmad.results import JsonlLog, identify, read_result_file, write_result_csv
+from mmad.results.files import JsonlLog, identify, read_result_file
 from tests.conftest import write_csv
 
 

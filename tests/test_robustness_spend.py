@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from mmad.analysis.robustness import corrupted_variants, robustness_table, spec_label
+from mmad.analysis.runs import evaluate_runs, load_runs
+from mmad.analysis.spend import run_spend
 from mmad.errors import DataError
-from mmad.robustness import corrupted_variants, robustness_table, spec_label
-from mmad.run_costs import run_spend
-from mmad.runs import evaluate_runs, load_runs
 from tests.run_fixtures import write_run
 
 SEV = [0, 0, 1, 2]
@@ -97,7 +97,7 @@ def test_spend_without_a_price_or_jsonl(tmp_path):
 def test_comparisons_hold_the_corruption_fixed(tmp_path):
     """A prompt variant is compared with its original, and a corrupted prompt variant with the
     corrupted original; never a corrupted run with a clean one of another prompt."""
-    from mmad.report_data import comparable_pairs
+    from mmad.report.data import comparable_pairs
     base = {"provider": "openai", "model": "m", "prompt": "industrial"}
     scores = {("mvtec", "bottle"): (SEV, [1, 2, 3, 4])}
     settings = {"a": base, "p": {**base, "prompt": "industrial-paper"},

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mmad.runs import evaluate_runs, load_runs
-from mmad.severity_curves import expansion_curves, expansion_steps, level_curves
+from mmad.analysis.runs import evaluate_runs, load_runs
+from mmad.analysis.severity_curves import expansion_curves, expansion_steps, level_curves
 from tests.run_fixtures import write_run
 
 

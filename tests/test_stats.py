@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mmad import metrics, stats
+from mmad import metrics
+from mmad.metrics import stats
 
 
 def _fixture(seed: int = 0, n_levels: int = 4, per_level: int = 12, tied: str = "many"):

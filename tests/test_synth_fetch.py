@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmad import cli, datasets
+from mmad import cli
+from mmad.data import datasets
+from mmad.data.fetch import write_records
+from mmad.data.synth import synthesize
 from mmad.errors import DataError
-from mmad.fetch import write_records
-from mmad.synth import synthesize
 
 
 def test_synth_writes_a_valid_layout(tmp_path):
@@ -24,7 +25,7 @@ def test_synth_writes_a_valid_layout(tmp_path):
 
 
 def test_synth_defects_grow_with_level():
-    from mmad.synth import _add_defect
+    from mmad.data.synth import _add_defect
     rng = np.random.default_rng(0)
     base = np.full((128, 128), 100.0)
     changed = {level: np.mean([(_add_defect(base, level, rng) != base).mean() for _ in range(20)])
@@ -35,7 +36,7 @@ def test_synth_defects_grow_with_level():
 def test_synth_defect_types_as_madbench_folders(tmp_path):
     """Image i of a level gets type i mod 3; the folder is `<type>_level_<k>` and each type changes
     what its name says: a blotch is a filled area, a scratch a thin line, both together both."""
-    from mmad.synth import DEFECT_TYPES, _defect_with_mask
+    from mmad.data.synth import DEFECT_TYPES, _defect_with_mask
     synthesize(tmp_path, train=1, per_level=4, size=64, textures=("brick",))
     template = datasets.load_subset(datasets.resolve(tmp_path, "synth", "brick")[0])
     folders = [p.split("/")[0] for p in template.paths]

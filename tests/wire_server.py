@@ -17,9 +17,9 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import quicktok
 
@@ -144,7 +144,7 @@ class WireServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "WireServer":
+    def start(self) -> WireServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -15,7 +15,7 @@ import numpy as np
 from mmad.classify.scores import ClassScores, classification_scores, effective_truth, group_accuracy, random_grouping
 from mmad.classify.task import CSV_HEADER
 from mmad.errors import ConfigError, DataError
-from mmad.runinfo import read_run_info
+from mmad.results.runinfo import read_run_info
 
 
 @dataclass(frozen=True)

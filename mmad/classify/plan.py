@@ -18,18 +18,19 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mmad import datasets
-from mmad.cache import cache_key
+from mmad.cache.store import cache_key
 from mmad.classify.classes import NORMAL, ClassFile
 from mmad.classify.task import ClassifyTask
 from mmad.classify.truth import Item, load_items
 from mmad.config import asset
-from mmad.contours import ContourRequest, render_many
+from mmad.data import datasets
+from mmad.data.filememo import FileMemo
+from mmad.data.images import ImageRef, spec_for_family
+from mmad.engine.jobs import check_references, result_paths
+from mmad.engine.work import ImageInput, Job, SubsetPlan
 from mmad.errors import ConfigError
-from mmad.filememo import FileMemo
-from mmad.gate import DetectorRun, Threshold, decide, gate_fields, gate_key, gate_local, subset_threshold
-from mmad.images import ImageRef, spec_for_family
-from mmad.jobs import ImageInput, Job, SubsetPlan, check_references, result_paths
+from mmad.hybrid.contours import ContourRequest, render_many
+from mmad.hybrid.gate import DetectorRun, Threshold, decide, gate_fields, gate_key, gate_local, subset_threshold
 from mmad.providers.base import Request
 
 VARIANTS = ("raw", "conditioned")

@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmad.atomic import atomic_write_text
 from mmad.classify.answers import map_answer
-from mmad.results import atomic_write_text, format_severity
-from mmad.tasks import Interpretation, Task
+from mmad.data.templates import format_severity
+from mmad.engine.work import Interpretation, Task
 
 if TYPE_CHECKING:
-    from mmad.jobs import Job, SubsetPlan
+    from mmad.engine.work import Job, SubsetPlan
 
 CSV_HEADER = ("Path", "Severity", "True Classes", "Predicted Class", "Status", "Decided By")
 
@@ -27,13 +28,13 @@ class ClassifyTask(Task):
     def __init__(self, classes: tuple[str, ...]) -> None:
         self.classes = classes
 
-    def interpret(self, text: str | None, job: "Job") -> Interpretation:
+    def interpret(self, text: str | None, job: Job) -> Interpretation:
         if text is None or not text.strip():
             return Interpretation("parse_failed", dict(self.empty), "empty answer")
         mapped = map_answer(text, self.classes)
         return Interpretation("ok", {"predicted": mapped.predicted, "answer": mapped.answer, "match": mapped.match})
 
-    def write(self, plan: "SubsetPlan", best: Mapping[str, dict]) -> Path:
+    def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
         """Path, severity, true class(es) (comma-joined), predicted class (empty when the job
         failed), status, and who decided (gate / mllm)."""
         buffer = io.StringIO()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad import datasets
 from mmad.classify.classes import NORMAL
+from mmad.data import datasets
 from mmad.errors import DataError
 
 LEVEL_FOLDER = re.compile(r"^(?P<types>.+)_level_\d+(?:\.\d+)?$")

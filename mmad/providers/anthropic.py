@@ -14,10 +14,19 @@ from collections.abc import Mapping
 import anthropic
 import httpx2
 
+from mmad.data.images import EncodedImage, ImageRef
 from mmad.errors import ConfigError
-from mmad.images import EncodedImage, ImageRef
-from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, json_answer, one_line,
-                                 rate_limit_info, sdk_failure, status_phrase)
+from mmad.providers.base import (
+    Completion,
+    Provider,
+    ProviderFailure,
+    Request,
+    json_answer,
+    one_line,
+    rate_limit_info,
+    sdk_failure,
+    status_phrase,
+)
 from mmad.providers.openai import JSON_HEADERS, dumps, encode_body
 
 KEY_ENV = "ANTHROPIC_API_KEY"

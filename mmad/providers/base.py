@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import itertools
 import json
-from http import HTTPStatus
 import re
-import uuid
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Literal
 
-from mmad.images import EncodedImage, ImageRef
+from mmad.data.images import EncodedImage, ImageRef
 from mmad.redaction import public_url
 
 FailureKind = Literal["rate_limit", "transient", "connection", "protocol", "quota", "auth", "not_found",

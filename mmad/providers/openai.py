@@ -20,10 +20,19 @@ from collections.abc import Mapping
 import httpx2
 import openai
 
+from mmad.data.images import EncodedImage, ImageRef
 from mmad.errors import ConfigError
-from mmad.images import EncodedImage, ImageRef
-from mmad.providers.base import (Completion, Provider, ProviderFailure, Request, classify_status,
-                                 error_message, json_answer, rate_limit_info, sdk_failure)
+from mmad.providers.base import (
+    Completion,
+    Provider,
+    ProviderFailure,
+    Request,
+    classify_status,
+    error_message,
+    json_answer,
+    rate_limit_info,
+    sdk_failure,
+)
 
 KEY_ENV = "OPENAI_API_KEY"
 JSON_HEADERS = {"Content-Type": "application/json"}

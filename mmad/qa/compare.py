@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mmad.errors import DataError
-from mmad.qa.metrics import (DETECTION, column_of, columns_of, image_counts, interval, resample_weights,
-                             scores)
+from mmad.qa.metrics import DETECTION, column_of, columns_of, image_counts, interval, resample_weights, scores
 from mmad.qa.results import load_runs
 
 ALL = "all questions"

@@ -270,7 +270,7 @@ def load_benchmark(root: Path, *, templates: str = "random", shots: int = 1, kno
 
 def write_annotation(root: Path, entries: Mapping[str, Mapping], knowledge: Mapping | None = None) -> Path:
     """Write mmad.json (and domain_knowledge.json) atomically; used by the generated set."""
-    from mmad.results import atomic_write_text
+    from mmad.atomic import atomic_write_text
     path = root / ANNOTATION_FILE
     atomic_write_text(path, json.dumps(entries, indent=1, ensure_ascii=False))
     if knowledge is not None:

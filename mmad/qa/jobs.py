@@ -33,17 +33,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from mmad import datasets
-from mmad.cache import cache_key
+from mmad.cache.store import cache_key
+from mmad.data import datasets
+from mmad.data.filememo import FileMemo
+from mmad.data.images import ImageRef, ImageSpec
+from mmad.engine.jobs import safe_name
+from mmad.engine.records import RunLogs, best_records
+from mmad.engine.work import ImageInput, Job, SubsetPlan
 from mmad.errors import DataError
-from mmad.filememo import FileMemo
-from mmad.images import ImageRef, ImageSpec
-from mmad.jobs import ImageInput, Job, SubsetPlan, safe_name
 from mmad.providers.base import Request
 from mmad.qa.data import Benchmark, Entry, Question
 from mmad.qa.prompt import QAPrompt
 from mmad.qa.task import QATask
-from mmad.records import RunLogs, best_records
 
 BOX = 512
 MODES = ("single", "cumulative")

@@ -47,7 +47,7 @@ class QARow:
 
 
 def write_qa_csv(path: Path, rows: Sequence[QARow]) -> None:
-    from mmad.results import atomic_write_text
+    from mmad.atomic import atomic_write_text
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(QA_HEADER)
@@ -115,7 +115,7 @@ def read_reference_answers(path: Path) -> list[QARow]:
 
 def run_label(path: Path) -> str:
     """A run's name: its run.json, else the folder name (our CSVs) or the file stem (answers JSON)."""
-    from mmad.runinfo import read_run_info
+    from mmad.results.runinfo import read_run_info
     if path.suffix == ".json":
         return path.stem
     info = read_run_info(path.parent)

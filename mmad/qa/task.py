@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmad.engine.work import Interpretation, Task
 from mmad.qa.parsing import parse_choice
 from mmad.qa.results import QARow, write_qa_csv
-from mmad.tasks import Interpretation, Task
 
 if TYPE_CHECKING:
-    from mmad.jobs import Job, SubsetPlan
+    from mmad.engine.work import Job, SubsetPlan
 
 
 class QATask(Task):
@@ -27,7 +27,7 @@ class QATask(Task):
     def __init__(self, options: Mapping[str, Mapping[str, str]]) -> None:
         self.options = options  # question id -> {letter: option text}
 
-    def interpret(self, text: str | None, job: "Job") -> Interpretation:
+    def interpret(self, text: str | None, job: Job) -> Interpretation:
         choice = parse_choice(text, self.options[job.extra["question_id"]])
         if choice.refused:
             return Interpretation("refused", {}, choice.error)
@@ -35,7 +35,7 @@ class QATask(Task):
             return Interpretation("parse_failed", {"similarity": choice.similarity}, choice.error)
         return Interpretation("ok", {"letter": choice.letter, "match": choice.how, "similarity": choice.similarity})
 
-    def write(self, plan: "SubsetPlan", best: Mapping[str, dict]) -> Path:
+    def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
         rows = []
         for question, record in plan.resolve(best):
             status = record["status"] if record is not None else "pending"

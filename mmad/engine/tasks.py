@@ -1,0 +1,36 @@
+"""The scoring task of `mmad score`: `Anomaly Score: N` read from the answer, results written in
+the benchmark's CSV format. (Classification and MMAD-QA define their own tasks beside theirs.)"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from mmad.data.templates import write_result_csv
+from mmad.engine.work import Interpretation, Job, SubsetPlan, Task
+from mmad.prompts.parsing import parse_answer
+
+
+class ScoreTask(Task):
+    """`Anomaly Score: N` (0-100); results in the benchmark's CSV format."""
+
+    name = "score"
+    empty = {"score": None, "reason": None}
+
+    def interpret(self, text: str | None, job: Job) -> Interpretation:
+        parsed = parse_answer(text)
+        if not parsed.ok:
+            return Interpretation("parse_failed", {"score": None, "reason": parsed.reason}, parsed.error)
+        return Interpretation("ok", {"score": parsed.score, "reason": parsed.reason})
+
+    def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
+        rows = []
+        for job in plan.jobs:
+            record = best.get(job.key)
+            score = record.get("score") if record and record.get("status") == "ok" else None
+            rows.append((job.path, job.severity, score))
+        write_result_csv(plan.csv_path, rows)
+        return plan.csv_path
+
+
+SCORE = ScoreTask()
