@@ -76,7 +76,7 @@ def run_one(method: str, device: str, root: Path, epochs: int) -> dict | None:
     job = {"method": method, "device": device, "root": str(root), "epochs": epochs}
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}, no output"])[-1]
         print(f"  {method:28s} on {device}: failed ({last})")
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
