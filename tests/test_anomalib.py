@@ -196,6 +196,26 @@ def test_a_second_signal_inside_lightning_is_an_abort_not_an_exit(data, tmp_path
         _stop_run(data, tmp_path / "out", "Stfpm", abort_in_training)
 
 
+def test_a_sigterm_during_training_is_mmads_stop_not_lightnings_exit(data, tmp_path):
+    """Lightning wraps the SIGTERM handler and exits (SIGTERMException) at the epoch's end; mmad's
+    handler asked for a stop as well: the subset is abandoned, the run returns, nothing is written."""
+    import signal
+
+    from mmad.cli.signals import stop_signals
+
+    def on_progress(label, done, total, phase="scoring"):
+        if phase == "training" and done == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    settings = DetectorSettings(method="anomalib:Stfpm", device="cpu", image_size=64, batch_size=2,
+                                random_weights=True, epochs=2)
+    out = tmp_path / "out"
+    with stop_signals() as signals:
+        report = run_detector(datasets.resolve(data, "toy", "widget"), settings, out_dir=out, run_name="s", refs=3,
+                              on_progress=on_progress, should_stop=signals.requested)
+    assert signals.reason == "terminated (SIGTERM)" and report.left == 1 and not list(out.glob("*.csv"))
+
+
 BAD = [
     (["--provider", "anomalib:Nope"], "unknown anomalib model 'Nope'; mmad runs Cflow, Dfm"),
     (["--provider", "anomalib:Fastflow"], "needs weights for its resnet18 backbone"),
