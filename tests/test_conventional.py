@@ -63,6 +63,24 @@ def test_greedy_coreset_is_seeded_and_covers_better_than_random():
     assert (a >= 500).any()  # the small far cluster is represented
 
 
+def test_pooled_greedy_coreset_picks_what_one_step_at_a_time_greedy_picks():
+    """Several picks per pass (from a pool of the farthest patches) and the textbook loop — one
+    pass over every patch per pick, the farthest from all chosen — give the same indices in the
+    same order; a small pool forces many passes and the stop-at-the-outside-patch rule."""
+    rng = np.random.default_rng(5)
+    points = torch.from_numpy(np.concatenate([rng.normal(0, 1, (600, 12)), rng.normal(5, 0.5, (60, 12))]))
+    generator = torch.Generator().manual_seed(7)
+    projected = points @ torch.randn(12, 6, generator=generator).double()
+    first = int(torch.randint(len(points), (1,), generator=generator))
+    expected, nearest = [first], ((projected - projected[first]) ** 2).sum(1)
+    for _ in range(79):
+        expected.append(int(torch.argmax(nearest)))
+        nearest = torch.minimum(nearest, ((projected - projected[expected[-1]]) ** 2).sum(1))
+    for pool in (8, 64, 659):
+        got = greedy_coreset(points, 80, projection_dim=6, seed=7, pool=pool, block=100)
+        assert got.tolist() == expected, pool
+
+
 def test_padim_matches_direct_mahalanobis():
     rng = np.random.default_rng(4)
     train = rng.normal(size=(12, 6, 3, 3))
@@ -253,3 +271,29 @@ def test_detector_options_left_at_their_defaults_are_not_refused(small_root, tmp
     err = capsys.readouterr().err
     assert "padim: fitting and scoring 1 of 2 subset(s) (1 already done) on cpu" in err
     assert "toy/widget: already scored" in err and "toy/gadget: fit 2 images" in err
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--backbone", "resnet18"], "--backbone resnet18 is for anomalib models"),
+    (["--model-arg", "num_neighbors=1"], "--model-arg is for anomalib models"),
+    (["--model-arg", "k=1", "--model-arg", "k=2"], "--model-arg k given more than once"),
+])
+def test_anomalib_options_are_refused_by_the_builtins_in_one_line(options, said, small_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["score", "--provider", "patchcore", "--root", str(small_root), "--dataset", "toy", "--out",
+                     str(out), "--device", "cpu", *options])
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and len(err.strip().splitlines()) == 1 and not out.exists(), err
+
+
+def test_the_benchmark_refuses_cuda_without_a_gpu_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the benchmark would run on it")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conventional.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cuda"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "no CUDA GPU is available" in done.stderr

@@ -91,9 +91,9 @@ def test_a_stop_abandons_the_subset_in_progress(when, tmp_path, monkeypatch):
             state["stop"] |= when == "during_fit" and "second" in str(paths[0]) and len(paths) == 3 and i == 0
             yield features
 
-    def held_out(detector, extractor, subset, train, batch_size, should_stop=None):
+    def held_out(scorer, subset, train, batch_size, should_stop=None):
         state["stop"] |= when == "held_out" and subset.subset == "second"
-        return original_held_out(detector, extractor, subset, train, batch_size, should_stop)
+        return original_held_out(scorer, subset, train, batch_size, should_stop)
 
     def on_subset(timing):
         state["stop"] |= when == "between_subsets"

@@ -1,4 +1,4 @@
-"""`mmad baseline` and `mmad score --provider patchcore|padim|rd`: conventional detectors.
+"""`mmad baseline` and `mmad score --provider patchcore|padim|rd|anomalib:MODEL`: conventional detectors.
 
 The same guarantees as MLLM runs: one writer per output folder, run.json refuses a folder made
 with other settings, finished subsets are skipped (an interrupted baseline resumes), a progress
@@ -23,6 +23,7 @@ from mmad.cli.options import (
     add_data_options,
     add_detector_options,
     corruption,
+    detector_name,
     listed,
     run_name,
     score_actions,
@@ -33,8 +34,14 @@ from mmad.data import datasets
 from mmad.errors import ConfigError, DataError, os_failure
 from mmad.results.folders import set_aside
 from mmad.results.runinfo import RUN_FILE, make_run_info, read_run_info, setting_differences
+from mmad.scoring.value_checks import ANOMALIB_PREFIX
 
 DETECTORS = ("patchcore", "padim", "rd")
+
+
+def is_detector(provider: str) -> bool:
+    """A built-in detector or an anomalib model (`anomalib:<Model>`)."""
+    return provider in DETECTORS or provider.startswith(ANOMALIB_PREFIX)
 
 
 def _conventional():
@@ -51,7 +58,7 @@ def _conventional():
 # option of `mmad score` is for MLLM providers. --hybrid is refused by cmd_score with its own words.
 DETECTOR_OPTIONS = frozenset({"provider", "dataset", "subset", "root", "refs", "corrupt", "out", "run_name", "seed",
                               "quiet", "device", "image_size", "batch_size", "backbone", "weights", "epochs",
-                              "coreset_ratio", "hybrid", "fresh"})
+                              "coreset_ratio", "hybrid", "fresh", "random_weights", "model_arg"})
 
 
 def refuse_unused_options(args: argparse.Namespace, method: str) -> None:
@@ -80,12 +87,14 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
     corrupt = corrupt_values[0] if corrupt_values else None
     shots = f"{refs}shot" if refs is not None else "fullshot"
     suffix = f"+{corrupt.replace(':', '').replace('_', '-')}" if corrupt else ""
-    run_name = args.run_name or f"{method}-{shots}{suffix}"
+    run_name = args.run_name or f"{method.replace(':', '-').lower()}-{shots}{suffix}"  # anomalib-cflow-3shot
     out_dir = Path(args.out) if args.out else Path("results") / run_name
     settings = run.DetectorSettings(method=method, device=args.device, image_size=args.image_size,
                                     batch_size=args.batch_size, seed=args.seed, coreset_ratio=args.coreset_ratio,
                                     epochs=args.epochs, backbone=args.backbone,
-                                    weights=Path(args.weights) if args.weights else None, corrupt=corrupt)
+                                    weights=Path(args.weights) if args.weights else None, corrupt=corrupt,
+                                    random_weights=args.random_weights, model_args=_model_args(args))
+    settings.check()  # the model and its arguments, before the folder is claimed
     info = make_run_info(run_name, "detector", settings.as_settings(refs))
     locks = lock_folders([out_dir])
     try:
@@ -124,13 +133,26 @@ def cmd_detect(args: argparse.Namespace, method: str, refs: int | None) -> int:
                           f"rerun the same command to resume", markup=False, highlight=False)
         return 1
     broken = sum(t.broken for t in report.timings)
+    unscored = sum(t.unscored for t in report.timings)
     for path in report.csv_paths:
         err_console.print(f"results: {path}", markup=False, highlight=False)
     if broken:
         err_console.print(f"{broken} test image(s) could not be decoded and were recorded as errors "
                           f"(empty score; see the JSONL)", markup=False)
-        return 6
-    return 0
+    if unscored:
+        err_console.print(f"{unscored} test image(s) got a non-finite score from {method} and were recorded as "
+                          f"errors (empty score; see the JSONL)", markup=False)
+    return 6 if broken or unscored else 0
+
+
+def _model_args(args: argparse.Namespace) -> dict:
+    """--model-arg KEY=VALUE pairs; a key given twice is one line."""
+    pairs = getattr(args, "model_arg", None) or []
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ConfigError(f"--model-arg {', '.join(twice)} given more than once")
+    return dict(pairs)
 
 
 def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet: bool, should_stop=None):
@@ -138,10 +160,11 @@ def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet
                         TimeElapsedColumn(), console=err_console, disable=quiet or not err_console.is_terminal)
     tasks: dict[str, int] = {}
 
-    def on_progress(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(f"{label}: scoring", total=total)
-        progress.update(tasks[label], completed=done)
+    def on_progress(label: str, done: int, total: int, phase: str = "scoring") -> None:
+        key = f"{label}: {phase}"
+        if key not in tasks:
+            tasks[key] = progress.add_task(key, total=total)
+        progress.update(tasks[key], completed=done)
 
     def on_subset(timing) -> None:
         if quiet:
@@ -167,10 +190,11 @@ def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet
 
 
 def register(sub) -> None:
-    """`mmad baseline` (full-shot); the few-shot detectors are `mmad score --provider patchcore|padim|rd`."""
+    """`mmad baseline` (full-shot); the few-shot detectors are `mmad score --provider patchcore|padim|rd|anomalib:MODEL`."""
     bl = sub.add_parser("baseline", help="full-shot conventional detector on the whole normal train split",
                         formatter_class=HelpFormatter)
-    bl.add_argument("method", choices=DETECTORS)
+    bl.add_argument("method", type=detector_name(DETECTORS),
+                    help="patchcore, padim, rd, or anomalib:MODEL (see `mmad score --help`)")
     add_data_options(bl)
     bl.add_argument("--out", help="output folder (default results/<run-name>)")
     bl.add_argument("--run-name", type=run_name, help="file-name prefix (default <method>-fullshot)")

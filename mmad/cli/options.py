@@ -6,6 +6,7 @@ Every number is checked by argparse itself (one line, exit 2) and `--help` shows
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from mmad import config
 from mmad.data import datasets
@@ -16,12 +17,14 @@ from mmad.scoring.value_checks import (  # noqa: F401  (re-exported for the fron
     bounded_int,
     corruption,
     detail,
+    detector_name,
     finite_float,
     image_size,
     integer,
     listed,
     max_height,
     max_tokens,
+    model_arg,
     name,
     nonneg_float,
     nonneg_int,
@@ -76,10 +79,13 @@ def configured(setting: str, allowed: tuple[str, ...] | None = None) -> tuple[ob
     return found.value, _help_text(f" (default: {value}, from {found.source})")
 
 
-def add_provider_option(parser: argparse.ArgumentParser, choices: tuple[str, ...], text: str) -> None:
-    """--provider: required unless the environment or the project file names one of `choices`."""
+def add_provider_option(parser: argparse.ArgumentParser, choices: tuple[str, ...], text: str,
+                        type_: Callable[[str], str] | None = None) -> None:
+    """--provider: required unless the environment or the project file names one of `choices`;
+    `type_` replaces the fixed choices (detectors also take anomalib:MODEL)."""
     default, said = configured("provider", choices)
-    parser.add_argument("--provider", required=default is None, default=default, choices=choices, help=text + said)
+    limits: dict = {"type": type_, "metavar": "PROVIDER"} if type_ else {"choices": choices}
+    parser.add_argument("--provider", required=default is None, default=default, help=text + said, **limits)
 
 
 def add_model_option(parser: argparse.ArgumentParser, builtin: str, **kwargs) -> None:
@@ -106,8 +112,12 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, detectors: bool) -> None:
     """What defines the jobs (shared by score and estimate, so both build the same requests).
     Options marked "grid" take comma-separated or repeated values: every combination is a run."""
-    add_provider_option(sc, providers, "an MLLM API" + (", or a conventional detector fitted on the same few "
-                                                        "references" if detectors else ""))
+    if detectors:
+        add_provider_option(sc, providers, "an MLLM API, or a conventional detector fitted on the same few references: "
+                            f"{', '.join(providers)}, or anomalib:MODEL (Cflow, Dfm, Draem, EfficientAd, Fastflow, "
+                            "Ganomaly, Padim, Patchcore, ReverseDistillation, Stfpm)", type_=detector_name(providers))
+    else:
+        add_provider_option(sc, providers, "an MLLM API")
     add_data_options(sc)
     add_model_option(sc, "gpt-4o / claude-3-5-sonnet-latest, the paper's", plural="(s), grid", action="append",
                      type=listed(SETTINGS["model"].check))
@@ -212,16 +222,25 @@ def score_actions() -> list[argparse.Action]:
 
 
 def add_detector_options(parser: argparse.ArgumentParser, *, with_seed: bool = True) -> None:
-    group = parser.add_argument_group("conventional detectors (patchcore, padim, rd)")
+    group = parser.add_argument_group("conventional detectors (patchcore, padim, rd, anomalib:MODEL)")
     group.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                        help="auto = CUDA when present, else CPU")
     group.add_argument("--image-size", type=image_size, default=224, help="images are resized to this square size")
     group.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     if with_seed:
         group.add_argument("--seed", type=nonneg_int, default=0, help="seed of the detector's random draws")
-    group.add_argument("--backbone", choices=("efficientnet_lite0", "wide_resnet50_2", "resnet50"),
-                       default="efficientnet_lite0", help="feature extractor (EfficientNet-Lite0: weights bundled)")
-    group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets)")
-    group.add_argument("--epochs", type=positive_int, default=30, help="Reverse Distillation: student training epochs")
+    group.add_argument("--backbone", choices=("efficientnet_lite0", "resnet18", "resnet50", "wide_resnet50_2"),
+                       help="feature extractor (default: efficientnet_lite0, whose weights are bundled; an anomalib "
+                            "model that cannot take it uses its own default)")
+    group.add_argument("--weights", help="a local state-dict file for the backbone (required for the ResNets; "
+                                         "anomalib:EfficientAd: its pretrained teacher); nothing is downloaded")
+    group.add_argument("--random-weights", action="store_true",
+                       help="run with untrained backbone weights instead of refusing (tests and timings only)")
+    group.add_argument("--epochs", type=positive_int,
+                       help="training epochs of Reverse Distillation and anomalib's trained models (default 30)")
     group.add_argument("--coreset-ratio", type=ratio,
-                       help="PatchCore memory bank kept, in (0, 1] (default 1.0 few-shot, 0.1 full-shot)")
+                       help="PatchCore memory bank kept, in (0, 1] (default 1.0 few-shot, 0.1 full-shot; "
+                            "anomalib:Patchcore: anomalib's 0.1)")
+    group.add_argument("--model-arg", action="append", type=model_arg, metavar="KEY=VALUE",
+                       help="an anomalib model's own argument, repeatable (e.g. num_neighbors=1, "
+                            "imagenet_dir=DIR for EfficientAd); recorded in run.json")

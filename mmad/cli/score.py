@@ -9,7 +9,7 @@ import argparse
 import asyncio
 
 from mmad import config
-from mmad.cli.detect import DETECTORS, cmd_detect
+from mmad.cli.detect import cmd_detect, is_detector
 from mmad.cli.options import HelpFormatter, add_job_options, add_score_options
 from mmad.cli.output import err_console
 from mmad.errors import BudgetExceeded, ConfigError, ProviderError, QuotaExhausted, StorageError
@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    if args.provider in DETECTORS:
+    if is_detector(args.provider):
         if getattr(args, "hybrid", None):
             raise ConfigError("--hybrid gates an MLLM provider (openai, anthropic) with a detector run; "
                               f"--provider {args.provider} is itself a detector")

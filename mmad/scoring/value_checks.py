@@ -113,6 +113,32 @@ def image_size(text: str) -> int:
     return value
 
 
+ANOMALIB_PREFIX = "anomalib:"
+
+
+def detector_name(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """One of `choices`, or `anomalib:<Model>` (the model itself is checked when the run starts)."""
+    def check(text: str) -> str:
+        if text in choices or (text.startswith(ANOMALIB_PREFIX) and text[len(ANOMALIB_PREFIX):].isidentifier()):
+            return text
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(choices)}, "
+                                         f"or anomalib:MODEL such as anomalib:Cflow)")
+    return check
+
+
+def model_arg(text: str) -> tuple[str, object]:
+    """KEY=VALUE for an anomalib model's own argument; VALUE is read as JSON when it is JSON
+    (numbers, true/false, lists), else kept as text."""
+    import json
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (for example num_neighbors=1)")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 # Grid values are validated one by one after splitting on commas (see check_grid).
 def listed(kind):
     def parse(text: str):
