@@ -13,16 +13,17 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats as scipy_stats
 
 
 def t_sf(x: ArrayLike, df: float) -> np.ndarray:
     """Upper tail of Student's t with `df` degrees of freedom (normal for df = inf)."""
+    from scipy import stats as scipy_stats  # imported on use: scipy.stats costs ~1 s at start-up
     return scipy_stats.norm.sf(x) if math.isinf(df) else scipy_stats.t.sf(x, df)
 
 
 def t_ppf(q: float, df: float) -> float:
     """Quantile of Student's t (normal for df = inf)."""
+    from scipy import stats as scipy_stats
     return float(scipy_stats.norm.ppf(q) if math.isinf(df) else scipy_stats.t.ppf(q, df))
 
 

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
-from scipy import stats as scipy_stats
 
 METRICS = ("auroc", "c_index", "kendall_tau_b")
 _CHUNK = 1 << 22  # cells of the (rows x images x levels) count arrays processed at once
@@ -289,6 +287,7 @@ def _tau_scale(levels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 def z_test(diff: ArrayLike, variance: ArrayLike) -> PairedTest:
     """Two-sided normal p of diff / sqrt(variance); a zero difference has p = 1, a zero variance
     with a non-zero difference (nothing varies) NaN."""
+    from scipy import special  # scipy is imported on use: it costs ~1 s of every command's start-up
     diff = np.asarray(diff, dtype=float)
     variance = np.asarray(variance, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -301,6 +300,7 @@ def delong_paired(positive: np.ndarray, base: np.ndarray, other: np.ndarray) -> 
     """DeLong's paired test of two AUROCs (ties count 1/2) by Sun & Xu's (2014) midrank algorithm:
     V10 = (midrank among all - midrank among positives) / negatives, V01 likewise; the classic two
     strata (positive, negative). Batched over leading axes of `base` and `other`."""
+    from scipy import stats as scipy_stats
     positive = np.asarray(positive, dtype=bool)
     m, n = int(positive.sum()), int((~positive).sum())
     components = []
@@ -334,6 +334,7 @@ def bca_interval(observed: float, draws: np.ndarray, accel: float, confidence: f
     bootstrap's median bias (z0) and skew of the variance (accel). It keeps its coverage near a
     metric's bound (AUROC near 1), where the plain percentile interval does not. NaN draws (an
     undefined resample) are left out."""
+    from scipy import special
     draws = np.asarray(draws, dtype=float)
     finite = draws[np.isfinite(draws)]
     if finite.size == 0 or not math.isfinite(observed):
