@@ -120,3 +120,20 @@ def view_demo(tmp_path_factory):
     """Runs of every kind on the demo data, made once for the view's tests (tests.view_demo)."""
     from tests.view_demo import view_demo_fixture
     return view_demo_fixture(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def qa_set(tmp_path_factory):
+    """A small generated MMAD-QA set, once per test module."""
+    from tests.qa_support import small_set
+    return small_set(tmp_path_factory.mktemp("qa-set"))
+
+
+@pytest.fixture
+def qa_env(monkeypatch, tmp_path):
+    """Keys and a private response cache for one QA test; the test's folder."""
+    from tests.qa_support import KEY
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("MMAD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path

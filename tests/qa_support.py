@@ -100,3 +100,4 @@ class Replies:
         with self.lock:
             self.said[question.image, question.number] = text
         return text
+

@@ -15,7 +15,6 @@ import pytest
 from mmad.results.files import JsonlLog
 from tests.qa_support import (
     CONVERSATION,
-    KEY,
     Replies,
     asked,
     message_images,
@@ -23,33 +22,18 @@ from tests.qa_support import (
     qa_run,
     questions_sent,
     rows_of,
-    small_set,
     start,
 )
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    return small_set(tmp_path_factory.mktemp("qa-conversation"))
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.setenv("MMAD_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path
-
 
 # --------------------------------------------------------------------------- conversations (mode conversation)
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_conversation_turns_carry_the_models_own_earlier_answers(generated, env, provider):
+def test_conversation_turns_carry_the_models_own_earlier_answers(qa_set, qa_env, provider):
     replies = Replies()
     server = start(replies)
-    out = env / "out"
+    out = qa_env / "out"
     try:
-        assert qa_run(server, generated, out, *CONVERSATION, "--sample", "2", "--shots", "2",
+        assert qa_run(server, qa_set, out, *CONVERSATION, "--sample", "2", "--shots", "2",
                       provider=provider) == 0
     finally:
         server.stop()
@@ -68,13 +52,13 @@ def test_conversation_turns_carry_the_models_own_earlier_answers(generated, env,
     assert len(rows_of(out)) == len(sent)  # each question asked once
 
 
-def test_a_failed_turn_ends_the_chain_and_retry_failed_goes_on(generated, env):
+def test_a_failed_turn_ends_the_chain_and_retry_failed_goes_on(qa_set, qa_env):
     replies = Replies(refuse={2})
     server = start(replies)
-    out = env / "out"
+    out = qa_env / "out"
     args = (*CONVERSATION, "--dataset", "Synth-Gravel")
     try:
-        assert qa_run(server, generated, out, *args) == 6
+        assert qa_run(server, qa_set, out, *args) == 6
         first = questions_sent(server)
         assert Counter(asked(r).number for r in first) == {1: 5, 2: 25}  # 5 requests in all; nothing after
         rows = rows_of(out)
@@ -82,7 +66,7 @@ def test_a_failed_turn_ends_the_chain_and_retry_failed_goes_on(generated, env):
         assert later and all(r.status == "error" and r.note.startswith("not asked") for r in later)
         replies.refuse.clear()
         server.requests.clear()
-        assert qa_run(server, generated, out, *args, "--retry-failed") == 0
+        assert qa_run(server, qa_set, out, *args, "--retry-failed") == 0
         second = questions_sent(server)
     finally:
         server.stop()
@@ -91,21 +75,21 @@ def test_a_failed_turn_ends_the_chain_and_retry_failed_goes_on(generated, env):
     assert all(row.status == "ok" for row in rows_of(out).values())
 
 
-def test_a_parse_failed_turn_stays_in_the_conversation_and_retry_rereads_it_free(generated, env):
+def test_a_parse_failed_turn_stays_in_the_conversation_and_retry_rereads_it_free(qa_set, qa_env):
     class Garbled(Replies):
         def __call__(self, received):
             text = super().__call__(received)
             return "hmm, hard to say" if asked(received).number == 2 else text
     server = start(Garbled())
-    out = env / "out"
+    out = qa_env / "out"
     args = (*CONVERSATION, "--dataset", "Synth-Gravel")
     try:
-        assert qa_run(server, generated, out, *args) == 6
+        assert qa_run(server, qa_set, out, *args) == 6
         third = [r for r in questions_sent(server) if asked(r).number == 3]
         assert len(third) == 5 and all(message_text(r.body["messages"][-2]) == "hmm, hard to say" for r in third)
         records_before = sum(len(JsonlLog.read(p)) for p in out.glob("*.jsonl"))
         server.requests.clear()
-        assert qa_run(server, generated, out, *args, "--retry-failed") == 6  # the same replies, read again
+        assert qa_run(server, qa_set, out, *args, "--retry-failed") == 6  # the same replies, read again
         assert not questions_sent(server)  # from the response cache: nothing paid again
     finally:
         server.stop()
@@ -114,11 +98,11 @@ def test_a_parse_failed_turn_stays_in_the_conversation_and_retry_rereads_it_free
     assert len(failed) == 5 and all(r.question_id.endswith("#2") and r.status == "parse_failed" for r in failed)
 
 
-def test_killed_conversation_run_resumes_without_paying_twice(generated, env):
+def test_killed_conversation_run_resumes_without_paying_twice(qa_set, qa_env):
     server = start(Replies(), latency=0.05)
-    out = env / "out"
+    out = qa_env / "out"
     base = [sys.executable, "-m", "mmad.cli", "qa", "run", "--provider", "openai", "--base-url", server.openai_url,
-            "--model", "m", "--root", str(generated), "--out", str(out), "-q", *CONVERSATION,
+            "--model", "m", "--root", str(qa_set), "--out", str(out), "-q", *CONVERSATION,
             "--dataset", "Synth-Textures", "--concurrency", "2"]
     try:
         proc = subprocess.Popen(base, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -132,7 +116,7 @@ def test_killed_conversation_run_resumes_without_paying_twice(generated, env):
         assert 0 < answered_before < 54
         server.requests.clear()
         server.paid.clear()
-        assert qa_run(server, generated, out, *CONVERSATION, "--dataset", "Synth-Textures") == 0
+        assert qa_run(server, qa_set, out, *CONVERSATION, "--dataset", "Synth-Textures") == 0
         second = [json.dumps(r.body, sort_keys=True) for r in questions_sent(server)]
     finally:
         server.stop()
@@ -142,12 +126,12 @@ def test_killed_conversation_run_resumes_without_paying_twice(generated, env):
     assert len(second) <= 54 - answered_before + 2
 
 
-def test_batch_mode_asks_turn_i_of_every_image_in_round_i(generated, env):
+def test_batch_mode_asks_turn_i_of_every_image_in_round_i(qa_set, qa_env):
     server = start(Replies())
     server.batch_polls_until_done = 1
-    out = env / "out"
+    out = qa_env / "out"
     try:
-        assert qa_run(server, generated, out, *CONVERSATION, "--dataset", "Synth-Gravel", "--batch",
+        assert qa_run(server, qa_set, out, *CONVERSATION, "--dataset", "Synth-Gravel", "--batch",
                       "--poll-interval", "0.01") == 0
     finally:
         server.stop()
@@ -156,12 +140,12 @@ def test_batch_mode_asks_turn_i_of_every_image_in_round_i(generated, env):
     assert [len(b["keys"]) for b in states] == [5, 5, 5, 3, 3, 3, 3]  # 2 normal images have 3 questions
 
 
-def test_batch_mode_records_a_chain_end_without_sending_it(generated, env):
+def test_batch_mode_records_a_chain_end_without_sending_it(qa_set, qa_env):
     server = start(Replies(refuse={2}))
     server.batch_polls_until_done = 1
-    out = env / "out"
+    out = qa_env / "out"
     try:
-        assert qa_run(server, generated, out, *CONVERSATION, "--dataset", "Synth-Gravel", "--batch",
+        assert qa_run(server, qa_set, out, *CONVERSATION, "--dataset", "Synth-Gravel", "--batch",
                       "--poll-interval", "0.01") == 6
     finally:
         server.stop()

@@ -13,22 +13,16 @@ import pytest
 
 from mmad import cli
 from mmad.results.files import JsonlLog
-from tests.qa_support import CONVERSATION, KEY, Replies, asked, qa_run, questions_sent, rows_of, small_set, start
+from tests.qa_support import (
+    CONVERSATION,
+    Replies,
+    asked,
+    qa_run,
+    questions_sent,
+    rows_of,
+    start,
+)
 from tests.wire_server import decode_image
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    return small_set(tmp_path_factory.mktemp("qa-set"))
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.setenv("MMAD_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path
-
 
 MMAD_OPTIONS = ("--mode", "single", "--prompt", "mmad", "--answer-parsing", "mmad", "--images", "mmad",
                 "--temperature", "0")
@@ -36,14 +30,14 @@ MMAD_OPTIONS = ("--mode", "single", "--prompt", "mmad", "--answer-parsing", "mma
 
 # --------------------------------------------------------------------------- questions and refusals
 
-def test_a_refusal_cut_short_by_a_stop_keeps_its_re_ask_allowance(generated, env):
+def test_a_refusal_cut_short_by_a_stop_keeps_its_re_ask_allowance(qa_set, qa_env):
     """A stop between re-asks leaves the question to-do; the resume asks it again only as often
     as the reference's limit (5 requests in all) still allows, counting the re-asks logged before
     the stop."""
     server = start(Behaviours())
-    out = env / "out"
+    out = qa_env / "out"
     try:
-        assert qa_run(server, generated, out, "--concurrency", "4") == 6
+        assert qa_run(server, qa_set, out, "--concurrency", "4") == 6
         sixes = [r for r in questions_sent(server) if asked(r).number == 6]
         assert len(sixes) == 5 * 9  # 9 defective images, question 6 refused 5 times each (gpt4o.py's max_retries)
         # as if the run had been stopped after the 3rd re-ask of every question 6: drop what followed
@@ -59,7 +53,7 @@ def test_a_refusal_cut_short_by_a_stop_keeps_its_re_ask_allowance(generated, env
                 kept.append(line)
             path.write_text("".join(f"{line}\n" for line in kept))
         server.requests.clear()
-        assert qa_run(server, generated, out, "--concurrency", "4") == 6
+        assert qa_run(server, qa_set, out, "--concurrency", "4") == 6
         sixes = [r for r in questions_sent(server) if asked(r).number == 6]
         assert len(sixes) == 2 * 9  # 1 re-ask left + the ask itself, per question
         assert {asked(r).number for r in questions_sent(server)} == {6}  # nothing else asked again
@@ -93,16 +87,16 @@ class Behaviours:
 
 
 @pytest.mark.parametrize("options", [(), MMAD_OPTIONS], ids=["published", "mmad-options"])
-def test_questions_end_to_end(generated, env, capsys, options):
+def test_questions_end_to_end(qa_set, qa_env, capsys, options):
     """Published (default): cumulative requests, last-letter parsing ("E" taken, scored wrong;
     an option's text without a letter is a failure), JPEG images fitted by enlarging too, no
     temperature. mmad's options: single questions, option letters only or the closest option
     text, PNG never enlarged, temperature 0."""
     published = not options
     server = start(Behaviours())
-    out = env / "out"
+    out = qa_env / "out"
     try:
-        assert qa_run(server, generated, out, "--concurrency", "4", *options) == 6  # finished, with failed answers
+        assert qa_run(server, qa_set, out, "--concurrency", "4", *options) == 6  # finished, with failed answers
     finally:
         server.stop()
     rows = rows_of(out)
@@ -205,10 +199,10 @@ def test_questions_end_to_end(generated, env, capsys, options):
 
 # --------------------------------------------------------------------------- estimate and dry run
 
-def test_estimate_and_dry_run_send_nothing_and_count_what_is_left(generated, env, capsys):
+def test_estimate_and_dry_run_send_nothing_and_count_what_is_left(qa_set, qa_env, capsys):
     server = start(Replies())
-    out = env / "out"
-    args = ["--provider", "openai", "--base-url", server.openai_url, "--model", "gpt-4o", "--root", str(generated),
+    out = qa_env / "out"
+    args = ["--provider", "openai", "--base-url", server.openai_url, "--model", "gpt-4o", "--root", str(qa_set),
             "--out", str(out), *CONVERSATION, "--dataset", "Synth-Gravel"]
     try:
         assert cli.main(["qa", "estimate", *args, "--json"]) == 0
@@ -228,13 +222,13 @@ def test_estimate_and_dry_run_send_nothing_and_count_what_is_left(generated, env
     assert after["jobs"] == 0
 
 
-def test_other_settings_in_the_same_folder_are_refused(generated, env, capsys):
+def test_other_settings_in_the_same_folder_are_refused(qa_set, qa_env, capsys):
     server = start(Replies())
-    out = env / "out"
+    out = qa_env / "out"
     try:
-        assert qa_run(server, generated, out, "--dataset", "Synth-Gravel", "--sample", "1") == 0
+        assert qa_run(server, qa_set, out, "--dataset", "Synth-Gravel", "--sample", "1") == 0
         capsys.readouterr()
-        assert qa_run(server, generated, out, "--dataset", "Synth-Gravel", "--sample", "1", "--shots", "2") == 2
+        assert qa_run(server, qa_set, out, "--dataset", "Synth-Gravel", "--sample", "1", "--shots", "2") == 2
     finally:
         server.stop()
     assert "shots: 1 -> 2" in capsys.readouterr().err

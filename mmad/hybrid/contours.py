@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -30,6 +32,7 @@ from skimage.measure import label
 RED = (255, 0, 0)
 WIDTH = 2
 RULE_VERSION = 1
+T = TypeVar("T")
 
 
 def upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -127,20 +130,27 @@ class ContourRequest:
 
 
 def render_many(requests: list[ContourRequest], folder: Path, workers: int = 4) -> list[ContourImage | OSError]:
-    """`render` for many images on worker threads (Pillow releases the GIL while decoding and
-    encoding); an image that cannot be read comes back as its OSError, in order."""
+    """`render` for many images on worker threads; an image that cannot be read comes back as its
+    OSError, in order."""
+    return map_renders(lambda item: render(item.query, item.grid, item.threshold, folder,
+                                           query_sha256=item.query_sha256, map_digest=item.map_digest),
+                       requests, workers)
+
+
+def map_renders(draw: Callable[[T], ContourImage], items: list[T], workers: int) -> list[ContourImage | OSError]:
+    """`draw` each item on worker threads (Pillow releases the GIL while decoding and encoding);
+    an OSError comes back in the item's place, in order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(item: ContourRequest) -> ContourImage | OSError:
+    def one(item: T) -> ContourImage | OSError:
         try:
-            return render(item.query, item.grid, item.threshold, folder, query_sha256=item.query_sha256,
-                          map_digest=item.map_digest)
+            return draw(item)
         except OSError as exc:
             return exc
-    if len(requests) <= 1:
-        return [one(item) for item in requests]
+    if len(items) <= 1:
+        return [one(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, requests))
+        return list(pool.map(one, items))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmad.hybrid.contours import ContourImage, detected_region, write_bytes_atomic
+from mmad.hybrid.contours import ContourImage, detected_region, map_renders, write_bytes_atomic
 
 SIDE = 448
 RED = (255, 0, 0)
@@ -114,14 +114,4 @@ def render(query: Path, region_of, folder: Path, identity: str) -> ContourImage:
 def render_many(items: list[tuple[Path, object, str]], folder: Path, workers: int = 4) -> list[ContourImage | OSError]:
     """`render` for many (query, region_of, identity) on worker threads; an image that cannot be
     read comes back as its OSError, in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(item) -> ContourImage | OSError:
-        try:
-            return render(item[0], item[1], folder, item[2])
-        except OSError as exc:
-            return exc
-    if len(items) <= 1:
-        return [one(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, items))
+    return map_renders(lambda item: render(item[0], item[1], folder, item[2]), items, workers)
