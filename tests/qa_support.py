@@ -100,4 +100,3 @@ class Replies:
         with self.lock:
             self.said[question.image, question.number] = text
         return text
-
