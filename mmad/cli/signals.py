@@ -8,6 +8,7 @@ import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 _FIRST = {
     signal.SIGINT: "interrupted (Ctrl-C); finishing requests in flight (Ctrl-C again aborts)",
@@ -69,7 +70,7 @@ def stop_signals() -> Iterator[StopSignals]:
     second raises `Aborted`. A signal the parent set to be ignored stays ignored. The previous
     handlers are back when the block ends."""
     stops = StopSignals()
-    previous: dict[signal.Signals, object] = {}
+    previous: dict[signal.Signals, Callable[[int, FrameType | None], object] | int] = {}
     try:
         for sig in _FIRST:
             handler = signal.getsignal(sig)
