@@ -22,7 +22,7 @@ def signal_said(sig: int) -> str:
     return _FIRST[signal.Signals(sig)].split(";")[0]
 
 
-def install_stop_handlers(stop: Callable[[str], bool], abort: Callable[[], None]) -> None:
+def install_stop_handlers(stop: Callable[[str], bool], abort: Callable[[], object]) -> None:
     """On the running loop: the first signal calls `stop(reason)`, which returns whether there was
     a run to stop; a second signal (or one with nothing to stop) calls `abort()`. A signal the
     parent process set to be ignored stays ignored, as the shell's `&` means it to."""

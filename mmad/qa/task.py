@@ -38,10 +38,12 @@ class QATask(Task):
         return Interpretation("ok", {"letter": choice.letter, "match": choice.how, "similarity": choice.similarity})
 
     def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
+        from mmad.qa.jobs import QAPlan  # (a cycle at import time: mmad.qa.jobs uses this module)
+        assert isinstance(plan, QAPlan), "the QA task runs QA plans only"
         rows = []
         for question, record in plan.resolve(best):
             status = record["status"] if record is not None else "pending"
-            predicted = record.get("letter") if status == "ok" else None
+            predicted = record.get("letter") if record is not None and status == "ok" else None
             note = "" if record is None or status == "ok" else str(record.get("cause") or record.get("error") or "")
             rows.append(QARow(question.qid, question.image, question.subtask, question.answer, predicted, status,
                               note))
