@@ -116,6 +116,7 @@ def _read_toml(path: Path) -> dict:
 def find_project_file(folder: Path) -> ProjectFile | None:
     """The defaults of `folder`: its mmad.toml, else its pyproject.toml's [tool.mmad], else None."""
     own = folder / CONFIG_NAME
+    data: object
     if own.is_file():
         data, where = _read_toml(own), CONFIG_NAME
         path = own
@@ -153,13 +154,13 @@ def asset(*parts: str) -> Path:
 
 
 PACKAGED_PROMPTS = asset("prompts")
-_loaded: dict[tuple[Path, float], ProjectFile | None] = {}
+_loaded: dict[tuple[Path, tuple[int, ...]], ProjectFile | None] = {}
 
 
 def project_file(folder: Path | None = None) -> ProjectFile | None:
     """The working directory's project file (read once per file version); ConfigError when bad."""
     folder = Path.cwd() if folder is None else folder
-    stamps = []
+    stamps: list[int] = []
     for name in ("mmad.toml", "pyproject.toml"):
         try:
             stamps.append((folder / name).stat().st_mtime_ns)

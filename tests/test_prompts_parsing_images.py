@@ -119,6 +119,12 @@ def test_prompt_errors(tmp_path):
         prompt_for(None, 3, None, PROMPTS)
 
 
+def test_plan_options_default_to_the_packaged_prompts():
+    from mmad.engine.jobs import PlanOptions
+    opts = PlanOptions({"provider": "openai"}, "gpt-4o")  # once prompts_dir=None: an AttributeError on use
+    assert prompt_for("industrial", opts.refs, opts.prompt_choice, opts.prompts_dir).name == "industrial"
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("k", [1, 2, 4, 5])
 def test_packaged_prompts_adapt_to_the_number_of_references(family, k):

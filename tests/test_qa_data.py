@@ -58,6 +58,10 @@ def bad_answer(data):
     data[first_defect(data)]["conversation"][2]["Answer"] = "F"
 
 
+def list_answer(data):  # unhashable: once a TypeError traceback from `answer not in options`
+    data[first_defect(data)]["conversation"][2]["Answer"] = ["A"]
+
+
 def no_question_text(data):
     del data[first_defect(data)]["conversation"][0]["Question"]
 
@@ -70,6 +74,7 @@ def bad_option_key(data):
 @pytest.mark.parametrize("change, fragment", [
     (drop_options, "question 2 has no 'Options'"),
     (bad_answer, "answer 'F' is not among its options"),
+    (list_answer, "answer ['A'] is not among its options"),
     (no_question_text, "question 1 has no 'Question' text"),
     (bad_option_key, "option key 'Z' is not one of the letters A-E"),
 ])

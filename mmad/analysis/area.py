@@ -157,18 +157,22 @@ def area_analysis(runs: Sequence[Run], data_root: Path, *, masks_dir: Path | Non
                   ties: str = "half") -> AreaTable:
     """Table 4 data for every run and subset whose test images have masks."""
     cache: dict[tuple[str, str], SubsetAreas | None] = {}
-    records, without_masks, without_data = [], [], []
+    records: list[AreaRecord] = []
+    without_masks: list[str] = []
+    without_data: list[str] = []
     points: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for run in runs:
         for table in run.tables:
             key = (table.dataset, table.subset)
             if key not in cache:
                 cache[key] = _areas_for(table, data_root, masks_dir, without_masks, without_data)
-            if cache[key] is not None:
-                record, rows = _record(run.name, table, cache[key], ties)
+            areas = cache[key]
+            if areas is not None:
+                record, rows = _record(run.name, table, areas, ties)
                 records.append(record)
                 points.setdefault((run.name, table.dataset), []).append(rows)
-    merged = {key: tuple(np.concatenate(parts) for parts in zip(*chunks)) for key, chunks in points.items()}
+    merged = {key: (np.concatenate([a for a, _, _ in chunks]), np.concatenate([s for _, s, _ in chunks]),
+                    np.concatenate([r for _, _, r in chunks])) for key, chunks in points.items()}
     return AreaTable(records, without_masks, without_data, merged)
 
 

@@ -87,7 +87,9 @@ def _run_spec(run: Run) -> str:
 
 def robustness_table(runs: Sequence[Run], records: Sequence[SubsetRecord]) -> RobustnessTable:
     means = {(m.run, m.dataset): m.c_index for m in dataset_means(records)}
-    groups, specs, datasets = [], set(), set()
+    groups: list[RobustnessGroup] = []
+    specs: set[str] = set()
+    datasets: set[str] = set()
     for members in corruption_groups(runs):
         by_spec: dict[str, Run] = {}
         for run in members:
@@ -106,7 +108,7 @@ def robustness_table(runs: Sequence[Run], records: Sequence[SubsetRecord]) -> Ro
 def corrupted_variants(runs: Sequence[Run]) -> set[str]:
     """Names of corrupted runs whose original is among the runs: Table 3 and the curves leave them
     out (they are variants of a row, shown in Table 5), so they do not crowd the rankings."""
-    hidden = set()
+    hidden: set[str] = set()
     for members in corruption_groups(runs):
         if any(not r.corrupt for r in members):
             hidden.update(r.name for r in members if r.corrupt)

@@ -49,7 +49,7 @@ def run_spend(run: Run, prices_path: str | Path | None = None) -> RunSpend:
     statuses = Counter(str(r.get("status")) for r in last.values())
     sources = Counter(str(r.get("source")) for r in last.values())
     paid = [r for r in records if r.get("source") in PAID_SOURCES]
-    tokens = Counter()
+    tokens: Counter[str] = Counter()
     for record in paid:
         for key in TOKEN_KEYS:
             tokens[key] += int((record.get("usage") or {}).get(key, 0) or 0)

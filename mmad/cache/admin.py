@@ -119,7 +119,7 @@ class Needs:
     busy: list[str] = field(default_factory=list)  # folders a run is writing into
 
     def needed(self, key: str, *, apart_from: Path | None = None) -> bool:
-        owners = self.keys.get(key)
+        owners = self.keys.get(key) or set()
         return bool(owners) and (apart_from is None or bool(owners - {apart_from}))
 
 

@@ -150,7 +150,8 @@ def _checked(path: Path, name: str, normal, found: list[AnomalyClass]) -> Subset
         raise ConfigError(f"{path}: {name!r} needs a non-empty normal description")
     if not found:
         raise ConfigError(f"{path}: {name!r} lists no anomaly classes")
-    keys, displays = set(), {}
+    keys: set[str] = set()
+    displays: dict[str, str] = {}
     for cls in found:
         key, display = cls.key.strip().lower(), cls.display.strip().lower()
         if not key or "," in key or key in (NORMAL, UNKNOWN) or display in (NORMAL, UNKNOWN, ""):

@@ -6,7 +6,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ class CategoryResult:
     dropped: int  # rows without a prediction (failed jobs), counted, not imputed
     gated: int  # rows the detector gate decided
     classes: tuple[str, ...]  # the subset's anomaly classes (the class file's order)
-    scores: ClassScores = field(compare=False, default=None)
+    scores: ClassScores = field(compare=False)
     # the whole class file of the run (VELM's grouping draw walks every category): {category: [keys]}
     # and {category: {key: display}}; empty for runs whose run.json predates them
     order: dict = field(compare=False, default_factory=dict)
@@ -94,10 +94,10 @@ def read_category(path: Path) -> CategoryResult:
         gated += decided == "gate"
     if not classes:  # a run without run.json: the anomaly classes seen in the ground truth
         classes = tuple(sorted({t for truth in truths for t in truth} - {"good"}))
-    result = CategoryResult(run, dataset, subset, path, tuple(truths), tuple(predicted), dropped, gated, classes,
-                            order=described.get("order") or {}, displays=described.get("display") or {})
-    y_true = effective_truth(result.truths, result.predicted)
-    return replace(result, scores=classification_scores(y_true, result.predicted, classes))
+    y_true = effective_truth(truths, predicted)
+    return CategoryResult(run, dataset, subset, path, tuple(truths), tuple(predicted), dropped, gated, classes,
+                          classification_scores(y_true, predicted, classes),
+                          order=described.get("order") or {}, displays=described.get("display") or {})
 
 
 @dataclass(frozen=True)

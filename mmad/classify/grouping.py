@@ -140,16 +140,16 @@ def grouping(results: Sequence, *, groups_file: Path | None, seeds: int, rule: s
                 rows.append(group_accuracy(r.truths, r.predicted, named))
             names = list(dict.fromkeys(name for row in rows for name in row)) or ["normal"]
             per_seed.append({name: _nanmean([row.get(name, math.nan) for row in rows]) for name in names})
-        names = tuple(dict.fromkeys(name for s in per_seed for name in s))
-        values = {n: [s[n] for s in per_seed if not math.isnan(s.get(n, math.nan))] for n in names}
+        groups = tuple(dict.fromkeys(name for s in per_seed for name in s))
+        values = {n: [s[n] for s in per_seed if not math.isnan(s.get(n, math.nan))] for n in groups}
         mean = {n: float(np.mean(v)) if v else math.nan for n, v in values.items()}
         std = {n: float(np.std(v)) if v else math.nan for n, v in values.items()}
-        out.append(GroupResult(run, names, mean, std, 0 if user is not None else seeds,
+        out.append(GroupResult(run, groups, mean, std, 0 if user is not None else seeds,
                                "groups file" if user is not None else "mmad"))
     return out
 
 
-def _user_groups(user: dict, r, groups_file: Path) -> dict[str, frozenset]:
+def _user_groups(user: dict, r, groups_file: Path | None) -> dict[str, frozenset]:
     if r.subset not in user:
         raise ConfigError(f"{groups_file}: no grouping for {r.subset!r}")
     named = user[r.subset]

@@ -23,8 +23,11 @@ What a request holds (`ClassifyOptions`, defaults as VELM publishes them):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +45,9 @@ from mmad.errors import ConfigError, DataError
 from mmad.hybrid.contours import ContourRequest, render_many
 from mmad.hybrid.gate import DetectorRun, Threshold, decide, gate_fields, gate_key, gate_local, subset_threshold
 from mmad.providers.base import Request
+
+if TYPE_CHECKING:
+    from mmad.hybrid.gate import GateDecision, SubsetMaps
 
 VARIANTS = ("raw", "conditioned")
 
@@ -139,10 +145,11 @@ def _subset_plan(subset, described: SubsetClasses, items: list[Item], refs: list
     text = prompt.render(subset.subset, subset.subject, described)
     report = PlanReport(subset.label, len(items), classes=described.names,
                         references=tuple(str(p.relative_to(subset.test_root.parent)) for p in refs))
-    maps = None
+    maps: SubsetMaps | None = None
+    threshold: Threshold | None = None
     if gate is not None:
         maps = gate.detector.subset_maps(subset)
-        report.threshold = subset_threshold(maps, gate.threshold, gate.detector)
+        threshold = report.threshold = subset_threshold(maps, gate.threshold, gate.detector)
         report.maps_sha256 = maps.sha256
 
     def job(item: Item, contour: ImageInput | None = None, extra: dict | None = None) -> Job:
@@ -158,32 +165,36 @@ def _subset_plan(subset, described: SubsetClasses, items: list[Item], refs: list
                    extra=extra if extra is not None else {"true_classes": list(item.truth)})
 
     base_jobs = [job(item) for item in items]
-    decisions = [decide(maps, item.path, report.threshold) for item in items] if gate else [None] * len(items)
-    asked = [gate is None and not item.normal or gate is not None and d.verdict == "anomalous"
+    decisions: list[GateDecision | None] = [None] * len(items)  # None: no gate
+    if maps is not None and threshold is not None:
+        decisions = [decide(maps, item.path, threshold) for item in items]
+    asked = [d is None and not item.normal or d is not None and d.verdict == "anomalous"
              for item, d in zip(items, decisions)]
     drawn = {}
     if opts.variant == "conditioned":
         wanted = [(item, b, d) for item, b, d, a in zip(items, base_jobs, decisions, asked) if a]
-        drawn = _contours(subset, wanted, maps, report.threshold, opts)
+        drawn = _contours(subset, wanted, maps, threshold, opts)
     jobs = []
     for item, base, decision, ask in zip(items, base_jobs, decisions, asked):
         if gate is None and not ask:
             report.left_out_normal += 1
             continue
         extra = dict(base.extra)
-        if gate is not None:
-            extra.update(gate_fields(decision, gate.detector))
         image = drawn.get(item.path)
-        if gate is not None and (not ask or isinstance(image, OSError)):
-            if isinstance(image, OSError):
-                decision = replace(decision, verdict="missing", reason=f"cannot draw the contour on {base.query}: "
-                                                                        f"{image}")
-            local = gate_local(decision, {"predicted": NORMAL, "answer": None, "match": "gate",
-                                          "reason": decision.reason})
-            jobs.append(replace(base, extra=extra, key=gate_key(gate.detector, maps, decision, base.key), local=local))
-            report.gated += decision.normal
-            report.missing += not decision.normal
-            continue
+        if gate is not None:
+            assert decision is not None and maps is not None, "with a gate, every image has its decision"
+            extra.update(gate_fields(decision, gate.detector))
+            if not ask or isinstance(image, OSError):
+                if isinstance(image, OSError):
+                    decision = replace(decision, verdict="missing",
+                                       reason=f"cannot draw the contour on {base.query}: {image}")
+                local = gate_local(decision, {"predicted": NORMAL, "answer": None, "match": "gate",
+                                              "reason": decision.reason})
+                jobs.append(replace(base, extra=extra, key=gate_key(gate.detector, maps, decision, base.key),
+                                    local=local))
+                report.gated += decision.normal
+                report.missing += not decision.normal
+                continue
         if isinstance(image, OSError):  # masks without a detector: this image cannot be drawn
             raise DataError(f"{subset.label}: cannot draw the contour on {base.query}: {image}")
         contour = None if image is None else ImageInput(ImageRef(image.sha256, spec.token), image.path, spec)
@@ -201,7 +212,7 @@ def _contours(subset, wanted, maps, threshold, opts: ClassifyOptions) -> dict:
         return {job.path: image for (_, job, _), image in zip(wanted, rendered)}
     from mmad.hybrid import contours_velm
     subset_dir = subset.test_root.parent
-    tasks = []
+    tasks: list[tuple[Job, Callable[[], np.ndarray], str]] = []
     if opts.contour_source == "masks":
         missing = []
         for item, job, _ in wanted:
@@ -214,7 +225,7 @@ def _contours(subset, wanted, maps, threshold, opts: ClassifyOptions) -> dict:
                               f"masks|{job.images[-1].ref.sha256}|none"))
             else:
                 path, level = found
-                tasks.append((job, lambda p=path, t=level: contours_velm.mask_region(p, t),
+                tasks.append((job, partial(contours_velm.mask_region, path, level),
                               f"masks|{job.images[-1].ref.sha256}|{path.name}|{_digest(path)}|>{level}"))
         if missing:
             raise DataError(f"{subset.label}: no ground-truth mask for {len(missing)} anomalous image(s) (e.g. "
@@ -223,7 +234,7 @@ def _contours(subset, wanted, maps, threshold, opts: ClassifyOptions) -> dict:
     else:
         for _, job, d in wanted:
             grid = maps.maps[d.row]
-            tasks.append((job, lambda g=grid: contours_velm.detector_region(g, threshold.value),
+            tasks.append((job, partial(contours_velm.detector_region, grid, threshold.value),
                           f"detector|{job.images[-1].ref.sha256}|{maps.map_digest(d.row)}|{float(threshold.value)!r}"))
     rendered = contours_velm.render_many([(job.query, region, identity) for job, region, identity in tasks],
                                          opts.contour_dir)

@@ -71,7 +71,7 @@ def folder_layout_subsets(root: Path, dataset: str, subset: str | None) -> list[
 
 def folder_layout_items(subset: datasets.Subset) -> list[tuple[str, float | None]]:
     """(path relative to test/, severity None) for every image under test/<type>/, sorted."""
-    rows = []
+    rows: list[tuple[str, float | None]] = []
     for folder in sorted(p for p in subset.test_root.iterdir() if p.is_dir()):
         for image in datasets.list_images(folder):
             rows.append((f"{folder.name}/{image.name}", None))

@@ -190,7 +190,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                     "maps_sha256": {r.label: r.maps_sha256 for r in reports},
                     "threshold_rule": "given" if args.gate_threshold is not None else
                     "max of held-out normal image scores",
-                    "thresholds": {r.label: r.threshold.value for r in reports}}}
+                    "thresholds": {r.label: r.threshold.value for r in reports if r.threshold is not None}}}
     run = VariantRun(ClassifyVariant(model), run_name, out_dir, plans, make_run_info(run_name, "mllm", settings))
     _print_plan_report(run, reports, gate, to_stdout=planning and not getattr(args, "json", False),
                        quiet=args.quiet)

@@ -52,7 +52,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
                       f"{len(subsets)}/{len(subsets)} (discovered)")
     console.print(table)
     if args.verbose:
-        for (name, subset), item in sorted(present.items()):
+        for _, item in sorted(present.items()):
             console.print(f"  {item.label}: {item.template_path}")
     return 0
 
@@ -173,6 +173,7 @@ def _count(n: int, noun: str) -> str:
 
 def _salvage_line(done: Rebuild) -> str:
     salvage = done.salvage
+    assert salvage is not None, "a damaged store is always salvaged"
     if not salvage.readable:
         return f"nothing could be read from the damaged store ({salvage.reason or 'it held no answers'})"
     held = f" of {salvage.held}" if (salvage.held or 0) >= salvage.readable else ""

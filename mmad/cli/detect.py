@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from mmad import config
 from mmad.cli.options import (
@@ -158,7 +158,7 @@ def _model_args(args: argparse.Namespace) -> dict:
 def _run_with_progress(run, subsets, settings, out_dir, run_name, refs, *, quiet: bool, should_stop=None):
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, disable=quiet or not err_console.is_terminal)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def on_progress(label: str, done: int, total: int, phase: str = "scoring") -> None:
         key = f"{label}: {phase}"

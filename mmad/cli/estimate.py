@@ -112,7 +112,8 @@ def dry_run(provider, cache, runs, *, start_over: bool = False) -> int:
     plan = runs[0].plans[0]
     first = plan.jobs[0]
     # Number each image position so identical files (same sha256) still show where they go.
-    parts, images = [], {}
+    parts: list[str | ImageRef] = []
+    images: dict[str, EncodedImage] = {}
     for part in first.request.parts:
         if isinstance(part, ImageRef):
             source = first.images[len(images)]

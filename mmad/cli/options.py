@@ -138,7 +138,7 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--timeout", type=positive_float, default=120.0, help="seconds for a whole answer (a deadline per attempt, not per read)")
     sc.add_argument("--temperature", action="append", type=listed(SETTINGS["temperature"].check),
                     help="sampling temperature(s), grid (default: 0)")
-    sc.add_argument("--max-tokens", type=SETTINGS["max_tokens"].check, default=300,
+    sc.add_argument("--max-tokens", type=SETTINGS["max_tokens"].value_type, default=300,
                     help="answer length cap sent with each request")
     sc.add_argument("--max-height", action="append", type=listed(SETTINGS["max_height"].check),
                     help="image preparation, grid: auto (the scripts' rule per family: 512 px for industrial and "
@@ -150,8 +150,8 @@ def add_job_options(sc: argparse.ArgumentParser, providers: tuple[str, ...], *, 
     sc.add_argument("--corrupt-references", action="store_true", help="corrupt the reference images too")
     sc.add_argument("--repeats", type=bounded_int(1, 1000), default=1,
                     help="independent answers per job at identical settings (noise floor; every repeat is paid)")
-    sc.add_argument("--sample", type=SETTINGS["sample"].check, help="score a stratified sample of N images per subset")
-    sc.add_argument("--seed", type=SETTINGS["sample_seed"].check, default=0,
+    sc.add_argument("--sample", type=SETTINGS["sample"].value_type, help="score a stratified sample of N images per subset")
+    sc.add_argument("--seed", type=SETTINGS["sample_seed"].value_type, default=0,
                     help="seed of --sample" + (" and of the detectors" if detectors else ""))
     sc.add_argument("--experiment", help="an experiment file of variants ([[variant]] tables or a [grid])")
     sc.add_argument("--prices", help="price file (default $MMAD_PRICES or the packaged prices)")

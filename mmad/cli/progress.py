@@ -107,7 +107,7 @@ class ProgressView:
             text = (f"batch {event.batch_id} submitted: {event.requests} requests" if isinstance(event, BatchSubmitted)
                     else f"stopping: {event.reason}")
             err_console.print(text, markup=False, highlight=False)
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=self.total or None, completed=self.done, stats=self.stats())
 
 

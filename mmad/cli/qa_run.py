@@ -55,6 +55,14 @@ class Progress:
     reasks: int = 0
 
 
+@dataclass
+class _RoundState:
+    """What the stop handler and the rounds share: the round's engine, and whether a stop came."""
+
+    engine: Engine | None = None
+    stopped: bool = False
+
+
 def progress_of(plans: Sequence[QAPlan]) -> Progress:
     out = Progress()
     logs = RunLogs()
@@ -117,13 +125,14 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
         before = progress_of(plans)
         view = ProgressView(quiet=args.quiet, every=args.progress_every, meter=meter)
         total = RunSummary(url=provider.url)
-        state = {"engine": None, "stopped": False}
+        state = _RoundState()
         main_task = asyncio.current_task()
+        assert main_task is not None, "a coroutine runs in a task"
 
         def stop(reason: str) -> bool:
-            state["stopped"] = True  # no further round starts
-            if state["engine"] is not None:
-                state["engine"].request_stop(reason)
+            state.stopped = True  # no further round starts
+            if state.engine is not None:
+                state.engine.request_stop(reason)
             return True
         install_stop_handlers(stop, main_task.cancel)
         rounds = max((len(c.entry.questions) for p in plans for c in p.chains), default=1) + 2
@@ -131,7 +140,7 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
         try:
             with view:
                 for number in range(rounds):
-                    if state["stopped"]:
+                    if state.stopped:
                         break
                     events = _QuestionEvents(view, before.questions, answered)
                     recorded = sum(total.statuses.values())
@@ -139,16 +148,16 @@ async def run_qa(args: argparse.Namespace, provider, cache, run, rebuild: Callab
                     if batch is not None:  # batches would send the not-asked records: record them first
                         local = [replace(p, jobs=tuple(j for j in p.jobs if j.local)) for p in plans]
                         if any(p.jobs for p in local):
-                            state["engine"] = Engine(provider, cache, round_settings, on_event=events, meter=meter)
-                            _merge(total, await state["engine"].run(local, locked=True))
-                            if state["stopped"]:
+                            state.engine = Engine(provider, cache, round_settings, on_event=events, meter=meter)
+                            _merge(total, await state.engine.run(local, locked=True))
+                            if state.stopped:
                                 break
                         plans = [replace(p, jobs=tuple(j for j in p.jobs if not j.local)) for p in plans]
                     engine = Engine(provider, cache, round_settings, on_event=events, meter=meter, batch=batch)
-                    state["engine"] = engine
+                    state.engine = engine
                     part = await engine.run(plans, locked=True)
                     _merge(total, part)
-                    if engine.stopping or state["stopped"] or sum(total.statuses.values()) == recorded:
+                    if engine.stopping or state.stopped or sum(total.statuses.values()) == recorded:
                         break
                     plans = rebuild()
                     now = progress_of(plans)

@@ -115,11 +115,12 @@ def print_comparison(result: QAComparison, *, fmt: str) -> None:
         return
     header = ["subtask", "n", result.base, result.other, "diff", "95% CI", "base only right", "other only right",
               "McNemar p"]
-    lines = []
+    lines: list[list[str]] = []  # the shown cells (markdown, table)
+    values: list[list[object]] = []  # the csv's raw values
     for r in result.rows:
         ci = r.ci or (math.nan, math.nan)
         if fmt == "csv":
-            lines.append([r.label, r.n, _number(r.base), _number(r.other), _number(r.diff), _number(ci[0]),
+            values.append([r.label, r.n, _number(r.base), _number(r.other), _number(r.diff), _number(ci[0]),
                           _number(ci[1]), r.base_only, r.other_only, _number(r.p_value)])
         else:
             interval = "" if math.isnan(ci[0]) else f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
@@ -132,7 +133,7 @@ def print_comparison(result: QAComparison, *, fmt: str) -> None:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["subtask", "n", "base", "other", "diff", "ci_low", "ci_high", "base_only_right",
                          "other_only_right", "p_mcnemar"])
-        writer.writerows(lines)
+        writer.writerows(values)
         print(buffer.getvalue(), end="")
     elif fmt == "markdown":
         print("| " + " | ".join(header) + " |")

@@ -58,8 +58,8 @@ def _gaps(data) -> list[str]:
     """The sections that only say why they are empty, as one line each."""
     lines = []
     from mmad.results.files import skipped_note
-    if skipped_note(data.skipped):
-        lines.append(skipped_note(data.skipped))
+    if note := skipped_note(data.skipped):
+        lines.append(note)
     if len(data.agreement.ranks) < 3:
         lines.append(f"RQ2 needs 3+ ranked runs (have {len(data.agreement.ranks)})")
     if not data.area.records:

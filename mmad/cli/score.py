@@ -83,6 +83,7 @@ async def score_with_progress(args, provider, cache, runs: list) -> int:
     from mmad.scoring.session import EngineOptions, run_session
     view = ProgressView(quiet=args.quiet, every=args.progress_every)
     main_task = asyncio.current_task()
+    assert main_task is not None, "a coroutine runs in a task"
 
     def started(engine) -> None:
         view.meter = engine.meter

@@ -8,6 +8,7 @@ import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 _FIRST = {
     signal.SIGINT: "interrupted (Ctrl-C); finishing requests in flight (Ctrl-C again aborts)",
@@ -21,7 +22,7 @@ def signal_said(sig: int) -> str:
     return _FIRST[signal.Signals(sig)].split(";")[0]
 
 
-def install_stop_handlers(stop: Callable[[str], bool], abort: Callable[[], None]) -> None:
+def install_stop_handlers(stop: Callable[[str], bool], abort: Callable[[], object]) -> None:
     """On the running loop: the first signal calls `stop(reason)`, which returns whether there was
     a run to stop; a second signal (or one with nothing to stop) calls `abort()`. A signal the
     parent process set to be ignored stays ignored, as the shell's `&` means it to."""
@@ -69,7 +70,7 @@ def stop_signals() -> Iterator[StopSignals]:
     second raises `Aborted`. A signal the parent set to be ignored stays ignored. The previous
     handlers are back when the block ends."""
     stops = StopSignals()
-    previous: dict[signal.Signals, object] = {}
+    previous: dict[signal.Signals, Callable[[int, FrameType | None], object] | int] = {}
     try:
         for sig in _FIRST:
             handler = signal.getsignal(sig)

@@ -13,7 +13,7 @@ confound the verdict.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from mmad.analysis.runs import CORRUPT_KEYS
 from mmad.results.runinfo import setting_differences
@@ -24,19 +24,23 @@ METHOD_KEYS = ("kind", "method", "model", "provider", "base_url", "backbone", "w
 
 
 class Described(Protocol):
-    info: dict | None
+    @property
+    def info(self) -> dict | None: ...
 
     @property
     def settings(self) -> dict: ...
 
 
-def comparable_pairs(runs: Sequence[Described]) -> list[tuple[Described, Described, list[str]]]:
+D = TypeVar("D", bound=Described)  # the caller's own run type, handed back
+
+
+def comparable_pairs(runs: Sequence[D]) -> list[tuple[D, D, list[str]]]:
     """(a, b, changes) for each pair of variants among `runs` (those with a run.json), in order."""
     out = []
-    described = [r for r in runs if r.info is not None and not r.settings.get("repeat")]
-    for i, a in enumerate(described):
-        for b in described[i + 1:]:
-            changes = setting_differences(a.info, b.info)
+    described = [(r, r.info) for r in runs if r.info is not None and not r.settings.get("repeat")]
+    for i, (a, a_info) in enumerate(described):
+        for b, b_info in described[i + 1:]:
+            changes = setting_differences(a_info, b_info)
             keys = {c.split(":", 1)[0] for c in changes}
             if (changes and not keys & set(CORRUPT_KEYS) and not keys & set(METHOD_KEYS) and "repeat" not in keys
                     and len(changes) <= MAX_VARIANT_DIFFERENCES):
@@ -44,7 +48,7 @@ def comparable_pairs(runs: Sequence[Described]) -> list[tuple[Described, Describ
     return out
 
 
-def repeats_of(run: Described, runs: Sequence[Described]) -> list[Described]:
+def repeats_of(run: D, runs: Sequence[D]) -> list[D]:
     """The other runs among `runs` whose settings equal this run's except `repeat`."""
     if run.info is None:
         return []

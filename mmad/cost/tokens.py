@@ -20,7 +20,8 @@ marked prefix whole, OpenAI in 128-token steps from 1,024.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from mmad.data.images import ImageRef
 from mmad.providers.base import Request
@@ -35,10 +36,10 @@ def openai_image_tokens(width: int, height: int, model: str, detail: str = "high
     if detail == "low":
         return base
     scale = min(1.0, 2048 / max(width, height))
-    width, height = width * scale, height * scale
-    scale = min(1.0, 768 / min(width, height))
-    width, height = width * scale, height * scale
-    return base + per_tile * math.ceil(width / 512) * math.ceil(height / 512)
+    w, h = width * scale, height * scale
+    scale = min(1.0, 768 / min(w, h))
+    w, h = w * scale, h * scale
+    return base + per_tile * math.ceil(w / 512) * math.ceil(h / 512)
 
 
 def anthropic_image_tokens(width: int, height: int) -> int:
@@ -54,6 +55,10 @@ def minimum_cacheable_tokens(provider: str, model: str) -> int:
     return 1024
 
 
+class _Encoding(Protocol):  # quicktok's (tiktoken's) Encoding
+    def encode_ordinary(self, text: str) -> Sequence[int]: ...
+
+
 class TokenCounter:
     """Counts a request's input tokens the way its provider bills them."""
 
@@ -62,7 +67,7 @@ class TokenCounter:
         self.model = model
         self.detail = detail
         self.text_scale = 1.0  # set by calibrate_text from a provider-side count
-        self._encoding = None  # loaded on first use (~1 s)
+        self._encoding: _Encoding | None = None  # loaded on first use (~1 s)
 
     def text(self, text: str) -> int:
         if self.provider == "openai":

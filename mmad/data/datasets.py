@@ -198,8 +198,8 @@ def resolve(root: Path, dataset: str, subset: str | None = None, *,
     if subset is not None:
         available = [s for s in available if s.subset == subset]
         if not available:
-            names = spec.subsets if spec else sorted(s.subset for s in discover(root) if s.dataset == dataset)
-            raise DataError(f"unknown subset {subset!r} of {dataset}; known: {', '.join(names)}")
+            subsets = spec.subsets if spec else sorted(s.subset for s in discover(root) if s.dataset == dataset)
+            raise DataError(f"unknown subset {subset!r} of {dataset}; known: {', '.join(subsets)}")
     if prompt_family is not None or subject is not None:
         available = [make_subset(root, s.domain, s.dataset, s.subset, prompt_family, subject)
                      for s in available]

@@ -83,7 +83,7 @@ def _defect_with_mask(image: np.ndarray, level: int, rng: np.random.Generator,
     return np.clip(out, 0, 255), mask
 
 
-def _save(array: np.ndarray, path: Path, tint: tuple[float, float, float]) -> None:
+def _save(array: np.ndarray, path: Path, tint: tuple[float, ...]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rgb = np.stack([array * t for t in tint], axis=-1)
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)

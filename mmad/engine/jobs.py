@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmad.cache.store import KeyTemplate, cache_key
+from mmad.config import PACKAGED_PROMPTS
 from mmad.data import datasets, references, templates
 from mmad.data.filememo import FileMemo
 from mmad.data.images import ImageRef, decode_check, spec_for_family
@@ -87,7 +88,7 @@ class PlanOptions:
     model: str
     refs: int = 3
     prompt_choice: str | None = None
-    prompts_dir: Path | None = None
+    prompts_dir: Path = PACKAGED_PROMPTS  # (the commands pass --prompts-dir or $MMAD_PROMPTS_DIR, resolved)
     temperature: float = 0.0
     max_tokens: int = 300
     max_height: str | None = None  # None/"auto": the scripts' rule per family; "original"; or pixels

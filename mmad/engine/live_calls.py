@@ -116,9 +116,10 @@ class LiveCalls:
 
     def _stop_for(self, failure: ProviderFailure, job: Job, lead: bool, attempts: int) -> bool:
         """Whether this failure stops the run (every later request would fail alike)."""
-        if failure.kind == "rate_limit" and (failure.retry_after or 0) > self.settings.rate_limit_timeout:
-            until = time.strftime("%H:%M:%S", time.localtime(time.time() + failure.retry_after))
-            self._fatal(ProviderFailure("rate_limit", f"the server asks to wait {failure.retry_after:.0f} s "
+        wait = failure.retry_after or 0.0
+        if failure.kind == "rate_limit" and wait > self.settings.rate_limit_timeout:
+            until = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
+            self._fatal(ProviderFailure("rate_limit", f"the server asks to wait {wait:.0f} s "
                                         f"(until {until}), longer than the rate-limit timeout "
                                         f"({self.settings.rate_limit_timeout:g} s): {failure}"))
             return True
@@ -203,7 +204,9 @@ class LiveCalls:
         try:
             return await call
         except asyncio.CancelledError:
-            if call.cancelled() and not asyncio.current_task().cancelling():
+            current = asyncio.current_task()
+            assert current is not None, "a coroutine runs in a task"
+            if call.cancelled() and not current.cancelling():
                 raise Stopped() from None  # cut off by the stop: the job stays to-do
             raise
         finally:

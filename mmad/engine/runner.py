@@ -102,7 +102,7 @@ class Engine(LiveCalls):
 
     def __init__(self, provider: Provider, cache: ResponseCache, settings: EngineSettings | None = None, *,
                  on_event: Callable[[Event], None] | None = None,
-                 sleep: Callable[[float], object] = asyncio.sleep,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  executor: Executor | None = None, meter: CostMeter | None = None,
                  batch=None) -> None:
@@ -388,6 +388,7 @@ class Engine(LiveCalls):
 
     def _finish(self, plan: SubsetPlan, job: Job, record: dict) -> None:
         """Append a job's final record, count it, watch for a failing server, tell the listener."""
+        assert self._logs is not None, "records are appended during `run` only"
         try:
             self._logs.append(plan.jsonl_path, record)
         except StorageError:
@@ -412,6 +413,7 @@ class Engine(LiveCalls):
 
     def _finish_run(self, plans: list[SubsetPlan], started: float) -> None:
         """Result files from every plan's best records; what is left, what failed and why."""
+        assert self._logs is not None, "a run ends inside `run` only"
         for plan in plans:
             try:
                 self._logs.flush(plan.jsonl_path)

@@ -24,8 +24,9 @@ class ScoreTask(Task):
         return Interpretation("ok", {"score": parsed.score, "reason": parsed.reason})
 
     def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
-        rows = []
+        rows: list[tuple[str, float, float | None]] = []
         for job in plan.jobs:
+            assert job.severity is not None, "a score job's severity is its template row's"
             record = best.get(job.key)
             score = record.get("score") if record and record.get("status") == "ok" else None
             rows.append((job.path, job.severity, score))

@@ -73,7 +73,7 @@ def detector_region(grid: np.ndarray, threshold: float) -> np.ndarray:
 def with_minimum(region: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
     """Regions smaller than `min_side` (bounding box) replaced by a disc of that diameter on their centre."""
     import cv2
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats((region > 0).astype(np.uint8), 8)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats((region > 0).astype(np.uint8), connectivity=8)
     out = region.copy()
     for index in range(1, count):
         if max(stats[index, cv2.CC_STAT_WIDTH], stats[index, cv2.CC_STAT_HEIGHT]) < min_side:

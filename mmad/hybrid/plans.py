@@ -55,8 +55,9 @@ class HybridScoreTask(ScoreTask):
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(HYBRID_HEADER)
         for job in plan.jobs:
-            record = best.get(job.key)
-            ok = bool(record) and record.get("status") == "ok"
+            assert job.severity is not None, "a score job's severity is its template row's"
+            record = best.get(job.key) or {}
+            ok = record.get("status") == "ok"
             score = record.get("score") if ok else None
             source = ("gate" if record.get("source") == "gate" else "mllm") if ok else ""
             writer.writerow((job.path, format_severity(job.severity), format_score(score), source))
@@ -163,9 +164,10 @@ def hybrid_plan(plan: SubsetPlan, options: HybridOptions, *, out_dir: Path, run_
     decisions = [decide(maps, job.path, threshold) for job in plan.jobs]
     drawn = {}
     if options.contour != "none":
-        wanted = [(job, d) for job, d in zip(plan.jobs, decisions) if d.verdict == "anomalous"]
-        rendered = render_many([ContourRequest(job.query, maps.maps[d.row], threshold.value, job.images[-1].ref.sha256,
-                                               maps.map_digest(d.row)) for job, d in wanted], options.contour_dir)
+        # (an anomalous decision always has its map's row)
+        wanted = [(job, d.row) for job, d in zip(plan.jobs, decisions) if d.verdict == "anomalous" and d.row is not None]
+        rendered = render_many([ContourRequest(job.query, maps.maps[row], threshold.value, job.images[-1].ref.sha256,
+                                               maps.map_digest(row)) for job, row in wanted], options.contour_dir)
         drawn = {job.key: image for (job, _), image in zip(wanted, rendered)}
     jobs, gated, missing = [], 0, 0
     for job, decision in zip(plan.jobs, decisions):

@@ -133,7 +133,11 @@ def weighted_metrics(run: RankedRun, weights: np.ndarray, *, ties: str = "half")
     return {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0) for key in METRICS}
 
 
-def _counts_by_pairs(run: RankedRun, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+# the weighted pair counts: concordant, tied, normal_won, normal_tied, totals per level, score ties
+PairCounts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _counts_by_pairs(run: RankedRun, weights: np.ndarray) -> PairCounts:
     """How it works: for a pair of levels (low, high), the rows of the low level in score order
     have a running weighted count (cumulative sum of their weights). A high-level row with k
     low-level rows strictly below its score wins against exactly the weight cum[k]; with u rows at
@@ -166,7 +170,7 @@ def _counts_by_pairs(run: RankedRun, weights: np.ndarray) -> tuple[np.ndarray, .
     return concordant, tied, normal_won, normal_tied, totals, score_ties
 
 
-def _counts_by_cells(run: RankedRun, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+def _counts_by_cells(run: RankedRun, weights: np.ndarray) -> PairCounts:
     """With few distinct scores: M[b, r, g] = weight of level g at the r-th score (one reduceat).
     Rows of level g at score r beat the weight of lower levels at lower scores (two exclusive
     cumulative sums, over scores then levels) and tie with lower levels at the same score."""

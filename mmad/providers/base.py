@@ -28,14 +28,17 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mmad.data.images import EncodedImage, ImageRef
 from mmad.redaction import public_url
+
+if TYPE_CHECKING:
+    import httpx2
 
 FailureKind = Literal["rate_limit", "transient", "connection", "protocol", "quota", "auth", "not_found",
                       "bad_request"]
@@ -323,10 +326,9 @@ def body_kind(content_type: str, text: str) -> str:
 
 
 def _content_type(headers: object) -> str:
-    try:
-        return str(headers.get("content-type") or "?").split(";")[0].strip().lower() or "?"
-    except AttributeError:
-        return "?"
+    get = getattr(headers, "get", None)  # httpx's Headers, a dict, or nothing (None)
+    value = get("content-type") if callable(get) else None
+    return str(value or "?").split(";")[0].strip().lower() or "?"
 
 
 def _body_message(body: object) -> str | None:
@@ -345,12 +347,12 @@ def _body_message(body: object) -> str | None:
     return None
 
 
-def error_message(body: object, fallback: str, secrets: list[str | None] = ()) -> str:
+def error_message(body: object, fallback: str, secrets: Sequence[str | None] = ()) -> str:
     """The human part of a vendor error body (or `fallback`): redacted, one line, capped."""
     return one_line(redact(_body_message(body) or fallback, list(secrets)))
 
 
-def answer_detail(response: object, body: object, secrets: list[str | None] = ()) -> str:
+def answer_detail(response: httpx2.Response, body: object, secrets: Sequence[str | None] = ()) -> str:
     """One line for an error answer: the API's own message when the body is its JSON error,
     otherwise what came instead, never the body itself ("an HTML page, not the API's JSON")."""
     if isinstance(body, Mapping):
@@ -368,7 +370,7 @@ def answer_detail(response: object, body: object, secrets: list[str | None] = ()
         else f"{kind}, not the API's JSON"
 
 
-def json_answer(response: object, url: str) -> dict:
+def json_answer(response: httpx2.Response, url: str) -> dict:
     """The JSON object of an HTTP answer, or a `protocol` failure naming what came instead
     (an HTML page from a proxy, a truncated body)."""
     content_type = _content_type(response.headers)

@@ -99,7 +99,7 @@ class OpenAIProvider(Provider):
         self._keys = self._idempotency_keys()
 
     def _content(self, parts, images: Mapping[str, EncodedImage]) -> list[dict]:
-        content = []
+        content: list[dict] = []
         for part in parts:
             if isinstance(part, ImageRef):
                 image = images[part.sha256]
@@ -114,12 +114,13 @@ class OpenAIProvider(Provider):
     def body(self, request: Request, images: Mapping[str, EncodedImage]) -> dict:
         """The chat-completions body: system message, earlier turns, then the user message of
         texts and images."""
-        messages = [] if request.system is None else [{"role": "system", "content": request.system}]
+        messages: list[dict[str, object]] = ([] if request.system is None
+                                             else [{"role": "system", "content": request.system}])
         for role, parts in request.history:
             messages.append({"role": role, "content": self._content(parts, images) if role == "user"
                              else "".join(p for p in parts if isinstance(p, str))})
         messages.append({"role": "user", "content": self._content(request.parts, images)})
-        body = {"model": request.model, "messages": messages}
+        body: dict[str, object] = {"model": request.model, "messages": messages}
         if request.temperature is not None:  # None: not sent, the API's default applies
             body["temperature"] = request.temperature
         body["max_tokens"] = request.max_tokens

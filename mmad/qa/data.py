@@ -144,7 +144,7 @@ def _question(image: str, number: int, raw: object) -> Question | str:
         if not isinstance(value, str) or not value.strip():
             return f"option {letter} has no text"
     answer = raw.get("Answer")
-    if answer not in options:
+    if not isinstance(answer, str) or answer not in options:
         return f"answer {answer!r} is not among its options ({', '.join(options)})"
     subtask = raw.get("type")
     if not isinstance(subtask, str) or not subtask.strip():
@@ -167,12 +167,14 @@ def _entry(image: str, raw: object) -> Entry | str:
         if isinstance(question, str):
             return f"question {number} {question}"
         questions.append(question)
-    lists = {}
+    lists: dict[str, tuple[str, ...]] = {}
     for field in TEMPLATE_KINDS.values():
         value = raw.get(field, [])
-        if not isinstance(value, list) or any(_relative(p) is None for p in value):
+        paths = [_relative(p) for p in value] if isinstance(value, list) else [None]
+        clean = tuple(p for p in paths if p is not None)
+        if len(clean) != len(paths):
             return f"'{field}' must be a list of relative image paths"
-        lists[field] = tuple(_relative(p) for p in value)
+        lists[field] = clean
     mask = raw.get("mask_path")
     if mask is not None and not isinstance(mask, str):
         return "'mask_path' must be a path or null"

@@ -209,7 +209,7 @@ class TurnBuilder:
             if todo(record):
                 jobs.append(job)
                 guessing = True
-            elif not continues(record):
+            elif record is None or not continues(record):  # (None is never here: todo(None))
                 break  # the chain ends here; nothing later is sent
             reply = record["raw"] if record is not None and continues(record) else PLACEHOLDER_REPLY
             history = self._extend(chain, index, history, reply)
@@ -226,7 +226,7 @@ class QAPlan(SubsetPlan):
     """A dataset's plan, with what it takes to map records back to every question."""
 
     chains: tuple[Chain, ...] = ()
-    builder: TurnBuilder | None = field(default=None, compare=False)
+    builder: TurnBuilder = field(kw_only=True, compare=False)
 
     @property
     def questions(self) -> int:
@@ -234,7 +234,7 @@ class QAPlan(SubsetPlan):
 
     def resolve(self, best: Mapping[str, dict]) -> list[tuple[Question, dict | None]]:
         """Every question of the dataset in file order, with its record (None: not answered yet)."""
-        out = []
+        out: list[tuple[Question, dict | None]] = []
         for chain in self.chains:
             out.extend(zip(chain.entry.questions, self.builder.walk(chain, best)[1]))
         return out
@@ -292,13 +292,14 @@ def build_qa_plans(bench: Benchmark, opts: QAOptions, prompt: QAPrompt, *, out_d
         jobs = [job for chain in chains for job in builder.walk(chain, best, retry_failed=retry_failed)[0]]
         subset = datasets.Subset(name, name, "MMAD", None, name, bench.annotation, bench.root, bench.root)
         task = QATask({q.qid: q.option_map for entry in entries for q in entry.questions}, answer_parsing)
-        plans.append(QAPlan(subset, prompt.name, (), tuple(jobs), csv_path, jsonl_path, task, chains, builder))
+        plans.append(QAPlan(subset, prompt.name, (), tuple(jobs), csv_path, jsonl_path, task, chains,
+                            builder=builder))
     return plans
 
 
 def pending_plans(plans: Sequence[QAPlan], *, retry_failed: bool = False) -> list[SubsetPlan]:
     """Plans of the requests a run would still send (for estimates and dry runs)."""
-    out = []
+    out: list[SubsetPlan] = []
     for plan in plans:
         best = best_records(RunLogs().read(plan.jsonl_path))
         jobs = [job for chain in plan.chains for job in plan.builder.pending(chain, best, retry_failed=retry_failed)]

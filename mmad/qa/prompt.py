@@ -123,4 +123,5 @@ def load_qa_prompt(name_or_file: str | None = None) -> QAPrompt:
         missing = REQUIRED_VARIABLES.get(field, set()) - used
         if missing:
             raise ConfigError(f"{path}: field {field!r} must use ${', $'.join(sorted(missing))} (it would be lost)")
-    return QAPrompt(path.stem, path, *(data[field] for field in FIELDS), description=data.get("description", ""))
+    texts: dict[str, str] = {field: data[field] for field in FIELDS}
+    return QAPrompt(path.stem, path, description=data.get("description", ""), **texts)

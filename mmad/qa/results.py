@@ -94,7 +94,8 @@ def read_reference_answers(path: Path) -> list[QARow]:
         raise DataError(f"{path}: cannot read the answers JSON ({exc})") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of answers (the reference's answers_*.json)")
-    rows, seen = [], {}
+    rows: list[QARow] = []
+    seen: dict[str, int] = {}
     for index, item in enumerate(data):
         if not isinstance(item, dict) or not all(k in item for k in ("image", "question_type", "correct_answer")):
             raise DataError(f"{path}: answer {index}: needs image, question_type, correct_answer, gpt_answer")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mmad.engine.work import Interpretation, Task
 from mmad.qa.parsing import parse_choice
@@ -18,6 +18,14 @@ from mmad.qa.results import QARow, write_qa_csv
 
 if TYPE_CHECKING:
     from mmad.engine.work import Job, SubsetPlan
+    from mmad.qa.data import Question
+
+
+@runtime_checkable
+class Resolvable(Protocol):
+    """A plan that maps its records back to every question (mmad.qa.jobs.QAPlan, which imports this module)."""
+
+    def resolve(self, best: Mapping[str, dict]) -> list[tuple[Question, dict | None]]: ...
 
 
 class QATask(Task):
@@ -38,10 +46,11 @@ class QATask(Task):
         return Interpretation("ok", {"letter": choice.letter, "match": choice.how, "similarity": choice.similarity})
 
     def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
+        assert isinstance(plan, Resolvable), "the QA task runs QA plans only"
         rows = []
         for question, record in plan.resolve(best):
             status = record["status"] if record is not None else "pending"
-            predicted = record.get("letter") if status == "ok" else None
+            predicted = record.get("letter") if record is not None and status == "ok" else None
             note = "" if record is None or status == "ok" else str(record.get("cause") or record.get("error") or "")
             rows.append(QARow(question.qid, question.image, question.subtask, question.answer, predicted, status,
                               note))

@@ -12,6 +12,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from mmad.errors import ConfigError
 
 WIDTH_IN = 11.0  # 1100 px at DPI: the page's content width
 DPI = 100
-FAMILY_STYLE = {"mllm": ("-", "o"), "detector": ("--", "s"), "unknown": (":", "^")}
+LineStyle = Literal["-", "--", ":"]  # the matplotlib line styles the families use
+FAMILY_STYLE: dict[str, tuple[LineStyle, str]] = {"mllm": ("-", "o"), "detector": ("--", "s"), "unknown": (":", "^")}
 MAX_POINTS = 60  # dots per level and panel in the distribution plots
 LEVEL_COLOURS = ("#4c78a8", "#f2b134", "#ed7b2f", "#d1432a", "#9c1f2e", "#5c0f24", "#2d0714")
 
@@ -43,7 +45,7 @@ def require_matplotlib():
 @dataclass(frozen=True)
 class RunStyle:
     colour: str
-    line: str
+    line: LineStyle
     marker: str
 
 
@@ -52,7 +54,7 @@ def run_styles(families: Mapping[str, str]) -> dict[str, RunStyle]:
     text on white; tab20's pale halves are not), then round again."""
     plt = require_matplotlib()
     palette = [plt.get_cmap("tab10")(i) for i in range(10)] + [plt.get_cmap("Dark2")(i) for i in range(8)]
-    styles = {}
+    styles: dict[str, RunStyle] = {}
     for i, (run, family) in enumerate(families.items()):
         line, marker = FAMILY_STYLE.get(family, FAMILY_STYLE["unknown"])
         rgb = palette[i % len(palette)]

@@ -220,6 +220,13 @@ class Setting:
     check: Callable[[str], object] | None
     toml_types: tuple[type, ...]
 
+    @property
+    def value_type(self) -> Callable[[str], object]:
+        """The flag's argparse `type`: its validator (a switch has none)."""
+        if self.check is None:
+            raise TypeError(f"{self.flag} is a switch: it takes no value")
+        return self.check
+
 
 # Every setting an experiment file (mmad/variants.py) may hold; add_job_options uses the same checks.
 SETTINGS: dict[str, Setting] = {

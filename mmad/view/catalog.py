@@ -77,7 +77,10 @@ def _header(path: Path) -> tuple[str, ...]:
         return ()
 
 
-def _first_record(path: Path) -> dict:
+def _first_record(path: Path | None) -> dict:
+    """The first JSON line of `path` when it is an object, else {} (no file, unreadable, other)."""
+    if path is None:
+        return {}
     try:
         with open(path, encoding="utf-8") as handle:
             record = json.loads(handle.readline())
@@ -101,7 +104,7 @@ def kind_of(info: dict | None, header: tuple[str, ...]) -> str:
 def _identity(stem: str, csv_path: Path | None, jsonl: Path | None, kind: str, info: dict | None,
               pairs) -> tuple[str, str, str] | None:
     """(run name, dataset, subset) of one result file pair, or None when it cannot be told."""
-    first = _first_record(jsonl) if jsonl else {}
+    first = _first_record(jsonl)
     if kind == "qa":
         dataset = str(first.get("dataset") or stem.rsplit("_", 1)[-1])
         name = str((info or {}).get("run") or stem[: -len(dataset) - 1] or stem)
@@ -113,8 +116,11 @@ def _identity(stem: str, csv_path: Path | None, jsonl: Path | None, kind: str, i
         if found is None:
             return None
         dataset, subset = found
-    name = str(info["run"]) if info and info.get("run") else run_label(csv_path or jsonl, dataset, subset)
-    return name, dataset, subset
+    if info and info.get("run"):
+        return str(info["run"]), dataset, subset
+    path = csv_path or jsonl
+    assert path is not None, "a result stem has its .csv, its .jsonl or both"
+    return run_label(path, dataset, subset), dataset, subset
 
 
 def _folder_runs(folder: Path, names: Sequence[str], pairs, notes: list[str]) -> list[RunFiles]:
@@ -142,7 +148,7 @@ def _folder_runs(folder: Path, names: Sequence[str], pairs, notes: list[str]) ->
         name, dataset, subset = who
         groups.setdefault(name, []).append(ResultFile(dataset, subset, csv_path, jsonl))
         kinds.setdefault(name, kind)
-    runs = []
+    runs: list[RunFiles] = []
     for name, files in groups.items():
         rid = hashlib.sha1(f"{folder.resolve()}|{name}".encode()).hexdigest()[:10]
         runs.append(RunFiles(rid, name, folder, info, kinds[name], tuple(files)))
@@ -164,7 +170,8 @@ class Catalog:
         if self.data_root is not None and self.data_root.is_dir():
             extra = [(s.dataset, s.subset) for s in discover(self.data_root)]
         pairs = known_pairs(extra)
-        runs, notes = [], []
+        runs: list[RunFiles] = []
+        notes: list[str] = []
         for source in self.sources:
             if source.is_file():
                 runs.extend(_folder_runs(source.parent, [source.name, source.with_suffix(".jsonl").name

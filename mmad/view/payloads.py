@@ -40,7 +40,7 @@ def thumb_url_live(rid: str, row: int | str) -> str:
 class ViewData:
     catalog: Catalog
     context: Context
-    image_url: Callable[[str, int, int], str] = image_url_live
+    image_url: Callable[[str, int, int], str | None] = image_url_live  # (None: the export sets it per image)
     thumb_url: Callable[[str, int | str], str] = thumb_url_live
     _items: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
@@ -179,6 +179,8 @@ class ViewData:
         from mmad.data.images import prepared_size
         images = []
         for index, image in enumerate(rebuilt.images):
+            width: int | None
+            height: int | None
             try:
                 width, height = prepared_size(image.path, image.spec)
             except OSError:
@@ -249,10 +251,10 @@ class ViewData:
             raise NotFound(str(exc)) from None
         with image:
             image.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
-            image = image.convert("RGB")
-            image.thumbnail((THUMB_PX, THUMB_PX))
+            rgb = image.convert("RGB")
+            rgb.thumbnail((THUMB_PX, THUMB_PX))
             buffer = io.BytesIO()
-            image.save(buffer, "PNG", optimize=False, compress_level=1)
+            rgb.save(buffer, "PNG", optimize=False, compress_level=1)
         return buffer.getvalue()
 
     def verdict(self, a: str, b: str) -> dict:

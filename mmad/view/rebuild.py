@@ -16,14 +16,20 @@ import csv
 import dataclasses
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmad.data import datasets
 from mmad.data.filememo import FileMemo
-from mmad.data.images import ImageRef, encode_file
+from mmad.data.images import ImageRef, ImageSpec, encode_file
 from mmad.errors import MmadError
 from mmad.view.catalog import ResultFile, RunFiles
+
+if TYPE_CHECKING:
+    from mmad.engine.work import ImageInput
+    from mmad.providers.base import Request
 
 
 class Unavailable(Exception):
@@ -34,7 +40,7 @@ class Unavailable(Exception):
 class SentImage:
     label: str  # the text before it in the message ("Normal Image 1:", "Inference Image :", ...)
     path: Path
-    spec: object  # mmad.images.ImageSpec
+    spec: ImageSpec
 
 
 @dataclass
@@ -73,12 +79,13 @@ def identity(settings: dict) -> dict[str, str]:
     return ident
 
 
-def _images_and_parts(request, images) -> tuple[list[dict], list[SentImage]]:
+def _images_and_parts(request: Request, images: Sequence[ImageInput]) -> tuple[list[dict], list[SentImage]]:
     """The request's parts in order, images by index; an image is labelled by the text before it
     ("Normal Image 1:"), or by its place when none precedes it (QA: the templates, then the query)."""
-    parts, sent = [], []
+    parts: list[dict[str, str | int]] = []
+    sent: list[SentImage] = []
     previous = ""
-    by_ref = {}
+    by_ref: dict[tuple[str, str], ImageInput] = {}
     for image in images:
         by_ref.setdefault((image.ref.sha256, image.ref.spec), image)
     count = sum(isinstance(part, ImageRef) for part in request.parts)

@@ -66,7 +66,7 @@ def setting_words(run: RunFiles) -> dict:
             "base_url": settings.get("base_url"), "other": other}
 
 
-def status_counts(items: Items) -> dict[str, int]:
+def status_counts(items: Items) -> dict[str, object]:
     counts = Counter(items.status)
     failed = sum(counts[s] for s in FAILED) + sum(n for s, n in counts.items() if s not in (*FAILED, TODO, "ok",
                                                                                           "ok (no JSONL)"))
@@ -105,9 +105,11 @@ def _run_data(run: RunFiles, items: Items):
         rows = rows_of[sub]
         key = (result.dataset, result.subset)
         scores = np.array([np.nan if items.score[i] is None else items.score[i] for i in rows], dtype=float)
-        tables[key] = ResultTable(result.csv or result.jsonl, result.dataset, result.subset,
+        source = result.csv or result.jsonl
+        assert source is not None, "a result has its CSV, its JSONL or both"
+        tables[key] = ResultTable(source, result.dataset, result.subset,
                                   tuple(items.key[i] for i in rows), np.zeros(len(rows)), scores, run.name)
-        records[key] = {items.key[i]: items.finals[i] for i in rows if items.finals[i] is not None}
+        records[key] = {items.key[i]: final for i in rows if (final := items.finals[i]) is not None}
     return RunData(run.label, run.folder, run.info, tables, records)
 
 
@@ -131,7 +133,7 @@ def _answer_metrics(run: RunFiles, result, items: Items, rows: np.ndarray) -> di
     """Accuracy as `mmad eval --task qa|classify` computes it (from the result CSV), or, without a
     CSV yet, the share of right answers among the answered."""
     answered = [i for i in rows if items.misrank[i] is not None]
-    out = {"answered": len(answered),
+    out: dict[str, object] = {"answered": len(answered),
            "accuracy": (1 - float(np.mean([items.misrank[i] for i in answered]))) if answered else None}
     if result.csv is None:
         return out
