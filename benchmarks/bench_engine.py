@@ -188,7 +188,7 @@ def cpu(tmp: Path, jobs: int, latency: float) -> None:
 def images(tmp: Path, count: int) -> None:
     from skimage import data
 
-    from mmad.engine.runner import image_executor
+    from mmad.engine.preparation import image_executor
     folder = tmp / "photos"
     folder.mkdir(parents=True, exist_ok=True)
     photo = Image.fromarray(data.astronaut()).resize((1024, 1024), Image.Resampling.BICUBIC)

@@ -15,8 +15,9 @@ from mmad.cache.store import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
 from mmad.data import datasets
 from mmad.engine.batch import BatchOptions
+from mmad.engine.events import BatchSubmitted
 from mmad.engine.jobs import build_plan
-from mmad.engine.runner import BatchSubmitted, Engine, EngineSettings
+from mmad.engine.runner import Engine, EngineSettings
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.openai import OpenAIProvider
 from mmad.results.files import JsonlLog, read_result_file

@@ -8,8 +8,9 @@ import pytest
 from mmad.cache.store import ResponseCache
 from mmad.config import PACKAGED_PROMPTS
 from mmad.data import datasets
+from mmad.engine.events import Paused
 from mmad.engine.jobs import build_plan
-from mmad.engine.runner import Engine, EngineSettings, Paused
+from mmad.engine.runner import Engine, EngineSettings
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.base import ProviderFailure
 from mmad.providers.openai import OpenAIProvider

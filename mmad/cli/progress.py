@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mmad.cli.output import err_console
-from mmad.engine.runner import BatchSubmitted, JobFinished, OtherModel, Paused, Retrying, RunStarted, RunStopped
+from mmad.engine.events import BatchSubmitted, JobFinished, OtherModel, Paused, Retrying, RunStarted, RunStopped
 
 
 class ProgressView:

@@ -39,21 +39,11 @@ from mmad.cache.claims import RENEW_EVERY_S, ClaimStore
 from mmad.cache.store import ResponseCache
 from mmad.cost.estimate import CostMeter
 from mmad.data.images import EncodedImage
-from mmad.engine.events import (  # noqa: F401,E501
-    BatchSubmitted,
-    Event,
-    JobFinished,
-    OtherModel,
-    Paused,
-    Retrying,
-    RunStarted,
-    RunStopped,
-    RunSummary,
-)
+from mmad.engine.events import Event, JobFinished, Paused, RunStarted, RunStopped, RunSummary
 from mmad.engine.failures import Breaker, LeadGate
 from mmad.engine.live_calls import LiveCalls
 from mmad.engine.lock import lock_folders
-from mmad.engine.preparation import ImagePreparationError, ImagePreparer, image_executor  # noqa: F401  (re-exported)
+from mmad.engine.preparation import ImagePreparer
 from mmad.engine.ratecontrol import RateControl, Stopped
 from mmad.engine.records import (
     RunLogs,
