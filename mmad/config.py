@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 from mmad.errors import ConfigError
+from mmad.reading import read_text
 
 CONFIG_NAME = "mmad.toml"
 PYPROJECT_NAME = "pyproject.toml"
@@ -106,7 +107,7 @@ def _number(value: object) -> float | None:
 
 def _read_toml(path: Path) -> dict:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        return tomllib.loads(read_text(path, "utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -117,7 +118,7 @@ def find_project_file(folder: Path) -> ProjectFile | None:
     """The defaults of `folder`: its mmad.toml, else its pyproject.toml's [tool.mmad], else None."""
     own = folder / CONFIG_NAME
     data: object
-    if own.is_file():
+    if own.is_file() or os.path.lexists(own):  # a FIFO or a dangling link is refused by name, not passed over
         data, where = _read_toml(own), CONFIG_NAME
         path = own
     else:

@@ -81,6 +81,8 @@ PATH_MISTAKES = {_errno.ENAMETOOLONG: "a path too long for this system (a name o
 def os_failure(action: str, path: object, exc: OSError) -> MmadError:
     """A failed file operation as the error it is: a path mistake (PATH_MISTAKES) is bad input,
     exit 2, naming the path the system named; anything else is storage, exit 7."""
+    if exc.errno is None and exc.strerror and exc.strerror.endswith("where mmad needs a regular file"):
+        return DataError(f"{shorten(str(exc.filename or path))}: {exc.strerror}")  # mmad.reading.NotRegularFile
     if exc.errno in PATH_MISTAKES:
         return DataError(f"{shorten(str(exc.filename or path))}: {PATH_MISTAKES[exc.errno]}")
     return StorageError(f"{action} {describe_os_error(path, exc)}")

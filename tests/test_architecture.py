@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mmad"
 LAYERS: list[tuple[str, ...]] = [
     ("mmad.version", "mmad.errors", "mmad.redaction", "mmad.metrics"),
     ("mmad.paths",),  # what a path is, in words (imports mmad.errors)
+    ("mmad.reading",),  # opening user files without blocking on a FIFO
     ("mmad.atomic",),
     ("mmad.config",),
     ("mmad.data",),

@@ -3,14 +3,15 @@ of MLLM runs. The first signal stops at the next batch (the subset in progress i
 writes nothing, finished subsets are kept), one line names the signal and the subsets left, exit 1;
 a second signal aborts (130); a signal the parent ignores stays ignored.
 
-The subprocess tests send real signals. To catch the run at a known point, one test image of the
-last subset becomes a named pipe once the run has started: the run's decode check of that subset
-waits on it until the test closes the writing end (the image then reads as empty)."""
+The subprocess tests send real signals. To catch the run at a known point, the test stops it
+(SIGSTOP) the moment it opens a test image of the last subset (inotify), sends the signals, and
+lets it go on (SIGCONT)."""
 
 from __future__ import annotations
 
-import errno
+import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from mmad.data import datasets  # noqa: E402
 from mmad_conventional import run  # noqa: E402
 from mmad_conventional.backbone import efficientnet_lite0  # noqa: E402
 from mmad_conventional.run import DetectorSettings, already_done, run_detector  # noqa: E402
-from tests.conftest import make_industry_subset, write_image  # noqa: E402
+from tests.conftest import make_industry_subset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSETS = ("a_first", "b_second", "c_third")
@@ -206,63 +207,54 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 90) -> None
         time.sleep(0.005)
 
 
-class Pipe:
-    """Turns one test image of the last subset into a named pipe once the run has checked that it
-    exists (a pipe is not a file to that check): the run's decode check of the image then waits
-    until `release()`, and the image reads as empty (an undecodable row)."""
+class Hold:
+    """Stops the run (SIGSTOP) the moment it opens one test image of the last subset (inotify's
+    IN_OPEN): it is then in that subset's decode check, the first two subsets written. Signals sent
+    while it is held are delivered when `release()` continues it."""
+
+    IN_OPEN = 0x20
 
     def __init__(self, root: Path) -> None:
         self.path = root / "Industry" / "toy" / SUBSETS[-1] / "test" / "defect_level_1" / "000.png"
-        self.fd: int | None = None
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK)
+        if self.fd < 0 or self.libc.inotify_add_watch(self.fd, os.fsencode(self.path), self.IN_OPEN) < 0:
+            pytest.skip(f"inotify is not available here (errno {ctypes.get_errno()})")
+        self.process: subprocess.Popen | None = None
 
-    def arm(self) -> None:
-        spare = self.path.with_name(".pipe")
-        os.mkfifo(spare)
-        os.replace(spare, self.path)
-
-    def wait_for_reader(self, process: subprocess.Popen, timeout: float = 90) -> None:
-        """Until the run has the pipe open: it is then waiting in that subset's decode check."""
+    def wait(self, process: subprocess.Popen, timeout: float = 90) -> None:
+        self.process = process
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-                return
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: nobody reads the pipe yet
-                    raise
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the run never read the pipe: {process.communicate()[1]}")
-            time.sleep(0.01)
+        try:
+            while not select.select([self.fd], [], [], 0.05)[0]:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"the run never opened {self.path.name}: {process.communicate()[1]}")
+            process.send_signal(signal.SIGSTOP)
+        finally:
+            os.close(self.fd)
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def restore(self) -> None:
-        self.path.unlink()
-        write_image(self.path, seed=7)
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
 
-def run_until_the_last_subset(root: Path, out: Path) -> tuple[subprocess.Popen, Pipe]:
+def run_until_the_last_subset(root: Path, out: Path) -> tuple[subprocess.Popen, Hold]:
     """A run held in its last subset's decode check, the first two subsets written."""
-    pipe = Pipe(root)
+    hold = Hold(root)
     process = start(root, out)
-    wait_for(result_files(out, SUBSETS[0])[0], process)  # every image was checked before any work
-    pipe.arm()
-    pipe.wait_for_reader(process)
-    return process, pipe
+    hold.wait(process)
+    assert all(p.exists() for name in SUBSETS[:2] for p in result_files(out, name))
+    return process, hold
 
 
 def test_sigterm_mid_run_stops_gently_and_the_rerun_resumes(root, tmp_path):
     out = tmp_path / "out"
-    process, pipe = run_until_the_last_subset(root, out)
+    process, hold = run_until_the_last_subset(root, out)
     try:
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
     finally:
-        pipe.release()
+        hold.release()
     code, err = finish(process)
     assert code == 1, err
     assert err.splitlines() == ["terminated (SIGTERM): 1 of 3 subset(s) left; rerun the same command to resume"]
@@ -270,7 +262,6 @@ def test_sigterm_mid_run_stops_gently_and_the_rerun_resumes(root, tmp_path):
     assert not any(p.exists() for p in result_files(out, SUBSETS[2]))  # the abandoned subset wrote nothing
     assert leftovers(out) == []
 
-    pipe.restore()
     code, err = finish(start(root, out, quiet=False))
     assert code == 0, err
     assert "toy/a_first: already scored" in err and "toy/b_second: already scored" in err
@@ -280,16 +271,16 @@ def test_sigterm_mid_run_stops_gently_and_the_rerun_resumes(root, tmp_path):
     assert leftovers(out) == []
 
 
-def test_a_second_sigint_aborts_with_130(root, tmp_path):
+def test_a_second_signal_aborts_with_130(root, tmp_path):
+    """Ctrl-C, then SIGTERM: two different signals, so both are delivered (two of one kind sent while
+    the run is held would merge into one), in order: the first stops, the second aborts."""
     out = tmp_path / "out"
-    process, pipe = run_until_the_last_subset(root, out)
+    process, hold = run_until_the_last_subset(root, out)
     try:
         process.send_signal(signal.SIGINT)
-        time.sleep(0.3)  # taken as a stop; the run still waits on the pipe
-        process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
     finally:
-        pipe.release()  # the decode check in flight ends, so the process can exit
+        hold.release()
     code, err = finish(process)
     assert code == 130, err
     assert err.splitlines() == ["aborted; rerun the same command to resume"]

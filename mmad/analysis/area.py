@@ -35,6 +35,7 @@ from mmad import metrics
 from mmad.analysis.runs import Run
 from mmad.data.datasets import Subset, resolve
 from mmad.errors import DataError
+from mmad.reading import open_file
 from mmad.results.files import ResultTable
 
 MASK_WIDTH = 256
@@ -54,7 +55,7 @@ def mask_candidates(subset: Subset, rel: str, masks_dir: Path | None = None) -> 
 def mask_area(path: Path) -> int:
     """Pixels > 0 after resizing to width 256 (aspect kept, nearest neighbour)."""
     try:
-        with Image.open(path) as image:
+        with open_file(path) as image_file, Image.open(image_file) as image:
             mask = image.convert("L")
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable mask ({exc})") from None

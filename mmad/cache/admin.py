@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mmad.cache.store import CACHE_ERRORS, STORE, storage_failure
 from mmad.errors import ConfigError, DataError, RunBusy
+from mmad.reading import open_file, read_bytes, read_text
 
 CACHED_STATUSES = ("ok", "parse_failed")  # errors and refusals are never cached
 # What mmad.engine.lock names a run folder's lock and mmad.results.runinfo its settings (this layer
@@ -37,7 +38,7 @@ def read_records(path: Path) -> list[dict]:
     """The records of a result JSONL (a torn or damaged line is skipped, as every reader does)."""
     records = []
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        with open_file(path, "r", encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
@@ -53,7 +54,7 @@ def read_records(path: Path) -> list[dict]:
 def provider_of(folder: Path) -> str:
     """The provider in a run folder's run.json ("?" when it has none)."""
     try:
-        info = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        info = json.loads(read_text((folder / RUN_FILE), "utf-8"))
         return str(((info.get("settings") or {}).get("provider")) or "?")
     except (OSError, ValueError, AttributeError):
         return "?"
@@ -90,7 +91,7 @@ def read_entries(directory: Path) -> list[Entry]:
                     continue
                 if value is None and filename:  # a large value diskcache keeps in its own file
                     try:
-                        value = (database.parent / filename).read_bytes()
+                        value = read_bytes(database.parent / filename)
                     except OSError:
                         value = b""
                 text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")

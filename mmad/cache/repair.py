@@ -23,6 +23,7 @@ from mmad.cache.integrity import opened
 from mmad.cache.store import HEX_KEY, STORE, ResponseCache, one_line_verdict
 from mmad.errors import StorageError, describe_os_error
 from mmad.paths import require_folder
+from mmad.reading import read_text
 
 NO_CACHE = "no cache here yet"
 _ROW = "SELECT key, raw, mode, filename, value FROM Cache"
@@ -95,7 +96,7 @@ def _stored(store: Path, key: object, raw: object, mode: object, filename: objec
             path = (store / filename).resolve()
             if not path.is_relative_to(store.resolve()):
                 return None
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, "utf-8")
         else:
             return None
         return key, json.loads(text)

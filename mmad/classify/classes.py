@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mmad.config import asset
 from mmad.errors import ConfigError
+from mmad.reading import read_bytes
 
 NORMAL = "good"
 UNKNOWN = "unknown"
@@ -90,7 +91,7 @@ def load_class_file(path: Path) -> ClassFile:
     """Read and validate a class file (TOML, or VELM's JSON)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except OSError as exc:
         raise ConfigError(f"class descriptions {path}: cannot read ({exc.strerror or exc})") from None
     try:

@@ -14,6 +14,7 @@ import numpy as np
 from mmad.classify.scores import ClassScores, classification_scores, effective_truth
 from mmad.classify.task import CSV_HEADER
 from mmad.errors import DataError
+from mmad.reading import open_file
 from mmad.results.runinfo import read_run_info
 
 
@@ -48,7 +49,7 @@ def find_classify_files(inputs: Sequence[Path]) -> list[Path]:
             raise DataError(f"{item}: no such file or folder")
         for path in candidates:
             try:
-                with open(path, encoding="utf-8", newline="") as handle:
+                with open_file(path, "r", encoding="utf-8", newline="") as handle:
                     header = next(csv.reader(handle), [])
             except (OSError, UnicodeDecodeError):
                 header = []
@@ -63,7 +64,7 @@ def find_classify_files(inputs: Sequence[Path]) -> list[Path]:
 
 def _identity(path: Path) -> tuple[str, str]:
     try:
-        with open(path.with_suffix(".jsonl"), encoding="utf-8") as handle:
+        with open_file(path.with_suffix(".jsonl"), "r", encoding="utf-8") as handle:
             first = json.loads(handle.readline())
         return str(first["dataset"]), str(first["subset"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -71,7 +72,7 @@ def _identity(path: Path) -> tuple[str, str]:
 
 
 def read_category(path: Path) -> CategoryResult:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_file(path, "r", encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))[1:]
     dataset, subset = _identity(path)
     info = read_run_info(path.parent) or {}

@@ -37,6 +37,7 @@ import numpy as np
 from mmad.classify.classes import NORMAL
 from mmad.classify.scores import effective_truth, group_accuracy, random_grouping
 from mmad.errors import ConfigError
+from mmad.reading import read_text
 
 RULES = ("velm", "mmad")
 
@@ -49,7 +50,7 @@ def load_groups(path: Path) -> dict[str, dict[str, frozenset]]:
         critical = ["scratch"]
     """
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(Path(path), "utf-8"))
     except OSError as exc:
         raise ConfigError(f"--groups {path}: cannot read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

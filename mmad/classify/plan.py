@@ -45,6 +45,7 @@ from mmad.errors import ConfigError, DataError
 from mmad.hybrid.contours import ContourRequest, render_many
 from mmad.hybrid.gate import DetectorRun, Threshold, decide, gate_fields, gate_key, gate_local, subset_threshold
 from mmad.providers.base import Request
+from mmad.reading import read_bytes
 
 if TYPE_CHECKING:
     from mmad.hybrid.gate import GateDecision, SubsetMaps
@@ -242,4 +243,4 @@ def _contours(subset, wanted, maps, threshold, opts: ClassifyOptions) -> dict:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes(path)).hexdigest()

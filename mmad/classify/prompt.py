@@ -23,6 +23,7 @@ from mmad.classify.classes import SubsetClasses
 from mmad.config import asset
 from mmad.data.images import ImageRef
 from mmad.errors import ConfigError
+from mmad.reading import read_text
 
 LAYOUTS = {"velm": ("base", "classes"), "mmad": ("system", "instruction")}
 DEFAULT_PROMPT = "velm"
@@ -81,7 +82,7 @@ def load_classify_prompt(variant: str, choice: str | None = None) -> ClassifyPro
             raise ConfigError(f"unknown classification prompt {choice!r}: packaged ones are velm and mmad "
                               f"(or give a .toml file)")
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(source, "utf-8"))
     except OSError as exc:
         raise ConfigError(f"classification prompt {source}: cannot read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

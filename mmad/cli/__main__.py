@@ -1,7 +1,14 @@
-"""`python -m mmad.cli ...`: the same as the `mmad` command."""
+"""`python -m mmad.cli ...`: the same as the `mmad` command (SIGTERM outside a run's own handlers
+is taken as Ctrl-C, as `mmad.__main__` does)."""
 
+import signal
 import sys
 
-from mmad.cli.main import main
+if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
-sys.exit(main())
+from mmad.cli.main import main  # noqa: E402
+
+code = main()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the outcome is said: shut down with that code
+sys.exit(code)

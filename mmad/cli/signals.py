@@ -25,7 +25,12 @@ def signal_said(sig: int) -> str:
 def install_stop_handlers(stop: Callable[[str], bool], abort: Callable[[], object]) -> None:
     """On the running loop: the first signal calls `stop(reason)`, which returns whether there was
     a run to stop; a second signal (or one with nothing to stop) calls `abort()`. A signal the
-    parent process set to be ignored stays ignored, as the shell's `&` means it to."""
+    parent process set to be ignored stays ignored, as the shell's `&` means it to.
+
+    The handlers are the process's own (`signal.signal`), not the loop's: asyncio puts SIGTERM back
+    to the default when its loop closes, so a second SIGTERM while the run writes its summary
+    would kill the process (exit 143) instead of aborting it (130). Once the loop has stopped, a
+    signal raises `Aborted` where the main thread is."""
     loop = asyncio.get_running_loop()
     received = {"n": 0}
 
@@ -34,12 +39,20 @@ def install_stop_handlers(stop: Callable[[str], bool], abort: Callable[[], objec
         if received["n"] > 1 or not stop(_FIRST[sig]):
             abort()
 
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not loop.is_running():  # the run is over (its summary being written) or not yet begun
+            raise Aborted()
+        try:
+            loop.call_soon_threadsafe(on_signal, signal.Signals(signum))
+        except RuntimeError:  # closed between the check and the call
+            raise Aborted() from None
+
     for sig in _FIRST:
         if signal.getsignal(sig) == signal.SIG_IGN:
             continue  # ignored by whoever started us (a background job, nohup): keep ignoring it
         try:
-            loop.add_signal_handler(sig, on_signal, sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread: signals stay as they were
             pass
 
 

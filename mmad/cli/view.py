@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from mmad import config
-from mmad.cli.options import HelpFormatter, nonneg_int, root_help
+from mmad.cli.options import HelpFormatter, bounded_int, root_help
 from mmad.cli.output import console, err_console, percent, tau
 from mmad.errors import ConfigError, MmadError
 
@@ -27,7 +27,7 @@ def register(sub) -> None:
         p.add_argument("results", nargs="*", metavar="RESULTS",
                        help="result folders or files (default: ./results and ./results-classify where they exist)")
         p.add_argument("--root", help=root_help("data root, for the images"))
-    vw.add_argument("--port", type=nonneg_int, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT}, or a free one when "
+    vw.add_argument("--port", type=bounded_int(0, 65535), help=f"port on 127.0.0.1 (default: {DEFAULT_PORT}, or a free one when "
                                                     f"taken; 0 = any free port)")
     vw.add_argument("--no-open", action="store_true", help="do not open a browser")
     vw.add_argument("--export", metavar="DIR", help="write a static copy that opens from file:// instead of serving")
@@ -72,7 +72,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             console.print(f"wrote {counts['runs']} runs, {counts['items']} items, {counts['images']} images and "
                           f"{counts['verdicts']} verdicts to {args.export}; open "
                           f"{(Path(args.export) / 'index.html').resolve().as_uri()}", markup=False, highlight=False)
-            return 0
+            return _say_unreadable(data.catalog)
         from mmad.view.server import bind, serve
         sock = bind(DEFAULT_PORT if args.port is None else args.port, fallback=args.port is None)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
@@ -80,6 +80,7 @@ def cmd_view(args: argparse.Namespace) -> int:
                       highlight=False)
         for note in data.catalog.notes:
             err_console.print(f"note: {note}", markup=False, highlight=False)
+        _say_unreadable(data.catalog)
         if not args.no_open:
             _open_browser(url)
         try:
@@ -90,6 +91,14 @@ def cmd_view(args: argparse.Namespace) -> int:
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _say_unreadable(catalog) -> int:
+    """One line per folder left out (a damaged run.json); 2 when there is one, else 0."""
+    for bad in catalog.unreadable:
+        err_console.print(f"error: {bad['folder']} left out: {bad['error']}", markup=False, highlight=False,
+                          soft_wrap=True)
+    return 2 if catalog.unreadable else 0
 
 
 def _open_browser(url: str) -> None:
@@ -112,7 +121,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="mmad-runs-"))
     try:
         data = _open(args, scratch)
-        rows, unreadable = [], []
+        rows, unreadable = [], list(data.catalog.unreadable)
         for run in data.catalog.runs:
             try:
                 rows.append(data.summary(run.rid))

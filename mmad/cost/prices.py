@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mmad.config import asset
 from mmad.errors import ConfigError
+from mmad.reading import read_text
 
 PRICES_ENV = "MMAD_PRICES"
 PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "batch")
@@ -70,7 +71,7 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
     chosen = Path(path) if path else Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else PACKAGED_PRICES
     where = f"${PRICES_ENV} " if not path and os.environ.get(PRICES_ENV) else ""
     try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(chosen))
     except FileNotFoundError:
         raise ConfigError(f"price file {where}{chosen} not found") from None
     except OSError as exc:  # a folder, a path through a file, a name too long: the setting is wrong

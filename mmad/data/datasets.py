@@ -214,8 +214,11 @@ def resolve(root: Path, dataset: str, subset: str | None = None, *,
 def list_images(folder: Path) -> list[Path]:
     """The folder's image files, sorted; dot-files are skipped as the scripts' `glob` skips them
     (an AppleDouble `._000.png` beside `000.png` is no image, a hidden image is no reference)."""
-    return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in images:  # the scripts' glob would hand a FIFO or a dangling link to the model: never skip it silently
+        if not path.is_file():
+            raise DataError(f"{path} is {describe_target(path)} where an image file belongs: remove it or replace it")
+    return images
 
 
 def reference_images(subset: Subset, count: int = 3) -> list[Path]:
@@ -246,7 +249,9 @@ def load_subset(subset: Subset, *, check_images: bool = True) -> Template:
         problems = [line for line, rel in enumerate(template.paths, start=2)
                     if not (subset.test_root / rel).is_file()]
         if problems:
-            example = template.paths[problems[0] - 2]
-            raise DataError(f"{subset.template_path}: {len(problems)} missing image(s) "
-                            f"at line(s) {first_rows(problems)} (e.g. {subset.test_root / example})")
+            example = subset.test_root / template.paths[problems[0] - 2]
+            found = describe_target(example)
+            what = "missing image(s)" if found == "missing" else "image(s) that are no regular file"
+            raise DataError(f"{subset.template_path}: {len(problems)} {what} at line(s) {first_rows(problems)} "
+                            f"(e.g. {example}{'' if found == 'missing' else ': ' + found})")
     return template

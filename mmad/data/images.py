@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mmad.reading import open_file, read_bytes
+
 REFERENCE_MAX_HEIGHT = 512
 PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
 # What the vendors accept as is; anything else is re-encoded as PNG even in "original" mode.
@@ -107,7 +109,7 @@ class EncodedImage:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_file(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -170,7 +172,7 @@ def prepare_bytes(raw: bytes, spec: ImageSpec = REFERENCE_SPEC, compress_level: 
 
 def encode_file(path: str | Path, spec: ImageSpec = REFERENCE_SPEC, compress_level: int = 1) -> EncodedImage:
     """Read, hash, prepare and base64-encode one image file (runs on a worker thread)."""
-    raw = Path(path).read_bytes()
+    raw = read_bytes(path)
     if spec.recipe is not None:
         from mmad.data.recipes import encode_recipe
         data, media_type, width, height = encode_recipe(spec.recipe, raw, path)
@@ -182,7 +184,7 @@ def encode_file(path: str | Path, spec: ImageSpec = REFERENCE_SPEC, compress_lev
 
 def prepared_size(path: Path, spec: ImageSpec = REFERENCE_SPEC) -> tuple[int, int]:
     """The size an image is sent at, from its header alone (for token estimates)."""
-    with Image.open(path) as image:
+    with open_file(path) as handle, Image.open(handle) as image:
         width, height = image.size
     if spec.recipe is not None:
         from mmad.data.recipes import recipe_size
@@ -195,7 +197,7 @@ def prepared_size(path: Path, spec: ImageSpec = REFERENCE_SPEC) -> tuple[int, in
 def decode_check(path: Path) -> str | None:
     """None when the whole image decodes; else the reason (truncated, not an image, empty)."""
     try:
-        with Image.open(path) as image:
+        with open_file(path) as handle, Image.open(handle) as image:
             image.load()
             if image.width <= 0 or image.height <= 0:
                 return "empty image"

@@ -24,6 +24,7 @@ from PIL import Image
 
 from mmad.data import datasets
 from mmad.errors import ConfigError, DataError
+from mmad.reading import open_file
 
 RULES = ("first", "random", "similar")
 
@@ -40,7 +41,7 @@ def parse_rule(text: str | None) -> str:
 
 def descriptor(path: Path) -> np.ndarray:
     """32x32 grayscale (centred, unit norm) followed by the mean colour / 255."""
-    with Image.open(path) as image:
+    with open_file(path) as handle, Image.open(handle) as image:
         image.draft("RGB", (64, 64))  # JPEG decodes at reduced size: fast
         rgb = image.convert("RGB")
         small = np.asarray(rgb.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float64).ravel()

@@ -21,6 +21,7 @@ import numpy as np
 from mmad.atomic import atomic_write_text
 from mmad.errors import DataError
 from mmad.metrics.core import severity_levels
+from mmad.reading import read_bytes
 
 PATH_COLUMNS = ("path", "image_path_raw")
 
@@ -64,20 +65,29 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     rows: list[list[str]] = []
     lines: list[int] = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue
-                if header is None:
-                    header = row
-                else:
-                    rows.append(row)
-                    lines.append(reader.line_num)
+        raw = read_bytes(path)
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise DataError(f"{path}: line {line} is not UTF-8 text (byte {raw[exc.start]:#04x}); save the file "
+                            f"as UTF-8") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = row
+            else:
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: {exc}") from None
     if header is None:
         raise DataError(f"{path}: empty file (no header)")
     wide = [line for row, line in zip(rows, lines) if len(row) > len(header)]

@@ -27,6 +27,7 @@ from mmad.engine.ratecontrol import Stopped
 from mmad.engine.records import cause_of
 from mmad.errors import StorageError
 from mmad.providers.base import Completion, ProviderFailure
+from mmad.reading import read_text
 
 
 @dataclass
@@ -48,7 +49,7 @@ class BatchState:
     def load(cls, path: Path) -> BatchState:
         if not path.exists():
             return cls(path)
-        return cls(path, json.loads(path.read_text(encoding="utf-8")).get("batches", []))
+        return cls(path, json.loads(read_text(path, "utf-8")).get("batches", []))
 
     def save(self) -> None:
         try:

@@ -29,6 +29,8 @@ import numpy as np
 from PIL import Image
 from skimage.measure import label
 
+from mmad.reading import open_file, read_bytes
+
 RED = (255, 0, 0)
 WIDTH = 2
 RULE_VERSION = 1
@@ -97,7 +99,7 @@ class ContourImage:
 def contour_png(query: Path, grid: np.ndarray, threshold: float) -> tuple[bytes, int]:
     """(PNG bytes of the query with the detected region's contour, red pixels drawn)."""
     import io
-    with Image.open(query) as image:
+    with open_file(query) as image_file, Image.open(image_file) as image:
         image.load()
         band = outline(detected_region(grid, image.width, image.height, threshold))
         drawn = draw(image, band)
@@ -112,7 +114,7 @@ def render(query: Path, grid: np.ndarray, threshold: float, folder: Path, *, que
     returns the PNG and its digest."""
     path = Path(folder) / contour_name(query_sha256, map_digest, threshold)
     if path.is_file():
-        return ContourImage(path, hashlib.sha256(path.read_bytes()).hexdigest(), None)
+        return ContourImage(path, hashlib.sha256(read_bytes(path)).hexdigest(), None)
     data, pixels = contour_png(query, grid, threshold)
     write_bytes_atomic(path, data)
     return ContourImage(path, hashlib.sha256(data).hexdigest(), pixels)

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from mmad.hybrid.contours import ContourImage, detected_region, map_renders, write_bytes_atomic
+from mmad.reading import open_file, read_bytes
 
 SIDE = 448
 RED = (255, 0, 0)
@@ -54,7 +55,7 @@ def find_mask(subset_dir: Path, rel: str) -> tuple[Path, int] | None:
 
 
 def _resized(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
+    with open_file(path) as image_file, Image.open(image_file) as image:
         return np.array(image.resize((SIDE, SIDE)))
 
 
@@ -105,7 +106,7 @@ def render(query: Path, region_of, folder: Path, identity: str) -> ContourImage:
     material = f"velm-contour-v{RULE_VERSION}|{SIDE}|{WIDTH}|{RED}|{MIN_SIDE}|{identity}"
     path = Path(folder) / (hashlib.sha256(material.encode()).hexdigest() + ".png")
     if path.is_file():
-        return ContourImage(path, hashlib.sha256(path.read_bytes()).hexdigest(), None)
+        return ContourImage(path, hashlib.sha256(read_bytes(path)).hexdigest(), None)
     data, pixels = contour_png(query, region_of())
     write_bytes_atomic(path, data)
     return ContourImage(path, hashlib.sha256(data).hexdigest(), pixels)

@@ -21,6 +21,7 @@ threshold or a re-run detector never reuses a stale decision.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 
 from mmad.data import datasets
 from mmad.errors import ConfigError, DataError
+from mmad.reading import read_bytes
 from mmad.results.runinfo import read_run_info
 
 MAPS_SUFFIX = ".maps.npz"
@@ -66,8 +68,8 @@ class SubsetMaps:
 def load_maps(path: Path, label: str) -> SubsetMaps:
     """Read a .maps.npz; maps saved before calibration data existed have no calibration scores."""
     try:
-        raw = path.read_bytes()
-        with np.load(path) as stored:
+        raw = read_bytes(path)
+        with np.load(io.BytesIO(raw)) as stored:
             files = set(stored.files)
             missing = {"paths", "maps"} - files
             if missing:

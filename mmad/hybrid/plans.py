@@ -39,6 +39,7 @@ from mmad.hybrid.contours import ContourRequest, render_many
 from mmad.hybrid.gate import DetectorRun, Threshold, decide, gate_fields, gate_key, gate_local, subset_threshold
 from mmad.prompts.templates import load_prompt
 from mmad.providers.base import Request
+from mmad.reading import open_file, read_text
 
 CONTOUR_MODES = ("none", "separate", "on-query")
 PROMPT_SUFFIX = {"separate": "contour", "on-query": "contour-on-query"}
@@ -95,7 +96,7 @@ class GateCount:
 def prompt_layout(prompt_source: Path) -> str | None:
     """The `layout` field of a prompt file ("contour" / "contour-on-query"), None for the plain one."""
     try:
-        return tomllib.loads(Path(prompt_source).read_text(encoding="utf-8")).get("layout")
+        return tomllib.loads(read_text(Path(prompt_source), "utf-8")).get("layout")
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return None
 
@@ -232,7 +233,7 @@ def gate_counts(csv_paths: list[Path]) -> dict[str, tuple[int, int, str]]:
     out: dict[str, tuple[int, int, str]] = {}
     for path in csv_paths:
         try:
-            with open(path, encoding="utf-8", newline="") as handle:
+            with open_file(path, "r", encoding="utf-8", newline="") as handle:
                 rows = list(csv.reader(handle))
         except (OSError, UnicodeDecodeError):
             continue

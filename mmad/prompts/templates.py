@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmad.errors import ConfigError
+from mmad.paths import describe_target
+from mmad.reading import read_text
 
 VARIABLES = frozenset({"subject", "dataset", "subset", "count", "ref_list", "query_number", "ref_lines"})
 REFERENCE_VARIABLES = frozenset({"count", "ref_list", "query_number", "ref_lines"})
@@ -82,7 +84,9 @@ def load_prompt(name_or_file: str, prompts_dir: Path) -> PromptTemplate:
         raise ConfigError(f"prompt {path} is a folder; name a prompt or a .toml file (--prompts-dir takes folders)")
     if path.suffix == ".toml":  # a file of your own
         if not path.is_file():
-            raise ConfigError(f"prompt file {path} not found")
+            found = describe_target(path)
+            raise ConfigError(f"prompt file {path} not found" if found == "missing"
+                              else f"prompt file {path} is {found}, not a file")
     else:
         if not prompts_dir.is_dir():
             raise ConfigError(f"prompt folder {prompts_dir} does not exist (--prompts-dir or $MMAD_PROMPTS_DIR)")
@@ -91,7 +95,9 @@ def load_prompt(name_or_file: str, prompts_dir: Path) -> PromptTemplate:
             names = ", ".join(sorted(p.stem for p in prompts_dir.glob("*.toml"))) or "none"
             raise ConfigError(f"unknown prompt {name_or_file!r}: no file {path}; available: {names}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no text
+        data = tomllib.loads(read_text(path, "utf-8-sig"))  # -sig: a byte-order mark is no text
+    except OSError as exc:
+        raise ConfigError(f"prompt file {path}: cannot read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for field in ("system", "instruction"):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mmad.errors import DataError
+from mmad.reading import read_text
 
 ROOT_ENV = "MMAD_QA_ROOT"
 DEFAULT_ROOT = Path("mmad-qa")
@@ -111,7 +112,7 @@ def _read_json(path: Path, what: str) -> object:
     if not path.is_file():
         raise DataError(f"{path}: not found ({what})")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path, "utf-8"))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:

@@ -49,6 +49,7 @@ from mmad.providers.base import Request
 from mmad.qa.data import Benchmark, Entry, Question
 from mmad.qa.prompt import QAPrompt
 from mmad.qa.task import QATask
+from mmad.reading import open_file
 
 BOX = 512
 MODES = ("cumulative", "single", "conversation")
@@ -243,7 +244,7 @@ class QAPlan(SubsetPlan):
 def _sizes(paths: Sequence[Path], owners: Mapping[Path, str], annotation: Path, workers: int) -> dict[Path, tuple]:
     def header(path: Path) -> tuple[int, int]:
         try:
-            with Image.open(path) as image:
+            with open_file(path) as image_file, Image.open(image_file) as image:
                 return image.size
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataError(f"{annotation}: entry {owners[path]!r}: cannot read image {path} "

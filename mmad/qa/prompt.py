@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mmad.errors import ConfigError
 from mmad.qa.data import Question
+from mmad.reading import read_text
 
 FIELDS = {"system": set(), "instruction": set(), "domain_knowledge": {"knowledge"}, "few_shot": {"k"},
           "query": set(), "question_list": set(), "separator": set(),
@@ -107,7 +108,7 @@ def load_qa_prompt(name_or_file: str | None = None) -> QAPrompt:
         names = ", ".join(sorted(p.stem for p in packaged_prompts().glob("*.toml")))
         raise ConfigError(f"unknown QA prompt {choice!r}: no file {path}; available: {names}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, "utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for field, allowed in FIELDS.items():

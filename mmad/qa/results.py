@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmad.errors import DataError
+from mmad.reading import open_file, read_text
 
 QA_HEADER = ("question_id", "image", "subtask", "correct", "predicted", "status", "note")
 STATUSES = ("ok", "parse_failed", "refused", "error", "pending")
@@ -59,7 +60,7 @@ def write_qa_csv(path: Path, rows: Sequence[QARow]) -> None:
 
 def is_qa_csv(path: Path) -> bool:
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open_file(path, "r", encoding="utf-8", newline="") as handle:
             return tuple(next(csv.reader(handle), ())) == QA_HEADER
     except (OSError, UnicodeDecodeError):
         return False
@@ -68,7 +69,7 @@ def is_qa_csv(path: Path) -> bool:
 def read_qa_csv(path: Path) -> list[QARow]:
     rows = []
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open_file(path, "r", encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle)
             if tuple(next(reader, ())) != QA_HEADER:
                 raise DataError(f"{path}: not an MMAD-QA result file (expected the header {','.join(QA_HEADER)})")
@@ -89,7 +90,7 @@ def read_qa_csv(path: Path) -> list[QARow]:
 def read_reference_answers(path: Path) -> list[QARow]:
     """The reference scripts' answers JSON; question ids are `<image>#<n>` in file order per image."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read the answers JSON ({exc})") from None
     if not isinstance(data, list):

@@ -30,6 +30,7 @@ from mmad.data.templates import (
 )
 from mmad.errors import DataError
 from mmad.paths import describe_target
+from mmad.reading import open_file
 from mmad.results.runinfo import RUN_FILE, read_run_info
 
 
@@ -73,7 +74,7 @@ def _sidecar_identity(path: Path) -> tuple[str, str] | None:
     """(dataset, subset) from the first record of our JSONL beside the CSV, when there is one."""
     sidecar = path.with_suffix(".jsonl")
     try:
-        with open(sidecar, encoding="utf-8") as handle:
+        with open_file(sidecar, "r", encoding="utf-8") as handle:
             first = json.loads(handle.readline())
         return str(first["dataset"]), str(first["subset"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -329,7 +330,7 @@ class JsonlLog:
             return []
         _refuse_special(path)
         records = []
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        with open_file(path, "r", encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
@@ -341,7 +342,7 @@ class JsonlLog:
 
 
 def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as handle:
+    with open_file(path) as handle:
         handle.seek(-1, os.SEEK_END)
         return handle.read(1) == b"\n"
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from mmad.errors import DataError
 from mmad.paths import describe, describe_target
+from mmad.reading import read_text
 
 RUN_FILE = "run.json"
 SCHEMA_VERSION = 1
@@ -51,7 +52,7 @@ def read_run_info(folder: Path) -> dict | None:
     if describe_target(path) != "a regular file":
         raise DataError(f"{path}: a run.json that is {found}, not a file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "utf-8"))
     except OSError as exc:
         raise DataError(f"{path}: cannot read this run.json ([Errno {exc.errno}] {exc.strerror})") from None
     except (UnicodeDecodeError, ValueError) as exc:

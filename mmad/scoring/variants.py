@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mmad.engine.jobs import PlanOptions, safe_name
 from mmad.errors import ConfigError
+from mmad.reading import read_text
 from mmad.redaction import public_url
 from mmad.scoring.value_checks import SETTINGS
 
@@ -145,7 +146,7 @@ def read_experiment(path: Path) -> Experiment:
     A `[grid]` table is expanded like the comma-separated flags. Every value passes its flag's own
     check (value_checks.SETTINGS), so a file cannot run what the flags refuse."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is fine
+        data = tomllib.loads(read_text(path, "utf-8-sig"))  # -sig: a byte-order mark is fine
     except FileNotFoundError:
         raise ConfigError(f"experiment file {path} not found") from None
     except IsADirectoryError:

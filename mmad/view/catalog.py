@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmad.errors import MmadError
+from mmad.reading import open_file
 from mmad.results.files import distinct_tails, identify, known_pairs, run_label
 from mmad.results.runinfo import RUN_FILE, read_run_info
 
@@ -71,7 +73,7 @@ class RunFiles:
 
 def _header(path: Path) -> tuple[str, ...]:
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
+        with open_file(path, "r", encoding="utf-8-sig", newline="") as handle:
             return tuple(next(csv.reader(handle), ()))
     except (OSError, UnicodeDecodeError, csv.Error):
         return ()
@@ -82,7 +84,7 @@ def _first_record(path: Path | None) -> dict:
     if path is None:
         return {}
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open_file(path, "r", encoding="utf-8") as handle:
             record = json.loads(handle.readline())
         return record if isinstance(record, dict) else {}
     except (OSError, ValueError, UnicodeDecodeError):
@@ -163,6 +165,7 @@ class Catalog:
     data_root: Path | None = None
     runs: list[RunFiles] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unreadable: list[dict] = field(default_factory=list)  # {name, folder, error} of folders left out
 
     def scan(self) -> list[RunFiles]:
         from mmad.data.datasets import discover
@@ -172,6 +175,7 @@ class Catalog:
         pairs = known_pairs(extra)
         runs: list[RunFiles] = []
         notes: list[str] = []
+        unreadable: list[dict] = []
         for source in self.sources:
             if source.is_file():
                 runs.extend(_folder_runs(source.parent, [source.name, source.with_suffix(".jsonl").name
@@ -182,13 +186,16 @@ class Catalog:
                 continue
             for folder, dirs, names in os.walk(source):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                runs.extend(_folder_runs(Path(folder), sorted(names), pairs, notes))
+                try:
+                    runs.extend(_folder_runs(Path(folder), sorted(names), pairs, notes))
+                except MmadError as exc:  # one damaged folder (a bad run.json) never hides the others
+                    unreadable.append({"name": Path(folder).name, "folder": str(folder), "error": str(exc)})
         seen, unique = set(), []
         for run in runs:
             if run.rid not in seen:
                 seen.add(run.rid)
                 unique.append(run)
-        self.runs, self.notes = _labelled(unique), notes
+        self.runs, self.notes, self.unreadable = _labelled(unique), notes, unreadable
         return self.runs
 
     def get(self, rid: str) -> RunFiles | None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from mmad.comparison.run_data import NO_RECORD_FAILED, NO_RECORD_OK, final_records
 from mmad.metrics import severity_levels
+from mmad.reading import open_file, read_text
 from mmad.results.files import JsonlLog, read_result_file
 from mmad.view.catalog import ResultFile, RunFiles
 
@@ -71,7 +72,7 @@ def read_records(path: Path | None) -> list[dict]:
     if path is None:
         return []
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text(path, "utf-8", errors="replace")
     except FileNotFoundError:
         return []
     lines = [line for line in text.split("\n") if line.strip()]
@@ -160,7 +161,7 @@ def _score_file(items: Items, sub: int, result: ResultFile) -> None:
 def _rows(path: Path | None) -> list[dict]:
     if path is None:
         return []
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with open_file(path, "r", encoding="utf-8-sig", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

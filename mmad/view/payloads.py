@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmad.reading import read_bytes
 from mmad.results.files import JsonlLog
 from mmad.view.catalog import Catalog, RunFiles
 from mmad.view.items import Items, load_items
@@ -246,7 +247,7 @@ class ViewData:
         """A small PNG of the item's query image (its source file)."""
         from PIL import Image
         try:
-            image = Image.open(self.source_path(rid, row))
+            image = Image.open(io.BytesIO(read_bytes(self.source_path(rid, row))))
         except OSError as exc:
             raise NotFound(str(exc)) from None
         with image:

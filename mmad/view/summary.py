@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmad.reading import read_text
 from mmad.view.catalog import RunFiles
 from mmad.view.items import FAILED, TODO, Items
 
@@ -76,7 +77,7 @@ def status_counts(items: Items) -> dict[str, object]:
 
 def _wall_time(run: RunFiles) -> tuple[float | None, str]:
     try:
-        summary = json.loads((run.folder / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads(read_text((run.folder / "summary.json"), "utf-8"))
         elapsed = float(summary["elapsed_s"])
         shared = len(summary.get("runs") or [])
         return elapsed, f"last invocation, shared by {shared} runs of a grid" if shared > 1 else "last invocation"

@@ -1,0 +1,57 @@
+"""Opening the files a user points at without ever blocking. `open()` on a FIFO waits forever for a
+writer, so a named pipe where an image, a template or a price table belongs would hang a run with
+no word; here the path is opened non-blocking, checked to be a regular file, and refused in one
+line (`NotRegularFile`, an OSError) when it is not."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import IO, Any
+
+from mmad.paths import describe_target
+
+
+class NotRegularFile(OSError):
+    """A FIFO, socket, device or folder where a file belongs: the user's input to fix (exit 2)."""
+
+    def __init__(self, path: str | os.PathLike, found: str):
+        super().__init__(None, f"{found} where mmad needs a regular file", os.fspath(path))
+        self.found = found
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def open_file(path: str | os.PathLike, mode: str = "rb", **text_options: Any) -> IO[Any]:
+    """`open(path, mode)` for reading, after checking on the opened descriptor itself that it is a
+    regular file (no window between the check and the open)."""
+    if any(flag in mode for flag in "wax+"):
+        raise ValueError("open_file only reads")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(path, describe_target(path))
+        os.set_blocking(fd, True)
+        return open(fd, mode, **text_options)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    with open_file(path) as handle:
+        return handle.read()
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict") -> str:
+    with open_file(path, "r", encoding=encoding, errors=errors) as handle:
+        return handle.read()
+
+
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """True for a regular file (links followed); never opens the path."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
