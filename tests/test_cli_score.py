@@ -138,3 +138,28 @@ def test_unknown_dataset_is_one_line(setup):
     run = subprocess.run(score_cmd(server, tmp / "out")[:-5] + ["--dataset", "nope", "--quiet"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "unknown dataset 'nope'" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("bad", ["abc", "42", None, [1], True, 150, -5, 1e999])
+def test_a_score_edited_by_hand_is_refused_naming_its_line_and_never_written(setup, bad):
+    """The run's JSONL is read back on every resume: an `ok` record whose score its task could not
+    have written stops the run in one line (file, line, image), exit 2, before the CSV is rewritten."""
+    tmp, server, env = setup
+    out = tmp / "out"
+    assert subprocess.run(score_cmd(server, out), env=env, capture_output=True, timeout=120).returncode == 0
+    [jsonl] = out.glob("*.jsonl")
+    csv_before = jsonl.with_suffix(".csv").read_bytes()
+    lines = jsonl.read_text().splitlines()
+    record = json.loads(lines[4])
+    record["score"] = bad
+    lines[4] = json.dumps(record)
+    jsonl.write_text("\n".join(lines) + "\n")
+    run = subprocess.run(score_cmd(server, out), env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert f"{jsonl.name}: line 5 ({record['path']}): status ok with score" in run.stderr
+    assert "Traceback" not in run.stderr and jsonl.with_suffix(".csv").read_bytes() == csv_before
+    del lines[4]  # what the message says to do: the answer comes back from the cache, unpaid
+    jsonl.write_text("\n".join(lines) + "\n")
+    paid = len(server.requests)
+    again = subprocess.run(score_cmd(server, out), env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "cache 1" in again.stderr and len(server.requests) == paid

@@ -9,14 +9,16 @@ other settings (another prompt, other references, a changed image) never counts 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mmad.engine.events import OtherModel
-from mmad.errors import StorageError, describe_os_error, os_failure
+from mmad.errors import DataError, StorageError, describe_os_error, os_failure
 from mmad.providers.base import ProviderFailure
+from mmad.reading import open_file
 from mmad.results.files import JsonlLog
 
 FINAL_STATUSES = ("ok", "parse_failed", "refused", "error")
@@ -172,3 +174,25 @@ class RunLogs:
                 log.close()
             except OSError:
                 pass
+
+
+def check_records(plan, records: Iterable[Mapping]) -> None:
+    """Refuse a run whose JSONL holds a record its task could not have written (a score edited by
+    hand): one line naming the file, the line and the field, never a bad value in the results."""
+    for record in records:
+        problem = plan.task.check_record(record)
+        if problem is not None:
+            raise DataError(f"{plan.jsonl_path}: line {_line_of(plan.jsonl_path, record)} ({record.get('path')}): "
+                            f"{problem}; edited by hand? Delete that line (the answer comes back from the "
+                            f"response cache, free) or start over with --fresh")
+
+
+def _line_of(path, record: Mapping) -> str:
+    with open_file(path, "r", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                if json.loads(line) == record:
+                    return str(number)
+            except ValueError:
+                continue
+    return "?"

@@ -51,6 +51,7 @@ from mmad.engine.records import (
     answer_record,
     best_records,
     cause_of,
+    check_records,
     interleave,
     make_record,
     merge_record,
@@ -192,6 +193,7 @@ class Engine(LiveCalls):
             previous = self._best
             for plan in plans:
                 records = self._logs.read(plan.jsonl_path)
+                check_records(plan, records)
                 previous[id(plan)] = best_records(records)
                 self._reasked.update(r["key"] for r in records if r.get("status") == "reasked")
                 if self.settings.retry_failed:  # a retried refusal gets a fresh allowance of re-asks

@@ -3,6 +3,7 @@ the benchmark's CSV format. (Classification and MMAD-QA define their own tasks b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,6 +23,14 @@ class ScoreTask(Task):
         if not parsed.ok:
             return Interpretation("parse_failed", {"score": None, "reason": parsed.reason}, parsed.error)
         return Interpretation("ok", {"score": parsed.score, "reason": parsed.reason})
+
+    def check_record(self, record: Mapping) -> str | None:
+        if record.get("status") != "ok":
+            return None
+        score = record.get("score")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 100:
+            return f"status ok with score {json.dumps(score)[:40]}, not a number from 0 to 100"
+        return None
 
     def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
         rows: list[tuple[str, float, float | None]] = []

@@ -98,3 +98,8 @@ class Task:
     def write(self, plan: SubsetPlan, best: Mapping[str, dict]) -> Path:
         """Write the plan's result file(s) from `best` (job key -> record); returns the main file."""
         raise NotImplementedError
+
+    def check_record(self, record: Mapping) -> str | None:
+        """Why a record read back from the run's JSONL cannot be what this task wrote (a hand edit,
+        another tool), or None. An answer is checked on read: a bad one is never written as a result."""
+        return None
