@@ -154,7 +154,15 @@ def test_template_rows_wider_than_the_header_name_their_file_lines(tmp_path):
     with pytest.raises(DataError, match=r"more fields than the header's 2 at line\(s\) 4 "):
         templates.read_template(path)
     path.write_text("Path,Severity\n\na.png,0\n\nb.png,x\nc.png,1\n")  # line numbers count blank lines
-    with pytest.raises(DataError, match=r"non-numeric/negative severity at line\(s\) 5$"):
+    with pytest.raises(DataError, match=r"line 5: severity 'x' is non-numeric; .* at line\(s\) 5$"):
+        templates.read_template(path)
+    for cell, words in (("-1", "severity '-1' is negative"), ("2000", "severity '2000' is above 1000"),
+                        ("inf", "severity 'inf' is infinite or not a number"), ("", "no severity")):
+        path.write_text(f"Path,Severity\na.png,0\nb.png,{cell}\n")
+        with pytest.raises(DataError, match=f"line 3: {words}; "):
+            templates.read_template(path)
+    path.write_text("Path,Severity\na.png,0\n,1\n")
+    with pytest.raises(DataError, match="line 3: no image path; "):
         templates.read_template(path)
 
 

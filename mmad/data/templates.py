@@ -116,6 +116,26 @@ def parse_severity(cell: str) -> float | None:
     return value if value is not None and 0 <= value <= MAX_SEVERITY else None
 
 
+def _row_problem(cell: str, value: float | None, row: list[str], path_col: int) -> str:
+    """What is wrong with one template row, in words (the first bad row's message)."""
+    if value is None:
+        if not cell:
+            return "no severity"
+        number = parse_number(cell)
+        if number is None:
+            return f"severity {cell[:40]!r} is " + ("infinite or not a number" if _is_float(cell) else "non-numeric")
+        return f"severity {cell!r} is " + ("negative" if number < 0 else f"above {MAX_SEVERITY:g}")
+    return "no image path"
+
+
+def _is_float(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def first_rows(rows: list[int], limit: int = 5) -> str:
     shown = ", ".join(str(r) for r in rows[:limit])
     return shown + (f" (+{len(rows) - limit} more)" if len(rows) > limit else "")
@@ -135,18 +155,20 @@ def read_template(path: Path) -> Template:
     path_lines: list[int] = []
     severities: list[float] = []
     bad: list[int] = []
+    first_problem = ""
     for line, row in zip(lines, rows):
         cell = row[sev_col].strip() if sev_col < len(row) else ""
         value = parse_severity(cell)
         if value is None or path_col >= len(row) or not row[path_col].strip():
             bad.append(line)
+            first_problem = first_problem or _row_problem(cell, value, row, path_col)
             continue
         paths.append(row[path_col].strip())
         path_lines.append(line)
         severities.append(value)
     if bad:
-        raise DataError(f"{path}: a severity above {MAX_SEVERITY:g} or infinite, a missing path or non-numeric/negative "
-                        f"severity at line(s) {first_rows(bad)}")
+        raise DataError(f"{path}: line {bad[0]}: {first_problem}; rows with a missing path or a non-numeric/negative "
+                        f"severity (0 to {MAX_SEVERITY:g}) at line(s) {first_rows(bad)}")
     counts = Counter(paths)
     dupes = [line for line, p in zip(path_lines, paths) if counts[p] > 1]
     if dupes:
