@@ -158,7 +158,7 @@ def test_finished_with_failed_jobs_exits_6_and_names_the_causes(setup):
                                              Fault("garbage") if n == 7 else None)
     result = run(score_cmd(server.openai_url, tmp / "out", "--concurrency", "1"), env)
     assert result.returncode == 6, result.stderr
-    assert "3 job(s) failed (bad request (HTTP 400) x2" in result.stderr
+    assert "3 job(s) failed (bad request (HTTP 400) x2, e.g. good_level_0/00" in result.stderr
     assert "--retry-failed" in result.stderr
     again = run(score_cmd(server.openai_url, tmp / "out"), env)  # nothing to do, but the failures remain
     assert again.returncode == 6 and "nothing to do" in again.stderr

@@ -157,6 +157,8 @@ def test_broken_query_is_that_jobs_error(server, root, tmp_path):
     assert summary.statuses == {"ok": 19, "error": 1} and summary.causes == {"image: cannot be decoded": 1}
     [failed] = [r for r in JsonlLog.read(plans[0].jsonl_path) if r["status"] == "error"]
     assert "test/defect_level_2/001.png" in failed["error"] and "train" not in failed["error"]  # the query
+    assert failed["source"] == "not sent" and summary.sources == {"live": 19, "not sent": 1}
+    assert summary.examples == {"image: cannot be decoded": "defect_level_2/001.png"}
 
 
 def test_detector_records_an_undecodable_query_and_exits_6(root, tmp_path, capsys, monkeypatch):

@@ -136,7 +136,8 @@ def print_summary(summary, meter=None) -> None:
         err_console.print(f"warning: {count} answer(s) of this run named model {answered!r}, not {asked!r} (each "
                           f"record's `model` says which)", markup=False, highlight=False)
     if summary.failed:
-        causes = ", ".join(f"{cause} x{n}" for cause, n in summary.causes.most_common(3))
+        causes = ", ".join(f"{cause} x{n}" + (f", e.g. {summary.examples[cause]}" if summary.examples.get(cause) else "")
+                           for cause, n in summary.causes.most_common(3))
         err_console.print(f"{summary.failed} job(s) failed ({causes}); rerun with --retry-failed to redo them",
                           markup=False, highlight=False)
 

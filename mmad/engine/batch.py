@@ -158,7 +158,7 @@ async def _submit(engine, provider, state: BatchState, jobs: list, options: Batc
         try:
             images = await engine._prepare(job)
         except ImagePreparationError as exc:  # an undecodable image is this job's failure
-            engine._finish(plan, job, engine._record(job, "error", source="batch", attempts=0, error=str(exc),
+            engine._finish(plan, job, engine._record(job, "error", source="not sent", attempts=0, error=str(exc),
                                                      cause="image: cannot be decoded"))
             continue
         if engine.meter is not None and engine.meter.price is not None:

@@ -68,6 +68,7 @@ class RunSummary:
     usage: Counter = field(default_factory=Counter)  # live tokens this run
     failures: Counter = field(default_factory=Counter)  # failed attempts by kind (retried or not)
     causes: Counter = field(default_factory=Counter)  # why jobs failed, over every job's best record
+    examples: dict = field(default_factory=dict)  # cause -> the image of the first job that failed so
     live_requests: int = 0  # HTTP calls made, retries included
     elapsed_s: float = 0.0
     stopped: str | None = None  # why the run ended early

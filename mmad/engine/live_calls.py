@@ -56,7 +56,7 @@ class LiveCalls:
             except Stopped:
                 return None
             except ImagePreparationError as exc:  # an image that cannot be decoded is this job's failure
-                return self._record(job, "error", source="live", attempts=0, error=str(exc),
+                return self._record(job, "error", source="not sent", attempts=0, error=str(exc),
                                     cause="image: cannot be decoded")
             return await self._attempts(plan, job, control, ticket, images)
         finally:

@@ -101,7 +101,9 @@ def account(summary, plan, best: Mapping[str, dict]) -> None:
         summary.final_statuses[record["status"]] += 1
         if record["status"] != "ok":
             summary.failed += 1
-            summary.causes[record.get("cause") or record.get("error") or record["status"]] += 1
+            cause = record.get("cause") or record.get("error") or record["status"]
+            summary.causes[cause] += 1
+            summary.examples.setdefault(cause, record.get("path") or job.path)
 
 
 def cause_of(failure: ProviderFailure) -> str:
