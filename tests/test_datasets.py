@@ -3,7 +3,7 @@ import pytest
 
 from mmad.data import datasets, templates
 from mmad.errors import DataError
-from tests.conftest import write_csv, write_image
+from tests.conftest import make_industry_subset, write_csv, write_image
 
 
 def test_all_31_published_templates_read(shared_templates):
@@ -175,3 +175,14 @@ def test_reference_folders_skip_dot_files_as_the_scripts_glob_does(tiny_root):
     refs = datasets.reference_images(subset, 3)
     assert [r.name for r in refs] == ["000.png", "001.png", "002.png"]
     assert all(not p.name.startswith(".") for p in datasets.list_images(subset.reference_dir))
+
+
+def test_data_list_shows_every_dataset_when_one_template_is_bad(tmp_path, capsys):
+    from mmad import cli
+    make_industry_subset(tmp_path, "good", "a")
+    make_industry_subset(tmp_path, "broken", "a")
+    (tmp_path / "template" / "broken_a_template.csv").write_text("Path,Severity\ngood_level_0/000.png,abc\n")
+    assert cli.main(["data", "list", "--root", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert "good" in out and "broken" in out and "a template cannot be read" in out
+    assert "broken_a_template.csv: line 2: severity 'abc' is non-numeric" in err

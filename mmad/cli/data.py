@@ -44,17 +44,26 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     for (name, _), subset in present.items():
         if name not in datasets.REGISTRY:
             extra.setdefault(name, []).append(subset)
+    unreadable: list[str] = []
     for name, subsets in sorted(extra.items()):
-        read = [read_template(s.template_path) for s in subsets]
+        try:
+            read = [read_template(s.template_path) for s in subsets]
+        except DataError as exc:  # one bad template never hides the other datasets; the exit code says it
+            unreadable.append(str(exc))
+            table.add_row(name, subsets[0].domain, subsets[0].prompt_family or "(set --prompt-family)", "—",
+                          str(len(subsets)), "—", "a template cannot be read (below)")
+            continue
         levels = max(int(t.levels.max()) for t in read) + 1
         table.add_row(name, subsets[0].domain, subsets[0].prompt_family or "(set --prompt-family)",
                       str(levels), str(len(subsets)), str(sum(len(t) for t in read)),
                       f"{len(subsets)}/{len(subsets)} (discovered)")
     console.print(table)
+    for problem in unreadable:
+        err_console.print(f"error: {problem}", markup=False, highlight=False, soft_wrap=True)
     if args.verbose:
         for _, item in sorted(present.items()):
             console.print(f"  {item.label}: {item.template_path}")
-    return 0
+    return 2 if unreadable else 0
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:

@@ -359,4 +359,4 @@ def _refuse_special(path: Path) -> None:
     """A record file that is a FIFO or a device would block or swallow the run: refused by name."""
     found = describe_target(path)
     if found not in ("a regular file", "missing") and not found.startswith(("not reachable", "a path too long")):
-        raise DataError(f"{path} is {found}, not a record file (JSONL); remove it or use another --out")
+        raise DataError(f"{path} is {found}, not a record file (JSONL); remove or rename it")
