@@ -5,6 +5,7 @@ line (`NotRegularFile`, an OSError) when it is not."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import IO, Any
@@ -30,7 +31,10 @@ def open_file(path: str | os.PathLike, mode: str = "rb", **text_options: Any) ->
         raise ValueError("open_file only reads")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode_bits = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode_bits):  # what open() itself says of a folder, so its handlers keep their words
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat.S_ISREG(mode_bits):
             raise NotRegularFile(path, describe_target(path))
         os.set_blocking(fd, True)
         return open(fd, mode, **text_options)
