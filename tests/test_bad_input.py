@@ -223,13 +223,3 @@ def test_anthropic_given_v1_says_where_the_request_went(tmp_path, env, server, f
     line = one_error(mmad(env, *score_args(url, tmp_path / "out", provider="anthropic")), 3)
     assert f"the request went to {url}/v1/messages: drop the /v1" in line, line
     assert len(server.requests) == 1
-
-
-def test_a_single_valued_option_given_twice_is_refused(capsys):
-    from mmad import cli
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["score", "--provider", "patchcore", "--dataset", "synth", "--subset", "a", "--subset", "b"])
-    assert stopped.value.code == 2
-    assert "--subset given twice ('a' and 'b'); it takes one value" in capsys.readouterr().err
-    args = cli.build_parser().parse_args(["eval", "x", "--subset", "a", "--subset", "a"])  # the same twice: harmless
-    assert args.subset == "a" and not hasattr(args, "_given_once")

@@ -38,32 +38,8 @@ from mmad.scoring.value_checks import (  # noqa: F401  (re-exported for the fron
 )
 
 
-class StoreOnce(argparse._StoreAction):
-    """An option that takes one value refuses a second (`--subset a --subset b` would silently run
-    only b); options meant to repeat say `action="append"`."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        seen = namespace.__dict__.setdefault("_given_once", {})
-        if self.dest in seen and seen[self.dest] != values:
-            parser.error(f"{option_string} given twice ({seen[self.dest]!r} and {values!r}); it takes one value "
-                         f"(a list, where the option takes one, is comma-separated)")
-        seen[self.dest] = values
-        super().__call__(parser, namespace, values, option_string)
-
-
 class Parser(argparse.ArgumentParser):
-    """Bad arguments are one line (and exit 2), not a page of usage; a single-valued option given
-    twice is refused (`StoreOnce`)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.register("action", None, StoreOnce)
-        self.register("action", "store", StoreOnce)
-
-    def parse_known_args(self, args=None, namespace=None):
-        parsed, extra = super().parse_known_args(args, namespace)
-        parsed.__dict__.pop("_given_once", None)
-        return parsed, extra
+    """Bad arguments are one line (and exit 2), not a page of usage."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
