@@ -193,7 +193,7 @@ def test_path_mistakes_are_bad_input_not_storage(tmp_path, env, server):
 
 @pytest.mark.parametrize("url, key, says", [
     ("not-a-url", "k", "--base-url not-a-url: not a URL"),
-    ("http://127.0.0.1:99999/v1", "k", "port out of range"),
+    ("http://127.0.0.1:99999/v1", "k", "the port is out of range (ports are 1-65535)"),
     (None, " ", "OPENAI_API_KEY is set but blank"),
     (None, "sk-abc\n", "OPENAI_API_KEY holds a space, line break or control character"),
 ])

@@ -175,8 +175,8 @@ def test_eval_agreement_between_metric_rankings(tmp_path, capsys):
     assert "1.000" in out
     reference_dir = tmp_path / "few"
     reference_result(reference_dir, "a", "mvtec", "bottle", ["Path", "Severity", "Anomaly Score"], [["x", "0", "1"]])
-    code, _, err = run_cli(capsys, "eval", str(reference_dir), "--agreement")
-    assert code == 2 and "needs at least 3 runs" in err
+    code, out, err = run_cli(capsys, "eval", str(reference_dir), "--agreement")
+    assert code == 2 and "needs at least 3 runs" in err and out == ""  # refused before any table
 
 
 def test_folders_with_runs_of_another_task_evaluate_the_score_runs_and_say_what_was_left_out(tmp_path, capsys):

@@ -47,6 +47,8 @@ def eval_scores(args: argparse.Namespace) -> int:
     records = api.evaluate(*args.paths, data_root=args.root, ties=args.ties, normal_up_to=args.normal_up_to,
                            bootstrap=args.bootstrap, seed=args.seed, dataset=args.dataset, subset=args.subset,
                            skipped=skipped)
+    if args.agreement and len({r.run for r in records}) < 3:  # before any table: the request cannot be met
+        raise ConfigError(f"--agreement needs at least 3 runs to rank; found {len({r.run for r in records})}")
     from mmad.results.files import skipped_note
     if skipped:
         err_console.print(f"note: {skipped_note(skipped)}", markup=False, highlight=False)

@@ -237,9 +237,9 @@ def add_detector_options(parser: argparse.ArgumentParser, *, with_seed: bool = T
     group.add_argument("--random-weights", action="store_true",
                        help="run with untrained backbone weights instead of refusing (tests and timings only)")
     group.add_argument("--epochs", type=positive_int,
-                       help="training epochs of Reverse Distillation and anomalib's trained models (default 30)")
+                       help="training epochs of Reverse Distillation and anomalib's trained models (default: 30)")
     group.add_argument("--coreset-ratio", type=ratio,
-                       help="PatchCore memory bank kept, in (0, 1] (default 1.0 few-shot, 0.1 full-shot; "
+                       help="PatchCore memory bank kept, in (0, 1] (default: 1.0 few-shot, 0.1 full-shot; "
                             "anomalib:Patchcore: anomalib's 0.1)")
     group.add_argument("--model-arg", action="append", type=model_arg, metavar="KEY=VALUE",
                        help="an anomalib model's own argument, repeatable (e.g. num_neighbors=1, "

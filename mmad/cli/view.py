@@ -26,7 +26,8 @@ def register(sub) -> None:
     for p in (vw, rn):
         p.add_argument("results", nargs="*", metavar="RESULTS",
                        help="result folders or files (default: ./results and ./results-classify where they exist)")
-        p.add_argument("--root", help=root_help("data root, for the images"))
+        p.add_argument("--root", help=root_help("data root, to place result files of a dataset of your own (and, in "
+                                                "view, for the images)"))
     vw.add_argument("--port", type=bounded_int(0, 65535), help=f"port on 127.0.0.1 (default: {DEFAULT_PORT}, or a free one when "
                                                     f"taken; 0 = any free port)")
     vw.add_argument("--no-open", action="store_true", help="do not open a browser")
@@ -93,6 +94,13 @@ def cmd_view(args: argparse.Namespace) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _short(value: object, cap: int = 48) -> str:
+    """A setting in the runs table: long values (an anomalib model's whole settings) cut, the
+    whole value is in `mmad runs --json` and run.json."""
+    text = str(value)
+    return text if len(text) <= cap else text[:cap - 1] + "…"
+
+
 def _say_unreadable(catalog) -> int:
     """One line per folder left out (a damaged run.json); 2 when there is one, else 0."""
     for bad in catalog.unreadable:
@@ -141,7 +149,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                          overflow="fold")
     for row in rows:
         words, jobs, metrics = row["settings"], row["jobs"], row["metrics"]
-        other = ", ".join(f"{k}={v}" for k, v in words["other"].items())
+        other = ", ".join(f"{k}={_short(v)}" for k, v in words["other"].items())
         last = metrics.get("c_index", metrics.get("accuracy"))
         table.add_row(*map(escape, (row["name"], row["kind"], str(words["model"] or "—"), str(words["prompt"] or "—"),
                                     other or "—", str(jobs["ok"]), str(jobs["failed"]), str(jobs["todo"]),

@@ -129,7 +129,8 @@ def open_detector_run(folder: str | Path) -> DetectorRun:
         raise ConfigError(f"detector run {folder} not found (run `mmad score --provider patchcore ...` first)")
     info = read_run_info(folder)
     if info is not None and info.get("kind") != "detector":
-        raise ConfigError(f"{folder} is a run of kind {info.get('kind')!r}, not a detector run")
+        kind = {"mllm": "score (MLLM)"}.get(str(info.get("kind")), str(info.get("kind")))
+        raise ConfigError(f"{folder} is a {kind} run, not a detector run (`mmad runs` lists each run's kind)")
     if info is None and not any(folder.glob(f"*{MAPS_SUFFIX}")):
         raise ConfigError(f"{folder} holds no detector maps (*{MAPS_SUFFIX}); is it a detector run folder?")
     return DetectorRun(folder, str(info.get("run")) if info else folder.name, dict(info.get("settings", {})) if info else {})

@@ -18,7 +18,8 @@ def check_base_url(url: str, source: str = "--base-url") -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:  # "Port out of range 0-65535", an unclosed [IPv6 bracket
-        raise ConfigError(f"{source} {shown}: {str(exc).lower()} (ports are 1-65535)") from None
+        words = "the port is out of range" if "port" in str(exc).lower() else str(exc).lower()
+        raise ConfigError(f"{source} {shown}: {words} (ports are 1-65535)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{source} {shown}: not a URL; expected http(s)://host[:port][/path], e.g. "
                           f"http://127.0.0.1:8000/v1")
