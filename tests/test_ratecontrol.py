@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from mmad.engine.ratecontrol import HEADROOM, RateControl, Stopped, Ticket
-from mmad.providers.base import ProviderFailure, RateLimitInfo
+from mmad.providers.base import ProviderFailure
+from mmad.providers.headers import RateLimitInfo
 from tests.conftest import FakeClock
 
 

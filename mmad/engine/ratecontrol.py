@@ -41,7 +41,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mmad.engine.limit_probe import LimitProbe, Verdict
-from mmad.providers.base import ProviderFailure, RateLimitInfo
+from mmad.providers.base import ProviderFailure
+from mmad.providers.headers import RateLimitInfo
 
 HEADROOM = 0.97  # pace at this share of a limit the provider announces
 START_BURST_S = 1.0  # seconds of the paced rate that may leave at once when the first answer says they remain

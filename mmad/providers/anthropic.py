@@ -23,11 +23,11 @@ from mmad.providers.base import (
     Request,
     json_answer,
     one_line,
-    rate_limit_info,
     sdk_failure,
     status_phrase,
 )
 from mmad.providers.checks import check_base_url, check_key
+from mmad.providers.headers import rate_limit_info
 from mmad.providers.openai import JSON_HEADERS, dumps, encode_body
 
 KEY_ENV = "ANTHROPIC_API_KEY"

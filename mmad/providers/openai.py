@@ -30,10 +30,10 @@ from mmad.providers.base import (
     classify_status,
     error_message,
     json_answer,
-    rate_limit_info,
     sdk_failure,
 )
 from mmad.providers.checks import check_base_url, check_key
+from mmad.providers.headers import rate_limit_info
 
 KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
