@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections import OrderedDict
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
@@ -26,7 +27,8 @@ class ImagePreparationError(Exception):
     """An image of the job could not be decoded or encoded; names that image, not the job."""
 
     def __init__(self, path: object, cause: Exception) -> None:
-        super().__init__(f"cannot prepare image {path}: {type(cause).__name__}: {cause}")
+        words = re.sub(r" <_io\.\w+ object at 0x[0-9a-f]+>", "", str(cause))  # Pillow names its in-memory buffer
+        super().__init__(f"cannot prepare image {path}: {type(cause).__name__}: {words}")
         self.path = path
 
 

@@ -70,6 +70,18 @@ def identify(stem: str, pairs: Sequence[tuple[str, str]] | None = None) -> tuple
     return None
 
 
+def _sidecar_note(path: Path) -> str:
+    """Why the JSONL beside a result CSV, which would have named its data, did not: it is missing,
+    no regular file, or its first record is unreadable."""
+    sidecar = path.with_suffix(".jsonl")
+    found = describe_target(sidecar)
+    if found == "missing":
+        return ""
+    if found != "a regular file":
+        return f", and its record file {sidecar.name}, which would say, is {found}"
+    return f", and the first record of {sidecar.name} does not name them"
+
+
 def _sidecar_identity(path: Path) -> tuple[str, str] | None:
     """(dataset, subset) from the first record of our JSONL beside the CSV, when there is one."""
     sidecar = path.with_suffix(".jsonl")
@@ -142,8 +154,8 @@ def read_result_file(path: Path, dataset: str | None = None, subset: str | None 
         guessed = _sidecar_identity(path) or identify(path.stem, pairs)
         if guessed is None:
             raise DataError(f"{path}: cannot tell the dataset and subset from the file name (expected "
-                            f"<run>_<dataset>_<subset>.csv of a known or discovered dataset); pass --dataset and "
-                            f"--subset, or --root for a dataset of your own")
+                            f"<run>_<dataset>_<subset>.csv of a known or discovered dataset){_sidecar_note(path)}; "
+                            f"pass --dataset and --subset, or --root for a dataset of your own")
         dataset, subset = dataset or guessed[0], subset or guessed[1]
     return ResultTable(path, dataset, subset, tuple(row[path_col] for row in rows), severities, scores,
                        run_label(path, dataset, subset))
