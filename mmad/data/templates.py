@@ -167,8 +167,8 @@ def read_template(path: Path) -> Template:
         path_lines.append(line)
         severities.append(value)
     if bad:
-        raise DataError(f"{path}: line {bad[0]}: {first_problem}; rows with a missing path or a non-numeric/negative "
-                        f"severity (0 to {MAX_SEVERITY:g}) at line(s) {first_rows(bad)}")
+        raise DataError(f"{path}: line {bad[0]}: {first_problem}; rows without an image path or a severity from 0 "
+                        f"to {MAX_SEVERITY:g} at line(s) {first_rows(bad)}")
     counts = Counter(paths)
     dupes = [line for line, p in zip(path_lines, paths) if counts[p] > 1]
     if dupes:
