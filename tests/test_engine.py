@@ -10,6 +10,7 @@ from mmad.config import PACKAGED_PROMPTS
 from mmad.data import datasets
 from mmad.engine.events import Paused
 from mmad.engine.jobs import build_plan
+from mmad.engine.ratecontrol import HEADROOM
 from mmad.engine.runner import Engine, EngineSettings
 from mmad.providers.anthropic import AnthropicProvider
 from mmad.providers.base import ProviderFailure
@@ -337,7 +338,7 @@ def test_learns_limits_from_headers(server, root, tmp_path):
     cache.close()
     control = engine.control("test-model")
     assert control.learned_rpm == 120 and control.learned_tpm == 500000
-    assert control.requests_per_minute() == pytest.approx(120 * 0.97)  # paced a little under the limit
+    assert control.requests_per_minute() == pytest.approx(120 * HEADROOM)  # paced a little under the limit
 
 
 def test_unreadable_query_image_is_a_job_error(server, root, tmp_path):

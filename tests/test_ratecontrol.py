@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mmad.engine.ratecontrol import HEADROOM, RateControl, Stopped, Ticket
+from mmad.engine.ratecontrol import HEADROOM, TOKEN_HEADROOM, RateControl, Stopped, Ticket
 from mmad.providers.base import ProviderFailure
 from mmad.providers.headers import RateLimitInfo
 from tests.conftest import FakeClock
@@ -145,9 +145,9 @@ def test_learned_limits_pace_a_little_under_them():
     rc = control(clock, rpm=10_000)
     rc.observe_success(0.2, 1000, RateLimitInfo(requests_limit=600, tokens_limit=30_000))
     assert rc.requests_per_minute() == pytest.approx(600 * HEADROOM)
-    assert rc.tokens_per_minute() == pytest.approx(30_000 * HEADROOM)
+    assert rc.tokens_per_minute() == pytest.approx(30_000 * TOKEN_HEADROOM)
     times = admit_times(rc, clock, 4, tokens=1000)  # tokens bind: 1000 tokens at 485/s
-    assert times[-1] - times[0] == pytest.approx(3 * 1000 / (30_000 * HEADROOM / 60))
+    assert times[-1] - times[0] == pytest.approx(3 * 1000 / (30_000 * TOKEN_HEADROOM / 60))
 
 
 def test_exhausted_limit_pauses_until_reset():

@@ -44,7 +44,8 @@ from mmad.engine.limit_probe import LimitProbe, Verdict
 from mmad.providers.base import ProviderFailure
 from mmad.providers.headers import RateLimitInfo
 
-HEADROOM = 0.97  # pace at this share of a limit the provider announces
+HEADROOM = 0.99  # pace requests at this share of a limit the provider announces
+TOKEN_HEADROOM = 0.97  # tokens keep more: mmad's count of a request's tokens is an estimate
 START_BURST_S = 1.0  # seconds of the paced rate that may leave at once when the first answer says they remain
 MEASURE_WINDOW_S = 10.0
 HOLD_WINDOW = 100  # requests over which failed calls and retry waits are averaged (slots they hold)
@@ -129,7 +130,7 @@ class RateControl:
         return min(limits) * self.factor if limits else None
 
     def tokens_per_minute(self) -> float | None:
-        limits = [r for r in (self.user_tpm, self.learned_tpm and self.learned_tpm * HEADROOM) if r]
+        limits = [r for r in (self.user_tpm, self.learned_tpm and self.learned_tpm * TOKEN_HEADROOM) if r]
         return min(limits) * self.factor if limits else None
 
     # ----------------------------------------------------------------- admission
