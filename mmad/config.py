@@ -118,7 +118,7 @@ def find_project_file(folder: Path) -> ProjectFile | None:
     """The defaults of `folder`: its mmad.toml, else its pyproject.toml's [tool.mmad], else None."""
     own = folder / CONFIG_NAME
     data: object
-    if own.is_file() or os.path.lexists(own):  # a FIFO or a dangling link is refused by name, not passed over
+    if os.path.lexists(own):  # a FIFO or a dangling link is read, and refused by name, not passed over
         data, where = _read_toml(own), CONFIG_NAME
         path = own
     else:

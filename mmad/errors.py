@@ -10,6 +10,9 @@
     └── StorageError          a result, cache or lock file cannot be written or read (disk full,
                               read-only, corrupt cache): nothing more is sent
 
+NotRegularFile (an OSError, as `open()` raises) is a FIFO, socket or device where mmad reads a
+file: bad input (2), raised by `mmad.reading`.
+
 Exit codes: 0 every job ok; 1 stopped early, resumable; 2 bad input or configuration (and
 RunBusy); 3 provider unusable; 4 quota; 5 --max-cost reached; 6 finished, but some jobs failed
 (--retry-failed redoes them); 7 storage; 130 aborted.
@@ -18,6 +21,7 @@ RunBusy); 3 provider unusable; 4 quota; 5 --max-cost reached; 6 finished, but so
 from __future__ import annotations
 
 import errno as _errno
+import os
 
 
 class MmadError(Exception):
@@ -78,11 +82,22 @@ PATH_MISTAKES = {_errno.ENAMETOOLONG: "a path too long for this system (a name o
                  _errno.ENOTDIR: "a file is in the way of a folder mmad needs there"}
 
 
+class NotRegularFile(OSError):
+    """A FIFO, socket or device where a file belongs: the user's input to fix (exit 2)."""
+
+    def __init__(self, path: str | os.PathLike, found: str):
+        super().__init__(None, f"{found} where mmad needs a regular file", os.fspath(path))
+        self.found = found
+
+    def __str__(self) -> str:
+        return f"{shorten(str(self.filename))}: {self.strerror}"
+
+
 def os_failure(action: str, path: object, exc: OSError) -> MmadError:
     """A failed file operation as the error it is: a path mistake (PATH_MISTAKES) is bad input,
     exit 2, naming the path the system named; anything else is storage, exit 7."""
-    if exc.errno is None and exc.strerror and exc.strerror.endswith("where mmad needs a regular file"):
-        return DataError(f"{shorten(str(exc.filename or path))}: {exc.strerror}")  # mmad.reading.NotRegularFile
+    if isinstance(exc, NotRegularFile):
+        return DataError(str(exc))
     if exc.errno in PATH_MISTAKES:
         return DataError(f"{shorten(str(exc.filename or path))}: {PATH_MISTAKES[exc.errno]}")
     return StorageError(f"{action} {describe_os_error(path, exc)}")

@@ -10,18 +10,10 @@ import os
 import stat
 from typing import IO, Any
 
+from mmad.errors import NotRegularFile
 from mmad.paths import describe_target
 
-
-class NotRegularFile(OSError):
-    """A FIFO, socket, device or folder where a file belongs: the user's input to fix (exit 2)."""
-
-    def __init__(self, path: str | os.PathLike, found: str):
-        super().__init__(None, f"{found} where mmad needs a regular file", os.fspath(path))
-        self.found = found
-
-    def __str__(self) -> str:
-        return f"{self.filename}: {self.strerror}"
+__all__ = ["NotRegularFile", "open_file", "read_bytes", "read_text"]
 
 
 def open_file(path: str | os.PathLike, mode: str = "rb", **text_options: Any) -> IO[Any]:
@@ -51,11 +43,3 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict") -> str:
     with open_file(path, "r", encoding=encoding, errors=errors) as handle:
         return handle.read()
-
-
-def is_regular_file(path: str | os.PathLike) -> bool:
-    """True for a regular file (links followed); never opens the path."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False

@@ -16,8 +16,7 @@ from mmad.cli import config as config_command
 from mmad.cli import eval as eval_command
 from mmad.cli.options import HelpFormatter, Parser
 from mmad.cli.output import err_console
-from mmad.errors import PATH_MISTAKES, MmadError, StorageError, describe_os_error, shorten
-from mmad.reading import NotRegularFile
+from mmad.errors import PATH_MISTAKES, MmadError, NotRegularFile, StorageError, describe_os_error, os_failure
 from mmad.version import __version__
 
 
@@ -68,10 +67,8 @@ DEBUG_ENV = "MMAD_DEBUG"
 def os_error_line(exc: OSError) -> tuple[str, int]:
     """(message, exit code) of an OSError no command anticipated: a path that cannot be one is bad
     input (2); anything else is the disk's trouble (7)."""
-    if isinstance(exc, NotRegularFile):
-        return str(exc), MmadError.exit_code
-    if exc.errno in PATH_MISTAKES and exc.filename:
-        return f"{shorten(str(exc.filename))}: {PATH_MISTAKES[exc.errno]}", MmadError.exit_code
+    if isinstance(exc, NotRegularFile) or (exc.errno in PATH_MISTAKES and exc.filename):
+        return str(os_failure("", exc.filename, exc)), MmadError.exit_code
     return describe_os_error(exc.filename or "a file", exc), StorageError.exit_code
 
 

@@ -116,24 +116,19 @@ def parse_severity(cell: str) -> float | None:
     return value if value is not None and 0 <= value <= MAX_SEVERITY else None
 
 
-def _row_problem(cell: str, value: float | None, row: list[str], path_col: int) -> str:
+def _row_problem(cell: str, value: float | None) -> str:
     """What is wrong with one template row, in words (the first bad row's message)."""
-    if value is None:
-        if not cell:
-            return "no severity"
-        number = parse_number(cell)
-        if number is None:
-            return f"severity {cell[:40]!r} is " + ("infinite or not a number" if _is_float(cell) else "non-numeric")
-        return f"severity {cell!r} is " + ("negative" if number < 0 else f"above {MAX_SEVERITY:g}")
-    return "no image path"
-
-
-def _is_float(cell: str) -> bool:
+    if value is not None:
+        return "no image path"
+    if not cell:
+        return "no severity"
     try:
-        float(cell)
+        number = float(cell)
     except ValueError:
-        return False
-    return True
+        return f"severity {cell[:40]!r} is non-numeric"
+    if not math.isfinite(number):
+        return f"severity {cell!r} is infinite or not a number"
+    return f"severity {cell!r} is " + ("negative" if number < 0 else f"above {MAX_SEVERITY:g}")
 
 
 def first_rows(rows: list[int], limit: int = 5) -> str:
@@ -161,7 +156,7 @@ def read_template(path: Path) -> Template:
         value = parse_severity(cell)
         if value is None or path_col >= len(row) or not row[path_col].strip():
             bad.append(line)
-            first_problem = first_problem or _row_problem(cell, value, row, path_col)
+            first_problem = first_problem or _row_problem(cell, value)
             continue
         paths.append(row[path_col].strip())
         path_lines.append(line)
